@@ -1,0 +1,71 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+export interface InterpolationProblem {
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+}
+
+export interface Interpolated {
+  readonly value: unknown;
+  /** Paths whose value came from `${env:}` or `${file:}`: they count as secrets. */
+  readonly secretPaths: readonly (readonly PropertyKey[])[];
+  readonly problems: readonly InterpolationProblem[];
+}
+
+export interface InterpolationSources {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Relative `${file:}` paths resolve against this folder (the config file's). */
+  readonly baseDir: string;
+  readonly readFile?: (path: string) => string;
+}
+
+const REF = /\$\{(env|file):([^}]*)\}/g;
+
+/**
+ * Replaces `${env:NAME}` and `${file:/path}` in every string of a parsed YAML value. One trailing
+ * newline of a file is dropped. A missing variable or file is a problem at that value's path.
+ */
+export function interpolate(root: unknown, sources: InterpolationSources): Interpolated {
+  const secretPaths: PropertyKey[][] = [];
+  const problems: InterpolationProblem[] = [];
+  const readFile = sources.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+
+  const walk = (value: unknown, path: PropertyKey[]): unknown => {
+    if (typeof value === 'string') {
+      if (!value.includes('${')) return value;
+      let replaced = false;
+      const out = value.replace(REF, (_all, kind: string, name: string) => {
+        replaced = true;
+        if (kind === 'env') {
+          const v = sources.env[name];
+          if (v === undefined) {
+            problems.push({ path, message: `environment variable ${name} is not set` });
+            return '';
+          }
+          return v;
+        }
+        const file = resolve(sources.baseDir, name);
+        try {
+          const text = readFile(file);
+          return text.endsWith('\n') ? text.slice(0, text.endsWith('\r\n') ? -2 : -1) : text;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+          problems.push({ path, message: `cannot read file ${file} (${code})` });
+          return '';
+        }
+      });
+      if (replaced) secretPaths.push(path);
+      return out;
+    }
+    if (Array.isArray(value)) return value.map((v, i) => walk(v, [...path, i]));
+    if (value !== null && typeof value === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) out[k] = walk(v, [...path, k]);
+      return out;
+    }
+    return value;
+  };
+
+  return { value: walk(root, []), secretPaths, problems };
+}

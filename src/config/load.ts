@@ -1,0 +1,220 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
+import { interpolate } from './interpolate.js';
+import { ConfigSchema, crossCheck, type Config } from './schema.js';
+import { REDACTED } from './secret.js';
+
+export interface LoadedConfig {
+  readonly config: Config;
+  /** The config as written (after interpolation), secrets as `***`: what `/admin/config` shows. */
+  readonly redacted: unknown;
+  readonly file: string;
+  /** sha256 of the file's text: a reload of identical text is a no-op. */
+  readonly hash: string;
+}
+
+export interface LoadOptions {
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Folder that relative `${file:}` paths resolve against; default: the config file's. */
+  readonly baseDir?: string;
+}
+
+export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `cannot read config file (${code})` }]);
+  }
+  return loadConfigText(text, file, { baseDir: dirname(resolve(file)), ...options });
+}
+
+/** Parses, interpolates and validates; throws a ConfigError that lists every problem found. */
+export function loadConfigText(text: string, file: string, options: LoadOptions = {}): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const at = (offset: number, path: string, message: string): ConfigProblem => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { file, line, col, path, message };
+  };
+
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => at(e.pos[0], '', `invalid YAML: ${firstLine(e.message)}`)));
+  }
+
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
+    env: options.env ?? process.env,
+    baseDir: options.baseDir ?? process.cwd(),
+  });
+  const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
+  const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
+
+  const problems: ConfigProblem[] = interpolationProblems.map((p) =>
+    at(offsetOf(doc, p.path), formatPath(p.path), p.message),
+  );
+  const seen = new Set(problems.map((p) => p.path));
+
+  const parsed = ConfigSchema.safeParse(value, { reportInput: true });
+  if (!parsed.success) {
+    for (const issue of flattenIssues(parsed.error.issues)) {
+      if (issue.code === 'unrecognized_keys') {
+        for (const key of issue.keys) {
+          const path = [...issue.path, key];
+          problems.push(at(offsetOf(doc, path, 'key'), formatPath(path), 'unknown key'));
+        }
+        continue;
+      }
+      const path = formatPath(issue.path);
+      if (seen.has(path)) continue; // the interpolation problem already explains it
+      problems.push(at(offsetOf(doc, issue.path), path, describeIssue(issue, isSecret(issue.path))));
+    }
+  }
+
+  for (const p of crossCheck(value)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+
+  if (problems.length > 0 || !parsed.success) {
+    problems.sort((a, b) => a.line - b.line || a.col - b.col);
+    throw new ConfigError(problems);
+  }
+
+  return {
+    config: parsed.data,
+    redacted: redact(value, [], isSecret),
+    file,
+    hash: createHash('sha256').update(text).digest('hex'),
+  };
+}
+
+/** Keys that hold secrets even when written literally in the file (SPEC §1). */
+export function isSecretKeyPath(path: readonly PropertyKey[]): boolean {
+  const key = path[path.length - 1];
+  const parent = path[path.length - 2];
+  if (key === 'clientSecret' || key === 'secret' || key === 'secrets' || key === 'token') return true;
+  if (key === 'key' && parent === 'tls') return true;
+  if (key === 'value' && parent === 'header') return true;
+  // headers sent to the OTLP collector usually carry an API key
+  return parent === 'headers' && path[path.length - 3] === 'traces';
+}
+
+function redact(value: unknown, path: PropertyKey[], isSecret: (p: readonly PropertyKey[]) => boolean): unknown {
+  if (path.length > 0 && isSecret(path) && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    return Array.isArray(value) ? value.map(() => REDACTED) : REDACTED;
+  }
+  if (Array.isArray(value)) return value.map((v, i) => redact(v, [...path, i], isSecret));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = redact(v, [...path, k], isSecret);
+    return out;
+  }
+  return value;
+}
+
+type Issue = z.core.$ZodIssue;
+
+/** A union's issues come nested; report the branch that got furthest, as a user would read it. */
+function flattenIssues(issues: readonly Issue[]): Issue[] {
+  const out: Issue[] = [];
+  for (const issue of issues) {
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const best = [...issue.errors].sort((a, b) => depth(b) - depth(a) || a.length - b.length)[0]!;
+      out.push(...flattenIssues(best.map((i) => ({ ...i, path: [...issue.path, ...i.path] }))));
+    } else {
+      out.push(issue);
+    }
+  }
+  return out;
+}
+
+const depth = (issues: readonly Issue[]) => Math.max(0, ...issues.map((i) => i.path.length));
+
+function describeIssue(issue: Issue, secret: boolean): string {
+  const got = (v: unknown) => (secret ? REDACTED : describeValue(v));
+  switch (issue.code) {
+    case 'invalid_type':
+      if (issue.input === undefined) return 'is required';
+      // a schema's own wording ("must be an integer >= 1") beats zod's generic one
+      if (!issue.message.startsWith('Invalid input')) return `${issue.message} (got ${got(issue.input)})`;
+      return `must be ${article(issue.expected)} (got ${got(issue.input)})`;
+    case 'too_small':
+      if (issue.origin === 'array') return `${issue.message}`;
+      return `${issue.message} (got ${got(issue.input)})`;
+    case 'too_big':
+      return `${issue.message} (got ${got(issue.input)})`;
+    case 'invalid_value':
+      return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${got(issue.input)})`;
+    case 'invalid_format':
+      return `${issue.message} (got ${got(issue.input)})`;
+    case 'custom':
+    case 'not_multiple_of':
+    case 'invalid_key':
+    case 'invalid_element':
+    case 'invalid_union':
+    case 'unrecognized_keys':
+      return issue.message;
+  }
+}
+
+function article(expected: string): string {
+  switch (expected) {
+    case 'int':
+      return 'an integer';
+    case 'object':
+    case 'record':
+      return 'a mapping';
+    case 'array':
+      return 'a list';
+    default:
+      return /^[aeiou]/.test(expected) ? `an ${expected}` : `a ${expected}`;
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return JSON.stringify(v);
+}
+
+const firstLine = (s: string) => s.split('\n')[0] ?? s;
+
+/**
+ * Where a path points in the YAML text: the value's offset, or the key's when the value is missing
+ * (or when asked for the key). A path that stops early points at the deepest node that exists.
+ */
+function offsetOf(doc: Document, path: readonly PropertyKey[], want: 'value' | 'key' = 'value'): number {
+  let node: unknown = doc.contents;
+  let keyNode: Node | undefined;
+  let fallback = (node as Node | null)?.range?.[0] ?? 0;
+  for (let i = 0; i < path.length; i++) {
+    const segment = path[i];
+    let next: unknown;
+    keyNode = undefined;
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && (isScalar(p.key) ? p.key.value : p.key) === segment);
+      if (pair) {
+        keyNode = pair.key as Node;
+        next = pair.value;
+      }
+    } else if (isSeq(node) && typeof segment === 'number') {
+      next = node.items[segment];
+    }
+    const isLast = i === path.length - 1;
+    if (isLast && want === 'key' && keyNode?.range) return keyNode.range[0];
+    const range = (next as Node | null | undefined)?.range;
+    if (range && !(isScalar(next) && next.value === null && keyNode)) {
+      fallback = range[0];
+    } else if (keyNode?.range) {
+      return keyNode.range[0];
+    } else {
+      return fallback;
+    }
+    node = next;
+  }
+  return fallback;
+}

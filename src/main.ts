@@ -1,0 +1,115 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError } from './config/errors.js';
+import { loadConfigFile } from './config/load.js';
+import { startGatehouse } from './gatehouse.js';
+import { VERSION } from './version.js';
+
+/*
+ * The CLI, and the only file that touches process.*: arguments, signals, exit codes.
+ */
+
+const HELP = `gatehouse ${VERSION} — a config-driven API gateway sidecar
+
+Usage:
+  gatehouse run [-c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
+  gatehouse validate [-c FILE]   check FILE; print every problem as file:line:col path: message
+  gatehouse --version
+  gatehouse --help
+
+Signals (run): SIGHUP reloads the config; SIGTERM/SIGINT drain and stop.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        version: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`gatehouse: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    process.stdout.write(`gatehouse ${VERSION}\n`);
+    return 0;
+  }
+  const command = positionals[0] ?? (values.help ? 'help' : 'run');
+  if (values.help || command === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const file = values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
+
+  switch (command) {
+    case 'validate':
+      return validate(file);
+    case 'run':
+      return run(file);
+    default:
+      process.stderr.write(`gatehouse: unknown command '${command}'\n\n${HELP}`);
+      return 2;
+  }
+}
+
+function validate(file: string): number {
+  try {
+    const { config } = loadConfigFile(file);
+    process.stdout.write(
+      `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes)\n`,
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(err.message + '\n');
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function run(file: string): Promise<number> {
+  let gatehouse;
+  try {
+    gatehouse = await startGatehouse({ configFile: file });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`gatehouse: refusing to start, the config is invalid:\n${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`gatehouse: cannot start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const gh = gatehouse;
+  process.on('SIGHUP', () => void gh.reload('signal'));
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      gh.logger.info({ signal }, 'shutting down');
+      gh.shutdown().then(
+        () => resolve(0),
+        (err: unknown) => {
+          gh.logger.error({ err: (err as Error).message }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+// Exit explicitly: the run is over (drained and flushed) even if a library keeps a handle open.
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`gatehouse: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,40 @@
+/**
+ * Every answer gatehouse makes itself, in one table (SPEC §4). A leaf module: the concerns
+ * (security, quota, resilience, webhook) import it to return refusals as values.
+ */
+export const ERRORS = {
+  bad_request: { status: 400, title: 'Bad request' },
+  no_route: { status: 404, title: 'No route' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  invalid_signature: { status: 401, title: 'Invalid webhook signature' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  request_timeout: { status: 408, title: 'Request timeout' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  rate_limited: { status: 429, title: 'Rate limited' },
+  bad_gateway: { status: 502, title: 'Bad gateway' },
+  circuit_open: { status: 503, title: 'Upstream circuit open' },
+  overloaded: { status: 503, title: 'Upstream overloaded' },
+  no_healthy_upstream: { status: 503, title: 'No healthy upstream' },
+  auth_unavailable: { status: 503, title: 'Authentication unavailable' },
+  upstream_timeout: { status: 504, title: 'Upstream timeout' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** A refusal or failure that gatehouse answers itself, as application/problem+json. */
+export class GatehouseError extends Error {
+  readonly code: ErrorCode;
+  /** Extra response headers, such as `Retry-After` or `WWW-Authenticate`. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
+
+  constructor(code: ErrorCode, detail: string, headers?: Readonly<Record<string, string>>) {
+    super(detail);
+    this.name = 'GatehouseError';
+    this.code = code;
+    this.headers = headers;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+}

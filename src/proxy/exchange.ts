@@ -1,0 +1,143 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex, Readable } from 'node:stream';
+import type { Attributes, Span } from '@opentelemetry/api';
+import type { ErrorCode, GatehouseError } from './errors.js';
+import type { FailureKind } from './send.js';
+
+/** What a stage may know of the route it runs on; the full plan stays inside the proxy. */
+export interface RouteInfo {
+  readonly name: string;
+  /** The match template, e.g. `/api/checkout/*`: the span name's `http.route`. */
+  readonly httpRoute: string;
+  readonly upstream: string;
+}
+
+/**
+ * A step between routing and forwarding (jwt, quota, ...). An expected refusal is a returned
+ * GatehouseError, not a throw; undefined lets the request continue.
+ */
+export type Stage = (ex: Exchange) => GatehouseError | undefined | Promise<GatehouseError | undefined>;
+
+export type ResponseFilter = (statusCode: number, rawHeaders: readonly Buffer[]) => boolean;
+
+/**
+ * One request's state, from arrival to the access-log line. One object per request with a fixed
+ * shape: stages and policies read and write these fields instead of allocating their own.
+ * A leaf module (types only): the concerns import it.
+ */
+export class Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** performance.now() at arrival. */
+  readonly startMs: number;
+  readonly method: string;
+  /** Normalised request path (dot segments removed, unreserved percent-encoding decoded). */
+  path = '/';
+  /** `?a=b` or ''. Passed upstream unchanged. */
+  query = '';
+  /** The request's host without port, lowercased; '' when none was sent. */
+  host = '';
+  /** The Host header as received, for X-Forwarded-Host. */
+  hostHeader = '';
+  /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
+  clientIp = '';
+  /** The peer's X-Forwarded-For when the peer is a trusted proxy, else undefined. */
+  forwardedFor: string | undefined = undefined;
+  forwardedProto: string | undefined = undefined;
+  forwardedHost: string | undefined = undefined;
+  requestId = '';
+  route: RouteInfo | undefined = undefined;
+  /** Headers that stages add to the upstream request: [name, value, ...]. */
+  upstreamHeaders: string[] | undefined = undefined;
+  /** Headers that stages add to the client response, also on errors: [name, value, ...]. */
+  responseHeaders: string[] | undefined = undefined;
+  /** Verified JWT claims, for stages that key on them. */
+  claims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Path and query sent upstream (after rewrite), before the endpoint's base path. */
+  target = '';
+  /**
+   * The upstream request headers built once per request; each attempt truncates to
+   * `outHeaderBase` and appends its own Host and traceparent.
+   */
+  outHeaders: string[] = [];
+  outHeaderBase = 0;
+  /** performance.now() by which the upstream's headers must arrive (the route `timeout`). */
+  deadlineAt = Infinity;
+  /** The route deadline's timer; cleared once the upstream's headers are committed to the client. */
+  deadlineTimer: NodeJS.Timeout | undefined = undefined;
+  /** The upstream request body: the client's stream, a Buffer kept for replay, or none. */
+  body: Readable | Buffer | null = null;
+  /**
+   * Set by a retry policy for the attempt about to run: true for an answer that should be
+   * discarded and tried again. Unset on the last attempt, whose answer always goes to the client.
+   */
+  retryable: ResponseFilter | undefined = undefined;
+
+  attempts = 0;
+  status = 0;
+  errorCode: ErrorCode | undefined = undefined;
+  /** Set when the exchange was cancelled: by the client going away or by the route deadline. */
+  cancelled: FailureKind | undefined = undefined;
+  /** Aborts the attempt in flight, if any (undici's abort). */
+  abortAttempt: ((reason: Error) => void) | undefined = undefined;
+  span: Span | undefined = undefined;
+  traceId = '';
+  /** Set for an HTTP Upgrade (WebSocket) request: the socket to relay once stages pass. */
+  upgrade: { readonly socket: Duplex; readonly head: Buffer } | undefined = undefined;
+  /** Outcome notes for the access log, e.g. a reset after the headers went out. */
+  note: string | undefined = undefined;
+
+  #controller: AbortController | undefined = undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
+    this.req = req;
+    this.res = res;
+    this.startMs = startMs;
+    this.method = req.method ?? 'GET';
+  }
+
+  /** Aborted when the exchange is cancelled. Created on first use: most requests never ask. */
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    if (this.cancelled && !this.#controller.signal.aborted) this.#controller.abort(this.cancelled);
+    return this.#controller.signal;
+  }
+
+  /** Stops everything in flight for this request: the attempt, waits, queues. Idempotent. */
+  cancel(kind: FailureKind, reason: Error): void {
+    if (this.cancelled) return;
+    this.cancelled = kind;
+    this.#controller?.abort(reason);
+    this.abortAttempt?.(reason);
+  }
+
+  /** The first value of a request header, by lowercase name. */
+  header(lowerName: string): string | undefined {
+    return findHeader(this.req.rawHeaders, lowerName);
+  }
+
+  /** Adds a header to the upstream request (after the client's copy was stripped at compile time). */
+  setUpstreamHeader(name: string, value: string): void {
+    (this.upstreamHeaders ??= []).push(name, value);
+  }
+
+  /** Adds a header to the client response, whoever answers: the upstream or gatehouse. */
+  setResponseHeader(name: string, value: string): void {
+    (this.responseHeaders ??= []).push(name, value);
+  }
+
+  /** A span event on the request's SERVER span; free when tracing is off. */
+  event(name: string, attributes?: Attributes): void {
+    this.span?.addEvent(name, attributes);
+  }
+}
+
+/** Case-insensitive lookup in a raw header list ([name, value, ...]) without building an object. */
+export function findHeader(raw: readonly string[], lowerName: string): string | undefined {
+  const len = lowerName.length;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === len && (name === lowerName || name.toLowerCase() === lowerName)) return raw[i + 1];
+  }
+  return undefined;
+}

@@ -1,0 +1,190 @@
+import type { Attributes, Span } from '@opentelemetry/api';
+import type { Dispatcher } from 'undici';
+import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { GatehouseError } from './errors.js';
+import type { Exchange } from './exchange.js';
+import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
+import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
+import type { Endpoint, UpstreamRuntime } from './upstreams.js';
+
+export interface AttemptDeps {
+  readonly tracing: Tracing | undefined;
+  readonly metrics: Metrics;
+  /** True while the server drains: answers then carry `Connection: close`. */
+  readonly isDraining: () => boolean;
+}
+
+/**
+ * The innermost Send: one try against one endpoint. The response streams straight from undici
+ * into the client's ServerResponse with backpressure (no intermediate stream, no pipeline()),
+ * unless `ex.retryable` claims it for another try, in which case nothing reaches the client.
+ */
+export function createAttempt(
+  upstream: UpstreamRuntime,
+  responsePlan: ResponseHeaderPlan,
+  /** `rewrite.host`: undefined = the endpoint's authority, 'preserve' = the client's Host. */
+  host: string | undefined,
+  deps: AttemptDeps,
+): Send {
+  return function attempt(ex: Exchange): Promise<AttemptResult> {
+    return new Promise<AttemptResult>((resolve, reject) => {
+      if (ex.cancelled) {
+        reject(new UpstreamError(ex.cancelled, 'request cancelled'));
+        return;
+      }
+      const ep = upstream.pick();
+      if (ep === undefined) {
+        reject(new GatehouseError('no_healthy_upstream', `no endpoint of upstream '${upstream.name}' is healthy`));
+        return;
+      }
+      ex.attempts++;
+      const headers = ex.outHeaders;
+      headers.length = ex.outHeaderBase;
+      headers.push('host', host === undefined ? ep.authority : host === 'preserve' ? ex.hostHeader || ep.authority : host);
+      const path = ep.basePath + ex.target;
+      let span: Span | undefined;
+      if (deps.tracing !== undefined) {
+        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path });
+        deps.tracing.inject(span, headers);
+      }
+      const body = ex.body;
+      const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
+      ep.inFlight++;
+      upstream.inFlight++;
+      ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
+    });
+  };
+}
+
+/**
+ * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
+ * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
+ */
+class AttemptHandler implements Dispatcher.DispatchHandler {
+  private statusCode = 0;
+  private rawHeaders: Buffer[] = [];
+  private committed = false;
+  private discard = false;
+  private done = false;
+  private readonly startMs = performance.now();
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly ep: Endpoint,
+    private readonly upstream: UpstreamRuntime,
+    private readonly plan: ResponseHeaderPlan,
+    private readonly deps: AttemptDeps,
+    private readonly span: Span | undefined,
+    private readonly resolve: (r: AttemptResult) => void,
+    private readonly reject: (e: unknown) => void,
+  ) {}
+
+  onConnect(abort: (err?: Error) => void): void {
+    const ex = this.ex;
+    if (ex.cancelled) {
+      abort(new UpstreamError(ex.cancelled, 'request cancelled'));
+      return;
+    }
+    ex.abortAttempt = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: informational, not forwarded
+    const ex = this.ex;
+    this.statusCode = statusCode;
+    this.rawHeaders = rawHeaders;
+    if (ex.retryable !== undefined && ex.retryable(statusCode, rawHeaders)) {
+      this.discard = true; // drained so the connection stays reusable; nothing reaches the client
+      return true;
+    }
+    const res = ex.res;
+    if (ex.deadlineTimer !== undefined) {
+      clearTimeout(ex.deadlineTimer);
+      ex.deadlineTimer = undefined;
+    }
+    if (res.destroyed) return true;
+    this.committed = true;
+    ex.status = statusCode;
+    res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining()));
+    res.on('drain', resume);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.discard) return true;
+    return this.ex.res.write(chunk);
+  }
+
+  onComplete(): void {
+    if (this.committed) this.ex.res.end();
+    this.settle(undefined);
+    this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: this.committed });
+  }
+
+  onError(err: Error): void {
+    const failure = toUpstreamError(err, this.ex);
+    this.settle(failure);
+    if (this.committed) {
+      // The client already has a status line: cut the connection so it cannot mistake a
+      // truncated body for a whole one (never a fake 200).
+      this.ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+      this.ex.res.destroy();
+      this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
+      return;
+    }
+    this.reject(failure);
+  }
+
+  private settle(failure: Error | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    const ex = this.ex;
+    ex.abortAttempt = undefined;
+    this.ep.inFlight--;
+    this.upstream.inFlight--;
+    const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
+    const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };
+    if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;
+    if (errorType !== undefined) attributes['error.type'] = errorType;
+    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, attributes);
+    if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
+  }
+}
+
+/** undici's and Node's error codes -> what went wrong, by code and never by message text. */
+export function classifyFailure(err: unknown): FailureKind {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return 'reset';
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EAI_AGAIN':
+    case 'EADDRNOTAVAIL':
+      return 'connect-failure';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'UND_ERR_ABORTED':
+      return 'aborted';
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'reset';
+    default:
+      if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') return 'invalid-response';
+      if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('UNABLE_TO_')) return 'tls';
+      return 'reset';
+  }
+}
+
+function toUpstreamError(err: Error, ex: Exchange): Error {
+  if (err instanceof UpstreamError || err instanceof GatehouseError) return err;
+  if (ex.cancelled) return new UpstreamError(ex.cancelled, err.message, { cause: err });
+  return new UpstreamError(classifyFailure(err), err.message, { cause: err });
+}

@@ -1,0 +1,301 @@
+import { randomUUID } from 'node:crypto';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Attributes } from '@opentelemetry/api';
+import type { Socket } from 'node:net';
+import { Transform, type Duplex, type TransformCallback } from 'node:stream';
+import { normalizePath } from '../routing/normalize.js';
+import type { AccessLog } from '../telemetry/access-log.js';
+import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { GatehouseError } from './errors.js';
+import { Exchange } from './exchange.js';
+import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted, scanRequestHeaders, type RequestFacts } from './headers.js';
+import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
+import { sendProblem } from './problem.js';
+import { UpstreamError } from './send.js';
+import type { WebSocketProxy } from './websocket.js';
+
+/** What every listener shares: the current plan (swapped by reload) and the drain state. */
+export interface ProxyState {
+  plan: Plan;
+  draining: boolean;
+  inFlight: number;
+  /** Called when inFlight drops to 0 while draining. */
+  onIdle: (() => void) | undefined;
+}
+
+export interface PipelineDeps {
+  readonly tracing: Tracing | undefined;
+  readonly metrics: Metrics;
+  readonly accessLog: AccessLog;
+  readonly webSockets: WebSocketProxy;
+}
+
+/** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
+interface Upgrade {
+  readonly socket: Duplex;
+  readonly head: Buffer;
+}
+
+/**
+ * The request lifecycle (fastify's idea: a fixed order, any stage may answer):
+ * read plan -> scan headers -> normalise path -> match route -> stages -> forward -> log/trace.
+ */
+export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
+  const handleRequest = (req: IncomingMessage, res: ServerResponse) => handle(req, res, undefined);
+
+  const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // A ServerResponse on the raw socket lets refusals use the same problem+json writer.
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.shouldKeepAlive = false;
+    socket.on('error', () => socket.destroy());
+    handle(req, res, { socket, head });
+  };
+
+  function handle(req: IncomingMessage, res: ServerResponse, upgrade: Upgrade | undefined): void {
+    const plan = state.plan; // read once: this request keeps this plan to the end
+    const listener = plan.listeners.get(listenerName);
+    const ex = new Exchange(req, res, performance.now());
+    ex.upgrade = upgrade;
+    state.inFlight++;
+    (upgrade?.socket ?? res).once('close', () => finish(ex, state, deps));
+    if (listener === undefined) {
+      // The listener was removed by a reload while this connection was open.
+      respondError(ex, new GatehouseError('no_route', 'this listener is no longer configured'), state, true);
+      return;
+    }
+
+    const facts = scanRequestHeaders(req.rawHeaders);
+    ex.requestId = acceptRequestId(facts.requestId) ? facts.requestId : randomUUID();
+    ex.hostHeader = facts.host ?? '';
+    ex.host = hostWithoutPort(facts.host);
+    const peer = req.socket.remoteAddress ?? '';
+    if (listener.trusted !== undefined && isTrusted(listener.trusted, peer)) {
+      ex.forwardedFor = facts.forwardedFor;
+      ex.forwardedProto = facts.forwardedProto;
+      ex.forwardedHost = facts.forwardedHost;
+    }
+    ex.clientIp = clientAddress(peer, facts.forwardedFor, listener.trusted);
+
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    ex.query = q < 0 ? '' : url.slice(q);
+    if (deps.tracing !== undefined) {
+      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme, listener.config.address.port);
+    } else if (facts.traceparent !== undefined) {
+      ex.traceId = traceIdOf(facts.traceparent);
+    }
+
+    const path = normalizePath(rawPath);
+    if (path === undefined) {
+      ex.path = rawPath;
+      respondError(ex, new GatehouseError('bad_request', 'the request target is not a valid path'), state, hasBody(facts));
+      return;
+    }
+    ex.path = path;
+
+    const route = matchRoute(listener, ex, req.rawHeaders);
+    if (route === undefined) {
+      respondError(ex, new GatehouseError('no_route', `no route of listener '${listener.name}' matches ${ex.method} ${path}`), state, hasBody(facts));
+      return;
+    }
+    ex.route = route.info;
+    setServerRoute(ex);
+
+    const bodyPresent = hasBody(facts);
+    if (route.maxBodyBytes !== undefined && bodyPresent) {
+      const length = facts.contentLength === undefined ? undefined : Number(facts.contentLength);
+      if (length !== undefined && length > route.maxBodyBytes) {
+        respondError(ex, tooLarge(route.maxBodyBytes), state, true);
+        return;
+      }
+      ex.body = length === undefined ? limitBody(req, route.maxBodyBytes) : req;
+    } else {
+      ex.body = bodyPresent ? req : null;
+    }
+
+    if (upgrade !== undefined && !route.websocket) {
+      respondError(ex, new GatehouseError('no_route', `route '${route.info.name}' does not accept WebSocket upgrades (websocket: true)`), state, false);
+      return;
+    }
+
+    if (route.stages.length === 0) {
+      forward(ex, route, facts, state, peer, deps);
+    } else {
+      runStages(ex, route, 0, facts, state, peer, deps);
+    }
+  }
+
+  return { handleRequest, handleUpgrade };
+}
+
+function matchRoute(listener: ListenerPlan, ex: Exchange, rawHeaders: string[]): RoutePlan | undefined {
+  const input = { method: ex.method, host: ex.host, path: ex.path, rawHeaders };
+  const routes = listener.routes;
+  for (let i = 0; i < routes.length; i++) {
+    if (routes[i]!.match(input)) return routes[i];
+  }
+  return undefined;
+}
+
+/** Runs stages in order; synchronous ones stay synchronous (no promise per stage). */
+function runStages(ex: Exchange, route: RoutePlan, from: number, facts: RequestFacts, state: ProxyState, peer: string, deps: PipelineDeps): void {
+  for (let i = from; i < route.stages.length; i++) {
+    let outcome: ReturnType<RoutePlan['stages'][number]>;
+    try {
+      outcome = route.stages[i]!(ex);
+    } catch (err) {
+      respondError(ex, err, state, ex.body !== null);
+      return;
+    }
+    if (outcome instanceof Promise) {
+      outcome.then(
+        (refusal) => {
+          if (refusal !== undefined) respondError(ex, refusal, state, ex.body !== null);
+          else if (!ex.cancelled) runStages(ex, route, i + 1, facts, state, peer, deps);
+        },
+        (err: unknown) => respondError(ex, err, state, ex.body !== null),
+      );
+      return;
+    }
+    if (outcome !== undefined) {
+      respondError(ex, outcome, state, ex.body !== null);
+      return;
+    }
+  }
+  forward(ex, route, facts, state, peer, deps);
+}
+
+function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: ProxyState, peer: string, deps: PipelineDeps): void {
+  if (route.handler !== undefined) {
+    route.handler(ex);
+    return;
+  }
+  if (ex.upgrade !== undefined) {
+    const { socket, head } = ex.upgrade;
+    ex.status = 101;
+    deps.webSockets.forward(ex, route, facts, socket, head, () => {
+      ex.status = 0;
+      respondError(ex, new UpstreamError('connect-failure', 'WebSocket upgrade to the upstream failed'), state, false);
+    });
+    return;
+  }
+  ex.target = route.rewrite(ex.path) + ex.query;
+  ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
+  ex.outHeaderBase = ex.outHeaders.length;
+  route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, false));
+}
+
+/** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
+function respondError(ex: Exchange, err: unknown, state: ProxyState, bodyUnread: boolean): void {
+  const error = toGatehouseError(err, ex);
+  if (error === undefined) return; // the client is gone: nobody to answer
+  ex.errorCode = error.code;
+  if (ex.res.headersSent || ex.res.destroyed) {
+    ex.res.destroy();
+    return;
+  }
+  ex.status = error.status;
+  if (ex.upgrade !== undefined) {
+    const socket = ex.upgrade.socket;
+    ex.res.once('finish', () => socket.end());
+  }
+  sendProblem(ex.res, error, {
+    route: ex.route?.name,
+    traceId: ex.traceId,
+    requestId: ex.requestId,
+    extraHeaders: ex.responseHeaders,
+    // An unread request body would have to be drained before the connection could be reused.
+    closing: state.draining || bodyUnread,
+  });
+}
+
+function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefined {
+  if (err instanceof GatehouseError) return err;
+  const upstream = ex.route?.upstream ?? '?';
+  if (err instanceof UpstreamError) {
+    switch (err.kind) {
+      case 'aborted':
+        return undefined;
+      case 'timeout':
+        return new GatehouseError('upstream_timeout', err.message);
+      case 'connect-failure':
+        return new GatehouseError('bad_gateway', `could not connect to upstream '${upstream}'`);
+      case 'reset':
+        return new GatehouseError('bad_gateway', `upstream '${upstream}' closed the connection before answering`);
+      case 'invalid-response':
+        return new GatehouseError('bad_gateway', `upstream '${upstream}' sent an invalid HTTP response`);
+      case 'tls':
+        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed`);
+    }
+  }
+  if ((err as { code?: unknown } | null)?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || ex.cancelled === 'aborted') return undefined;
+  ex.note = `internal error: ${(err as Error)?.message ?? String(err)}`;
+  return new GatehouseError('bad_gateway', `upstream '${upstream}' could not be reached`);
+}
+
+function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
+  const res = ex.res;
+  if (!res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
+  if (ex.deadlineTimer !== undefined) {
+    clearTimeout(ex.deadlineTimer);
+    ex.deadlineTimer = undefined;
+  }
+  // 499: the client went away before an answer (nginx's convention)
+  const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
+  const durationMs = performance.now() - ex.startMs;
+  const routeName = ex.route?.name;
+  const attributes: Attributes = { route: routeName ?? '', 'http.request.method': ex.method, 'http.response.status_code': status };
+  if (ex.errorCode !== undefined) attributes['error.type'] = ex.errorCode;
+  deps.metrics.serverDuration.record(durationMs / 1000, attributes);
+  endServerSpan(ex, status);
+  deps.accessLog({
+    route: routeName,
+    method: ex.method,
+    path: ex.path,
+    status,
+    durationMs: Math.round(durationMs * 1000) / 1000,
+    upstream: ex.route?.upstream,
+    attempts: ex.attempts,
+    traceId: ex.traceId || undefined,
+    requestId: ex.requestId,
+    error: ex.errorCode,
+    client: ex.clientIp,
+  });
+  state.inFlight--;
+  if (state.inFlight === 0 && state.onIdle !== undefined) state.onIdle();
+}
+
+const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);
+
+function hostWithoutPort(host: string | undefined): string {
+  if (host === undefined) return '';
+  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
+  return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+}
+
+const schemeOf = (ex: Exchange) => ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+
+function traceIdOf(traceparent: string): string {
+  const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/.exec(traceparent);
+  return m?.[1] ?? '';
+}
+
+const tooLarge = (max: number) => new GatehouseError('payload_too_large', `the request body is larger than the route's maxBodySize of ${max} bytes`);
+
+/** A chunked body of unknown length, cut off with 413 once it passes the route's limit. */
+function limitBody(req: IncomingMessage, max: number): Transform {
+  let seen = 0;
+  const limiter = new Transform({
+    transform(chunk: Buffer, _enc, done: TransformCallback) {
+      seen += chunk.length;
+      if (seen > max) done(tooLarge(max));
+      else done(null, chunk);
+    },
+  });
+  req.on('error', (err) => limiter.destroy(err));
+  return req.pipe(limiter);
+}

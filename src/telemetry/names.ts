@@ -1,0 +1,38 @@
+/**
+ * Every span, attribute and metric name that users' dashboards depend on (SPEC §8), in one place.
+ * Metric names are OTel instrument names; the Prometheus exporter turns `a.b.c` with unit `s`
+ * into `a_b_c_seconds` and counters into `..._total`.
+ */
+
+export const METRICS = {
+  serverDuration: 'http.server.request.duration',
+  clientDuration: 'http.client.request.duration',
+  configReloads: 'gatehouse.config.reloads',
+  ratelimitDecisions: 'gatehouse.ratelimit.decisions',
+  retries: 'gatehouse.retries',
+  circuitState: 'gatehouse.circuit.state',
+  upstreamHealthy: 'gatehouse.upstream.healthy',
+  webhookEvents: 'gatehouse.webhook.events',
+  authDecisions: 'gatehouse.auth.decisions',
+  storeUp: 'gatehouse.store.up',
+} as const;
+
+/** Span and metric attribute keys: the stable HTTP semantic conventions, plus gatehouse's own. */
+export const ATTR = {
+  method: 'http.request.method',
+  status: 'http.response.status_code',
+  route: 'http.route',
+  urlPath: 'url.path',
+  urlScheme: 'url.scheme',
+  serverAddress: 'server.address',
+  serverPort: 'server.port',
+  peerAddress: 'network.peer.address',
+  errorType: 'error.type',
+  resendCount: 'http.request.resend_count',
+  gatehouseRoute: 'gatehouse.route',
+  gatehouseUpstream: 'gatehouse.upstream',
+  requestId: 'gatehouse.request_id',
+} as const;
+
+/** Bucket boundaries for request durations in seconds (the semconv advice). */
+export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
