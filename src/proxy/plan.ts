@@ -118,14 +118,24 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     set: Object.entries(route.headers.response.set).flat(),
   };
   const host = route.rewrite?.host;
+
+  // Stages run in this order between routing and forwarding; each may refuse the request.
+  const stages: Stage[] = [];
+  // [security] jwt: authenticate first, so quotas can key on claims
+  // [quota] quotas: count only authenticated requests
+
+  // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
+  // [resilience] retry, circuit breaker, bulkhead
+
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
     config: route,
     match: compileMatch(route.match),
     rewrite: compileRewrite(route),
     upstream,
-    stages: [],
+    stages,
+    // [webhooks] a webhook route answers the provider itself and delivers in the background
     handler: undefined,
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
