@@ -1,7 +1,8 @@
-import type { Attributes, Span } from '@opentelemetry/api';
+import type { Span } from '@opentelemetry/api';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import type { Exchange } from './exchange.js';
@@ -145,10 +146,13 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     this.ep.inFlight--;
     this.upstream.inFlight--;
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
-    const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };
-    if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;
-    if (errorType !== undefined) attributes['error.type'] = errorType;
-    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, attributes);
+    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
+      upstream: this.upstream.name,
+      route: ex.route?.name ?? '',
+      [ATTR.method]: ex.method,
+      [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
+      [ATTR.errorType]: errorType,
+    });
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }

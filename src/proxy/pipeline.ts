@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
-import type { Attributes } from '@opentelemetry/api';
 import type { Socket } from 'node:net';
 import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import { normalizePath } from '../routing/normalize.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { Exchange } from './exchange.js';
@@ -248,9 +248,12 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
   const durationMs = performance.now() - ex.startMs;
   const routeName = ex.route?.name;
-  const attributes: Attributes = { route: routeName ?? '', 'http.request.method': ex.method, 'http.response.status_code': status };
-  if (ex.errorCode !== undefined) attributes['error.type'] = ex.errorCode;
-  deps.metrics.serverDuration.record(durationMs / 1000, attributes);
+  deps.metrics.serverDuration.record(durationMs / 1000, {
+    route: routeName ?? '',
+    [ATTR.method]: ex.method,
+    [ATTR.status]: status,
+    [ATTR.errorType]: ex.errorCode,
+  });
   endServerSpan(ex, status);
   deps.accessLog({
     route: routeName,
