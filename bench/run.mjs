@@ -7,8 +7,10 @@
 //   npm run bench                                   full run (~15 min), writes BENCHMARKS.md
 //   npm run bench -- --quick                        GET 1 KiB c50 and c1, 2 s rounds (~3 min)
 //   npm run bench -- --only gatehouse,reference     a subset of targets (see bench/scenarios.mjs)
-//   options: --loads a,b  --rounds N  --duration S  --warmup S  --retries N  --disturbed CORES
+//   options: --loads a,b  --rounds N  --duration S  --warmup S  --retries N  --disturbed CORES  --quiet-wait S
 //            --memory / --no-memory  --write / --no-write  --json FILE  --keep (temp dir)
+//            --baseline DIR (also run DIR/dist/main.js, e.g. a build of main, as 'gatehouse-baseline')
+//            --profile DIR (Node targets run with --cpu-prof; summarise with bench/profile-summary.mjs)
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -33,10 +35,13 @@ const { values: opt } = parseArgs({
     warmup: { type: 'string' },
     retries: { type: 'string' },
     disturbed: { type: 'string' },
+    'quiet-wait': { type: 'string' },
     memory: { type: 'boolean' },
     write: { type: 'boolean' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    baseline: { type: 'string' },
   },
 });
 
@@ -48,6 +53,8 @@ const cfg = {
   retries: Number(opt.retries ?? 1),
   // A run during which other processes used more than this many cores is re-measured.
   disturbedCores: Number(opt.disturbed ?? 0.15),
+  // Before each run, wait up to this long for a moment when other processes are below that threshold.
+  quietWaitS: Number(opt['quiet-wait'] ?? 10),
   memory: opt.memory ?? !partial,
   write: opt.write ?? !partial,
 };
@@ -56,6 +63,15 @@ const loadIds = opt.loads?.split(',').map((s) => s.trim()) ?? (opt.quick ? QUICK
 for (const id of loadIds) if (!LOADS.some((l) => l.id === id)) fail(`unknown load '${id}' (known: ${LOADS.map((l) => l.id).join(', ')})`);
 for (const name of only ?? []) if (!TARGETS.some((t) => t.name === name)) fail(`unknown target '${name}' (known: ${TARGETS.map((t) => t.name).join(', ')})`);
 const hasNginx = existsSync('/usr/sbin/nginx');
+// --baseline DIR: another build of gatehouse (DIR/dist/main.js, e.g. main's) runs beside this one,
+// interleaved, so an optimisation is measured against the code before it under the same noise.
+if (opt.baseline !== undefined) {
+  const main = join(resolve(opt.baseline), 'dist', 'main.js');
+  if (!existsSync(main)) fail(`--baseline: ${main} does not exist (build it first)`);
+  const gatehouse = TARGETS.find((t) => t.name === 'gatehouse');
+  TARGETS.push({ ...gatehouse, name: 'gatehouse-baseline', main, label: `gatehouse at ${opt.baseline}`, compare: false, baseline: 'gatehouse' });
+  if (only !== undefined && !only.includes('gatehouse-baseline')) only.push('gatehouse-baseline');
+}
 const targets = TARGETS.filter((t) => (only === undefined || only.includes(t.name)) && (t.kind !== 'nginx-proxy' || hasNginx));
 const loads = LOADS.filter((l) => loadIds.includes(l.id));
 const loadsOf = (t) => loads.filter((l) => t.loads === undefined || t.loads.includes(l.id));
@@ -314,6 +330,9 @@ const SERVICES = {
   },
 };
 
+/** `--profile DIR`: Node targets write a V8 CPU profile there when they stop. */
+const profileFlags = (t) => (opt.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(opt.profile)}`, `--cpu-prof-name=${t.name}.cpuprofile`]);
+
 async function startTarget(t, ctx) {
   const port = await freePort();
   const upstreamUrl = `http://127.0.0.1:${ctx.upstreamPort}`;
@@ -323,7 +342,7 @@ async function startTarget(t, ctx) {
     case 'nginx-proxy':
       return startPinned(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, nginxProxyServer(port, ctx.upstreamPort)), { port });
     case 'node':
-      return startPinned(t.name, PROXY_CPU, process.execPath, [t.script, port, upstreamUrl], { port });
+      return startPinned(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), t.script, port, upstreamUrl], { port });
     case 'gatehouse': {
       const extra = (await t.setup?.(ctx)) ?? {};
       t.headers = extra.headers;
@@ -334,7 +353,7 @@ async function startTarget(t, ctx) {
         BENCH_ADMIN_PORT: String(await freePort()),
         BENCH_UPSTREAM_PORT: String(ctx.upstreamPort),
       };
-      return startPinned(t.name, PROXY_CPU, process.execPath, ['--max-semi-space-size=64', 'dist/main.js', 'run', '-c', t.config], { env, port });
+      return startPinned(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
     }
     default:
       throw new Error(`unknown target kind '${t.kind}'`);
@@ -371,10 +390,31 @@ async function measureOnce(proc, load, durationS, headers) {
   };
 }
 
+/** CPU cores used by processes other than ours over the next `ms`. */
+async function othersCores(ms) {
+  const ours = started.flatMap((p) => p.pids);
+  const m0 = machineBusyTicks();
+  const o0 = cpuTicks(ours);
+  const s0 = process.cpuUsage();
+  await sleep(ms);
+  const self = process.cpuUsage(s0);
+  const others = machineBusyTicks() - m0 - (cpuTicks(ours) - o0) - ((self.user + self.system) / 1e6) * CLK_TCK;
+  return Math.max(0, others) / CLK_TCK / (ms / 1000);
+}
+
+/** Waits (up to --quiet-wait seconds) until the rest of the machine is quiet for a moment. */
+async function waitForQuiet() {
+  const until = performance.now() + cfg.quietWaitS * 1000;
+  while (performance.now() < until) {
+    if ((await othersCores(250)) <= cfg.disturbedCores) return;
+  }
+}
+
 /** Measures; a run disturbed by other processes is measured again, the quietest one is kept. */
 async function measure(proc, load, durationS, headers) {
   let best;
   for (let attempt = 0; attempt <= cfg.retries; attempt++) {
+    await waitForQuiet();
     const m = await measureOnce(proc, load, durationS, headers);
     m.retries = attempt;
     if (best === undefined || m.othersCores < best.othersCores) best = m;
