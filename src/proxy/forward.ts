@@ -69,6 +69,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   private committed = false;
   private discard = false;
   private done = false;
+  private resume: () => void = noop;
   private readonly startMs = performance.now();
 
   constructor(
@@ -109,13 +110,18 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     this.committed = true;
     ex.status = statusCode;
     res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining()));
-    res.on('drain', resume);
+    this.resume = resume;
     return true;
   }
 
   onData(chunk: Buffer): boolean {
     if (this.discard) return true;
-    return this.ex.res.write(chunk);
+    const res = this.ex.res;
+    if (res.write(chunk)) return true;
+    // Backpressure: undici stops reading until resume(). Listening only now spares most
+    // responses (one write) a listener.
+    res.once('drain', this.resume);
+    return false;
   }
 
   onComplete(): void {
@@ -156,6 +162,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }
+
+const noop = () => {};
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
 export function classifyFailure(err: unknown): FailureKind {

@@ -32,6 +32,10 @@ export interface PipelineDeps {
   readonly webSockets: WebSocketProxy;
 }
 
+/** The request's Exchange, kept on the object whose 'close' ends it (the response, or an upgraded socket). */
+const EXCHANGE = Symbol('gatehouse.exchange');
+type Closable = (ServerResponse | Duplex) & { [EXCHANGE]?: Exchange | undefined };
+
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
 interface Upgrade {
   readonly socket: Duplex;
@@ -44,6 +48,12 @@ interface Upgrade {
  */
 export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
   const handleRequest = (req: IncomingMessage, res: ServerResponse) => handle(req, res, undefined);
+  function onClose(this: Closable): void {
+    const ex = this[EXCHANGE];
+    if (ex === undefined) return;
+    this[EXCHANGE] = undefined;
+    finish(ex, state, deps);
+  }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // A ServerResponse on the raw socket lets refusals use the same problem+json writer.
@@ -60,7 +70,9 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     const ex = new Exchange(req, res, performance.now());
     ex.upgrade = upgrade;
     state.inFlight++;
-    (upgrade?.socket ?? res).once('close', () => finish(ex, state, deps));
+    const closer = (upgrade?.socket ?? res) as Closable;
+    closer[EXCHANGE] = ex;
+    closer.on('close', onClose); // one shared listener, no closure per request
     if (listener === undefined) {
       // The listener was removed by a reload while this connection was open.
       respondError(ex, new GatehouseError('no_route', 'this listener is no longer configured'), state, true);
