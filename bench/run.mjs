@@ -9,7 +9,7 @@
 //   npm run bench -- --only gatehouse,reference     a subset of targets (see bench/scenarios.mjs)
 //   options: --loads a,b  --rounds N  --duration S  --warmup S  --retries N  --disturbed CORES  --quiet-wait S
 //            --nice=N (run everything at this nice level; --nice=-10 as root shields the runs on a busy machine)
-//            --memory / --no-memory  --write / --no-write  --json FILE  --keep (temp dir)
+//            --memory / --no-memory  --body-mb N (memory check body size, default 100)  --write / --no-write  --json FILE  --keep (temp dir)
 //            --baseline DIR (also run DIR/dist/main.js, e.g. a build of main, as 'gatehouse-baseline')
 //            --profile DIR (Node targets run with --cpu-prof; summarise with bench/profile-summary.mjs)
 import { execFileSync, spawn } from 'node:child_process';
@@ -39,6 +39,7 @@ const { values: opt } = parseArgs({
     'quiet-wait': { type: 'string' },
     nice: { type: 'string' },
     memory: { type: 'boolean' },
+    'body-mb': { type: 'string' },
     write: { type: 'boolean' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
@@ -450,13 +451,13 @@ function summarise(runs) {
   };
 }
 
-// ------------------------------------------------------------------ memory checks (gatehouse)
+// ------------------------------------------------------------------ memory checks
 
-async function memoryChecks(ctx) {
+/** RSS of a fresh process of target `t` (gatehouse; the reference proxy as the floor for comparison). */
+async function memoryChecks(ctx, t) {
   const origin = await SERVICES_ORIGIN(ctx);
-  const gatehouse = TARGETS.find((t) => t.name === 'gatehouse');
-  const proc = await startTarget(gatehouse, { ...ctx, upstreamPort: origin.port });
-  proc.name = 'gatehouse-memory';
+  const proc = await startTarget(t, { ...ctx, upstreamPort: origin.port });
+  proc.name = `${t.name}-memory`;
   const pid = proc.child.pid;
   const out = { fresh: rssBytes(pid) };
   const lua = luaFor(LOADS[0]);
@@ -471,8 +472,8 @@ async function memoryChecks(ctx) {
   for (const s of sockets) s.destroy();
   await sleep(1000);
 
-  out.upload = await rssDuring(pid, () => upload100MB(proc.port));
-  out.download = await rssDuring(pid, () => download100MB(proc.port));
+  out.upload = await rssDuring(pid, () => uploadBody(proc.port));
+  out.download = await rssDuring(pid, () => downloadBody(proc.port));
   await stop(proc);
   await stop(origin);
   return out;
@@ -520,17 +521,18 @@ async function rssDuring(pid, work) {
   return { before, max, growth: max - before, seconds: (performance.now() - t0) / 1000, ...result };
 }
 
-const HUNDRED_MB = 100 * 1024 * 1024;
+const BODY_MB = Number(opt['body-mb'] ?? 100);
+const BODY_BYTES = BODY_MB * 1024 * 1024;
 
-function upload100MB(port) {
+function uploadBody(port) {
   return new Promise((ok, ko) => {
     const chunk = Buffer.alloc(64 * 1024, 121);
-    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/api/post', headers: { 'content-length': HUNDRED_MB } }, (res) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/api/post', headers: { 'content-length': BODY_BYTES } }, (res) => {
       res.resume();
       res.once('end', () => ok({ status: res.statusCode }));
     });
     req.once('error', ko);
-    let left = HUNDRED_MB;
+    let left = BODY_BYTES;
     const pump = () => {
       while (left > 0) {
         left -= chunk.length;
@@ -542,9 +544,9 @@ function upload100MB(port) {
   });
 }
 
-function download100MB(port) {
+function downloadBody(port) {
   return new Promise((ok, ko) => {
-    httpRequest({ host: '127.0.0.1', port, path: '/api/100m.bin' }, (res) => {
+    httpRequest({ host: '127.0.0.1', port, path: `/api/${BODY_MB}m.bin` }, (res) => {
       let bytes = 0;
       res.on('data', (d) => (bytes += d.length));
       res.once('end', () => ok({ status: res.statusCode, bytes }));
@@ -636,17 +638,19 @@ function report(results, memory, sinkStats, meta) {
   }
 
   if (memory) {
+    const names = Object.keys(memory);
+    const row = (label, f) => [label, ...names.map((n) => f(memory[n]))];
     lines.push(
-      '### Memory (gatehouse, fresh process, origin bench/sink.mjs)',
+      '### Memory (fresh process of each, origin bench/sink.mjs; RSS from /proc/<pid>/status)',
       '',
       table(
-        ['measurement', 'RSS'],
+        ['measurement', ...names],
         [
-          ['fresh', fmtMB(memory.fresh)],
-          ['after 2 s of GET 1 KiB c50', fmtMB(memory.afterWarmup)],
-          [`with ${memory.connectionsOpen} idle keep-alive client connections`, fmtMB(memory.with1000Connections)],
-          [`100 MB upload (status ${memory.upload.status}, ${memory.upload.seconds.toFixed(1)} s): peak growth`, fmtMB(memory.upload.growth)],
-          [`100 MB download (status ${memory.download.status}, ${fmtMB(memory.download.bytes)}, ${memory.download.seconds.toFixed(1)} s): peak growth`, fmtMB(memory.download.growth)],
+          row('fresh', (m) => fmtMB(m.fresh)),
+          row('after 2 s of GET 1 KiB c50', (m) => fmtMB(m.afterWarmup)),
+          row('with 1,000 idle keep-alive client connections', (m) => `${fmtMB(m.with1000Connections)} (${m.connectionsOpen} open)`),
+          row(`${BODY_MB} MB upload: peak RSS growth`, (m) => `${fmtMB(m.upload.growth)} (status ${m.upload.status}, ${m.upload.seconds.toFixed(1)} s)`),
+          row(`${BODY_MB} MB download: peak RSS growth`, (m) => `${fmtMB(m.download.growth)} (${fmtMB(m.download.bytes)}, ${m.download.seconds.toFixed(1)} s)`),
         ],
       ),
       '',
@@ -686,10 +690,11 @@ function targetChecks(get, memory) {
       met: ratio <= 1.2,
     });
   }
-  if (memory) {
-    checks.push({ what: 'RSS with 1,000 idle client connections', measured: fmtMB(memory.with1000Connections), goal: '≤ 150 MB', met: memory.with1000Connections <= 150 * 1024 * 1024 });
-    const growth = Math.max(memory.upload.growth, memory.download.growth);
-    checks.push({ what: 'RSS growth for a 100 MB body (worse of upload, download)', measured: fmtMB(growth), goal: '≤ 10 MB', met: growth <= 10 * 1024 * 1024 });
+  const gm = memory?.gatehouse;
+  if (gm) {
+    checks.push({ what: 'RSS with 1,000 idle client connections', measured: fmtMB(gm.with1000Connections), goal: '≤ 150 MB', met: gm.with1000Connections <= 150 * 1024 * 1024 });
+    const growth = Math.max(gm.upload.growth, gm.download.growth);
+    checks.push({ what: `RSS growth for a ${BODY_MB} MB body (worse of upload, download)`, measured: fmtMB(growth), goal: '≤ 10 MB', met: growth <= 10 * 1024 * 1024 });
   }
   return checks;
 }
@@ -801,8 +806,11 @@ async function main() {
   for (const p of procs.values()) await stop(p);
   let memory;
   if (cfg.memory && targets.some((t) => t.name === 'gatehouse')) {
-    log('memory checks');
-    memory = await memoryChecks(ctx);
+    memory = {};
+    for (const t of targets.filter((x) => x.name === 'gatehouse' || x.name === 'reference')) {
+      log(`memory checks: ${t.name}`);
+      memory[t.name] = await memoryChecks(ctx, t);
+    }
   }
 
   const meta = {
