@@ -797,7 +797,7 @@ async function main() {
   let sinkStats;
   if (ctx.sink) {
     sinkStats = await new Promise((ok) => {
-      ctx.sink.child.once('message', (m) => ok(m.stats));
+      ctx.sink.child.on('message', (m) => m?.stats && ok(m.stats)); // 'ready' may still be queued
       ctx.sink.child.send('stats');
       setTimeout(() => ok(undefined), 2000);
     });
