@@ -57,7 +57,7 @@ const cfg = {
   // A run during which other processes used more than this many cores is re-measured.
   disturbedCores: Number(opt.disturbed ?? 0.15),
   // Before each run, wait up to this long for a moment when other processes are below that threshold.
-  quietWaitS: Number(opt['quiet-wait'] ?? 10),
+  quietWaitS: Number(opt['quiet-wait'] ?? 5),
   // --nice -10 (root): the benchmark's processes get most of their cores on a shared machine.
   nice: Number(opt.nice ?? 0),
   memory: opt.memory ?? !partial,
@@ -734,10 +734,14 @@ The method is /work/shared/BENCHMARKING.md's; \`bench/run.mjs\` is the harness a
   client core near 50k req/s, and p99 at 50 connections does not repeat.
 - **Rounds.** Each target is warmed up under load first (cold JIT runs at half speed), then every round runs each
   load against every target, the targets' order rotated each round; figures are medians of the rounds.
-- **Noise.** The machine is shared. The CPU used by processes other than the benchmark's is recorded for every
-  run; a run during which they used more than ${cfg.disturbedCores} cores is measured again (${cfg.retries}×) and the quietest
-  kept; "others" is the worst round's figure and * marks a load still disturbed. Gaps under ~15% between two Node
-  processes are not significant unless they hold in two separate runs.
+- **Noise.** The machine may be shared. Each run starts once the other processes use less than ${cfg.disturbedCores} cores
+  (waiting up to ${cfg.quietWaitS} s); the CPU they use during the run is recorded, a run during which it passed
+  ${cfg.disturbedCores} cores is measured again (${cfg.retries}×) and the quietest kept; "others" is the worst round's figure
+  and * marks a load still disturbed. Gaps under ~15% between two Node processes are not significant unless they
+  hold in two separate runs.
+- **Memory.** A fresh process of gatehouse (and of the reference proxy, the floor) behind bench/sink.mjs: RSS
+  after start, after 2 s of load, with 1,000 idle keep-alive client connections, and the peak RSS growth while a
+  ${BODY_MB} MB body streams through each way (sampled every 20 ms from /proc/<pid>/status).
 
 ${body}`;
 }
