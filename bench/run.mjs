@@ -12,7 +12,7 @@
 //            --memory / --no-memory  --body-mb N (memory check body size, default 100)  --write / --no-write  --json FILE  --keep (temp dir)
 //            --baseline DIR (also run DIR/dist/main.js, e.g. a build of main, as 'gatehouse-baseline')
 //            --profile DIR (Node targets run with --cpu-prof; summarise with bench/profile-summary.mjs)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect, createServer } from 'node:net';
@@ -702,11 +702,8 @@ function targetChecks(get, memory) {
 function machineFacts() {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
   const version = (cmd, args) => {
-    try {
-      return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString() + '';
-    } catch (err) {
-      return `${err.stdout ?? ''}${err.stderr ?? ''}`;
-    }
+    const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }); // nginx -v prints to stderr
+    return `${r.stdout ?? ''}${r.stderr ?? ''}`;
   };
   const nginx = /nginx\/([\d.]+)/.exec(version('/usr/sbin/nginx', ['-v']))?.[1] ?? 'not installed';
   const wrk = /wrk ([^ ]+)/.exec(version('wrk', ['-v']))?.[1] ?? '?';
@@ -715,10 +712,16 @@ function machineFacts() {
 }
 
 function benchmarksMd(body, meta) {
+  const warning =
+    meta.disturbedLoads > 0
+      ? `\n> **Disturbed run.** Other processes used up to ${meta.othersMax.toFixed(1)} of the ${cpus().length} cores while ${meta.disturbedLoads} of the` +
+        ` measured target/load pairs ran (marked *): CPU per request and latency are inflated and the gaps between targets compressed.` +
+        ` Re-run \`npm run bench\` on a quiet machine before reading ratios from these figures.\n`
+      : '';
   return `# Benchmarks
 
 Measured with \`${meta.command}\` on ${meta.date} (${meta.machine}).
-The method is /work/shared/BENCHMARKING.md's; \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
+${warning}The method is /work/shared/BENCHMARKING.md's; \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
 
 - **Pinning.** wrk (\`-t1\`), the origin nginx and the OTLP sink on CPU 0; the proxy under test alone on CPU 1
   (\`taskset\`, the whole process: GC, libuv and undici threads too). This models a sidecar limited to one core.
@@ -825,6 +828,8 @@ async function main() {
     durationS: cfg.durationS,
     warmupS: cfg.warmupS,
     elapsedMin: (performance.now() - t0) / 60_000,
+    disturbedLoads: [...results.values()].flatMap((m) => [...m.values()]).filter((x) => x.disturbed > 0).length,
+    othersMax: Math.max(0, ...[...results.values()].flatMap((m) => [...m.values()]).map((x) => x.othersMax)),
   };
   const body = report(results, memory, sinkStats, meta);
   process.stdout.write(`\n${body}\n`);
