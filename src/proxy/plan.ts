@@ -15,6 +15,7 @@ import { createAttempt } from './forward.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from './send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
+import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
 
 /**
  * The compiled, immutable form of a config (STYLE §2): every matcher, Set, header list and
@@ -28,6 +29,8 @@ export interface Plan {
   readonly config: Config;
   readonly listeners: ReadonlyMap<string, ListenerPlan>;
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  /** Webhook routes: activated (their delivery workers run) once this plan is live. */
+  readonly webhooks: readonly WebhookRoute[];
 }
 
 export interface ListenerPlan {
@@ -69,6 +72,7 @@ export interface PlanDeps {
   readonly rand: () => number;
   readonly stores: StoreRegistry;
   readonly isDraining: () => boolean;
+  readonly webhooks: WebhookRegistry;
 }
 
 /**
@@ -86,8 +90,13 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   }
 
   const routesByListener = new Map<string, RoutePlan[]>();
+  const webhooks: WebhookRoute[] = [];
   for (const route of config.routes) {
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps);
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, (input) => {
+      const webhook = deps.webhooks.compile({ ...input, config });
+      webhooks.push(webhook);
+      return webhook.handler;
+    });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -104,10 +113,12 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams };
+  return { version, loaded, config, listeners, upstreams, webhooks };
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps): RoutePlan {
+type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
+
+function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, webhook: WebhookSlot): RoutePlan {
   const requestHeaders: RequestHeaderPlan = {
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set)].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
@@ -118,6 +129,9 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     set: Object.entries(route.headers.response.set).flat(),
   };
   const host = route.rewrite?.host;
+  const rewrite = compileRewrite(route);
+  // A webhook's body is read whole to verify it: it always has a limit.
+  const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -132,15 +146,25 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
     config: route,
     match: compileMatch(route.match),
-    rewrite: compileRewrite(route),
+    rewrite,
     upstream,
     stages,
     // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler: undefined,
+    handler:
+      route.webhook === undefined
+        ? undefined
+        : webhook({
+            route,
+            target: { upstream, rewrite, host, timeoutMs: route.timeout },
+            strip: requestHeaders.strip,
+            set: requestHeaders.set,
+            maxBodyBytes: maxBodyBytes!,
+            isDraining: deps.isDraining,
+          }),
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
-    maxBodyBytes: route.maxBodySize,
+    maxBodyBytes,
     websocket: route.websocket,
     host,
   };
