@@ -119,8 +119,8 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
        WHERE id = ? AND owner = ? AND state = 'delivering'`,
     ),
     nextDue: db.prepare(
-      `SELECT min(t) AS t FROM (SELECT min(next_at) AS t FROM webhook_events WHERE route = ?1 AND state = 'pending'
-       UNION ALL SELECT min(lease_until) FROM webhook_events WHERE route = ?1 AND state = 'delivering')`,
+      `SELECT min(t) AS t FROM (SELECT min(next_at) AS t FROM webhook_events WHERE route = @route AND state = 'pending'
+       UNION ALL SELECT min(lease_until) FROM webhook_events WHERE route = @route AND state = 'delivering')`,
     ),
     pending: db.prepare(`SELECT count(*) AS n FROM webhook_events WHERE route = ? AND state IN ('pending', 'waiting', 'delivering')`),
     listDead: db.prepare(`SELECT * FROM webhook_events WHERE dead_at IS NOT NULL ORDER BY dead_at, seq LIMIT 1000`),
@@ -129,8 +129,8 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     forget: db.prepare(`DELETE FROM webhook_dedupe WHERE expires_at <= ?`),
     finishedRoutes: db.prepare(`SELECT route, count(*) AS n FROM webhook_events WHERE state = 'delivered' GROUP BY route`),
     trim: db.prepare(
-      `DELETE FROM webhook_events WHERE route = ?1 AND state = 'delivered'
-       AND seq <= (SELECT seq FROM webhook_events WHERE route = ?1 AND state = 'delivered' ORDER BY seq DESC LIMIT 1 OFFSET ?2)`,
+      `DELETE FROM webhook_events WHERE route = @route AND state = 'delivered'
+       AND seq <= (SELECT seq FROM webhook_events WHERE route = @route AND state = 'delivered' ORDER BY seq DESC LIMIT 1 OFFSET @kept)`,
     ),
   };
 
@@ -211,7 +211,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
       write(() => {
         q.release.run(nowMs, id, owner);
       }),
-    nextDueAt: (route) => read(() => (q.nextDue.get(route) as { t: number | null }).t ?? undefined),
+    nextDueAt: (route) => read(() => (q.nextDue.get({ route }) as { t: number | null }).t ?? undefined),
     pending: (route) => read(() => (q.pending.get(route) as { n: number }).n),
     listDead: () => read(() => (q.listDead.all() as Row[]).map(toEvent)),
     replay: (id, nowMs) =>
@@ -226,7 +226,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
       write(() => {
         q.forget.run(nowMs);
         for (const { route, n } of q.finishedRoutes.all() as { route: string; n: number }[]) {
-          if (n > RECENT_KEPT) q.trim.run(route, RECENT_KEPT);
+          if (n > RECENT_KEPT) q.trim.run({ route, kept: RECENT_KEPT });
         }
       }),
   };
