@@ -89,7 +89,7 @@ export function retryDelayMs(failedAttempts: number, baseMs: number, maxMs: numb
  * How long a claimed event stays leased to this process: the attempt's timeout twice over plus
  * a margin, so a live worker always finishes first and a dead one's events come back soon.
  */
-export const leaseMs = (timeoutMs: number) => timeoutMs * 2 + 5_000;
+export const leaseMs = (timeoutMs: number) => timeoutMs * 2 + 1_000;
 
 class Stopped extends Error {}
 
