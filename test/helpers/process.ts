@@ -31,7 +31,7 @@ export async function spawnGatehouse(yaml: string, options: { dir?: string } = {
   writeFileSync(file, /^dataDir:/m.test(withAdmin) ? withAdmin : `${withAdmin}\ndataDir: ${join(dir, 'data')}\n`);
   const child = spawn(process.execPath, [MAIN, 'run', '-c', file], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH } });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const kill = async (signal: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);

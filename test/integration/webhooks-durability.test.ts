@@ -89,6 +89,25 @@ describe('webhooks: durability across a crash (sqlite)', () => {
   });
 });
 
+describe('webhooks: graceful shutdown', () => {
+  it('hands an in-flight delivery back on SIGTERM, exits 0, and the next start delivers it at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-stop-'));
+    const s = await store();
+    s.stall(true);
+    const config = yaml(s.url, 'shutdown: { drainTimeout: 300ms }').replace('timeout: 1s', 'timeout: 30s');
+    const first = await spawnGatehouse(config, { dir });
+    expect((await post(first.url('in'), 'evt_stop')).status).toBe(200);
+    await eventually(() => s.seen.includes('evt_stop'));
+    await first.kill('SIGTERM');
+    expect(first.child.exitCode).toBe(0);
+    s.closeSockets();
+    s.stall(false);
+    // released, not leased: no need to wait out a 61 s lease
+    await spawnGatehouse(config, { dir });
+    await eventually(() => s.answered.get('evt_stop') === 1, 5_000);
+  });
+});
+
 describe('webhooks: two gatehouse processes sharing one Redis', () => {
   it('refuses a duplicate that reaches the other process and delivers every event exactly once', async () => {
     const redis = await startRedis();

@@ -7,6 +7,7 @@ import Stripe from 'stripe';
 import '../helpers/cleanup.js';
 import { startGatehouse } from '../helpers/gatehouse.js';
 import { eventually, request } from '../helpers/http.js';
+import { SPAN_KIND, startOtlpReceiver } from '../helpers/otlp.js';
 import { onCleanup } from '../helpers/cleanup.js';
 import { closedPort, reply, startUpstream, type Received } from '../helpers/upstream.js';
 
@@ -91,7 +92,7 @@ describe('webhooks: refusals', () => {
     const up = await startUpstream(reply(200, 'ok'));
     const g = await startGatehouse(stripeYaml(up.url));
     const body = stripeEvent('evt_bad');
-    const cases = [
+    const cases: { body: string; headers: Record<string, string>; detail: RegExp }[] = [
       { body: body.replace('4200', '1'), headers: { 'stripe-signature': signStripe(body) }, detail: /no v1 signature matches the body/ },
       { body, headers: { 'stripe-signature': signStripe(body, SECRET, Math.floor(Date.now() / 1000) - 600) }, detail: /outside the replay window/ },
       { body, headers: {}, detail: /Stripe-Signature header is missing/ },
@@ -189,7 +190,7 @@ describe('webhooks: durable delivery', () => {
     const g = await startGatehouse(stripeYaml(`http://127.0.0.1:${port}`).replace('attempts: 3', 'attempts: 2'));
     const body = stripeEvent('evt_dead');
     const accepted = await post(g, body, { 'stripe-signature': signStripe(body) });
-    const id = accepted.headers['gatehouse-webhook-id'];
+    const id = String(accepted.headers['gatehouse-webhook-id']);
     const dead = async () => (await request(g.admin('/admin/webhooks/dead'))).json();
     const listed = await eventually(async () => (await dead()).events[0]);
     expect(listed).toMatchObject({ id, route: 'stripe-webhooks', provider: 'stripe', eventId: 'evt_dead', attempts: 2 });
@@ -298,5 +299,56 @@ routes:
     webhook: { provider: github, secret: x, dedupe: { store: shared } }
 `),
     ).rejects.toThrow(/:9:\d+ routes\[0\]\.webhook\.dedupe\.store: unknown store "shared"/);
+  });
+});
+
+describe('webhooks: tracing', () => {
+  it('traces the intake as the SERVER span and each delivery attempt as a CLIENT span linked to it', async () => {
+    const otlp = await startOtlpReceiver();
+    let calls = 0;
+    const up = await startUpstream((_req, res) => void res.writeHead(++calls === 1 ? 500 : 200).end());
+    const g = await startGatehouse(stripeYaml(up.url).replace('version: 1', `version: 1\ntelemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`));
+    const body = stripeEvent('evt_traced');
+    const res = await post(g, body, { 'stripe-signature': signStripe(body) });
+    const id = res.headers['gatehouse-webhook-id'];
+    await eventually(() => up.received.length === 2);
+    const [intake] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['gatehouse.route'] === 'stripe-webhooks');
+    expect(intake!.name).toBe('POST /webhooks/stripe/*');
+    expect(intake!.events.map((e) => e.name)).toContain('gatehouse.webhook.stored');
+    const attempts = await otlp.waitForSpans((s) => s.attributes['gatehouse.webhook.id'] === id, 2);
+    expect(attempts.map((s) => [s.kind, s.name, s.attributes['gatehouse.webhook.attempt'], s.attributes['http.response.status_code']]).sort()).toEqual([
+      [SPAN_KIND.CLIENT, 'POST', 1, 500],
+      [SPAN_KIND.CLIENT, 'POST', 2, 200],
+    ]);
+    for (const a of attempts) {
+      expect(a.links).toEqual([expect.objectContaining({ traceId: intake!.traceId, spanId: intake!.spanId })]);
+      expect(a.attributes['gatehouse.webhook.event_id']).toBe('evt_traced');
+    }
+    // the store sees the delivery attempt's trace context
+    const delivered = attempts.find((a) => a.attributes['gatehouse.webhook.attempt'] === 2)!;
+    expect(up.received[1]!.headers.traceparent).toBe(`00-${delivered.traceId}-${delivered.spanId}-01`);
+  });
+});
+
+describe('webhooks: reload', () => {
+  it('keeps pending events across a reload and delivers them to the upstream the new config names', async () => {
+    const port = await closedPort();
+    const up = await startUpstream(reply(200, 'ok'));
+    const before = stripeYaml(`http://127.0.0.1:${port}`).replace('attempts: 3, backoff: { base: 50ms, max: 200ms }', 'attempts: 50, backoff: { base: 50ms, max: 100ms }');
+    const g = await startGatehouse(before);
+    const body = stripeEvent('evt_reload');
+    expect((await post(g, body, { 'stripe-signature': signStripe(body) })).status).toBe(200);
+    await eventually(async () => (await request(g.admin('/admin/webhooks/recent?route=stripe-webhooks'))).json().events[0]?.attempts >= 2);
+    g.write(before.replace(`http://127.0.0.1:${port}`, up.url));
+    expect(await g.gh.reload('api')).toMatchObject({ ok: true, changed: true });
+    await eventually(() => up.received.length === 1);
+    expect(up.received[0]!.headers['gatehouse-webhook-event-id']).toBe('evt_reload');
+    // a changed webhook block gets a new worker; the store keeps the route's events and id claims
+    g.write(before.replace(`http://127.0.0.1:${port}`, up.url).replace('attempts: 50', 'attempts: 7'));
+    expect(await g.gh.reload('api')).toMatchObject({ ok: true, changed: true });
+    expect((await post(g, body, { 'stripe-signature': signStripe(body) })).headers['gatehouse-webhook']).toBe('duplicate');
+    const next = stripeEvent('evt_after_reload');
+    await post(g, next, { 'stripe-signature': signStripe(next) });
+    await eventually(() => up.received.length === 2);
   });
 });
