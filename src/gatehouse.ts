@@ -178,6 +178,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     clearTimeout(debounce);
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
+    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
+    // the rest are handed back to the store and resume at the next start
+    const webhooksClosed = webhooks.close(drainMs);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -191,8 +194,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
     listeners.closeAll();
     webSockets.close();
-    // deliveries in flight may finish within the drain timeout; the rest resume at the next start
-    await webhooks.close(drainMs);
+    await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);

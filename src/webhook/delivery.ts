@@ -108,7 +108,9 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
   let again = false;
   let timer: NodeJS.Timeout | undefined;
   let nextMaintainAt = 0;
+  let nextGaugeAt = 0;
   let storeDown = false;
+  let notified = false;
 
   const schedule = (delayMs: number) => {
     clearTimeout(timer);
@@ -132,13 +134,21 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       }
       const target = o.target();
       const free = concurrency - inFlight.size;
+      let full = free <= 0;
       if (free > 0 && target !== undefined && running) {
         const batch = await store.claim(route, owner, now, now + leaseMs(target.timeoutMs), free);
         for (const ev of batch) begin(ev, store);
+        full = batch.length === free; // maybe more is due: look again once a slot frees up
       }
-      observer.pending(route, await store.pending(route));
-      const next = await store.nextDueAt(route);
-      if (next !== undefined && inFlight.size < concurrency) delay = Math.min(POLL_MS, next - clock.now());
+      // the gauge: at most once a second under load, and whenever the worker falls idle
+      if (now >= nextGaugeAt || inFlight.size === 0) {
+        nextGaugeAt = now + POLL_MS;
+        observer.pending(route, await store.pending(route));
+      }
+      if (!full) {
+        const next = await store.nextDueAt(route);
+        if (next !== undefined) delay = Math.min(POLL_MS, next - clock.now());
+      }
       if (storeDown) logger.info({ route }, 'webhook store answers again; delivery resumed');
       storeDown = false;
     } catch (err) {
@@ -164,16 +174,20 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       })
       .finally(() => {
         inFlight.delete(ev.id);
-        if (running) void pump();
+        if (running) api.notify();
       });
     inFlight.set(ev.id, { abort, done });
   }
 
   async function deliver(ev: StoredEvent, store: WebhookStore, signal: AbortSignal): Promise<void> {
     const target = o.target();
-    const ep = target?.upstream.pick();
-    if (target === undefined || ep === undefined) {
+    if (target === undefined) {
       await store.release(ev.id, owner, clock.now());
+      return;
+    }
+    const ep = target.upstream.pick();
+    if (ep === undefined) {
+      await fail(ev, store, `no endpoint of upstream '${target.upstream.name}' can take traffic`, 0);
       return;
     }
     const q = ev.path.indexOf('?');
@@ -221,32 +235,46 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       target.upstream.inFlight--;
     }
 
-    const now = clock.now();
     const durationMs = clock.monotonic() - startedMs;
     if (error === undefined) {
+      const now = clock.now();
       await store.delivered(ev.id, now, cfg.inspect);
       span.end({ status, error, result: 'delivered', durationMs, lagMs: now - ev.receivedAt });
-    } else if (ev.attempts >= maxAttempts) {
-      await store.dead(ev.id, owner, now, error, deadLetter);
-      span.end({ status, error, result: 'dead', durationMs, lagMs: undefined });
-      logger.error(
-        { route, id: ev.id, eventId: ev.eventId, attempts: ev.attempts, lastError: error, deadLetter },
-        deadLetter ? 'webhook event moved to the dead-letter list' : 'webhook event dropped after its last attempt (deadLetter: false)',
-      );
-    } else {
-      await store.retry(ev.id, owner, now + retryDelayMs(ev.attempts, backoff.base, backoff.max, o.rand), error);
-      span.end({ status, error, result: 'retried', durationMs, lagMs: undefined });
+      return;
     }
+    const result = await fail(ev, store, error, status);
+    span.end({ status, error, result, durationMs, lagMs: undefined });
   }
 
-  return {
+  /** A failed attempt: due again after the back-off, or dead once it was the last one. */
+  async function fail(ev: StoredEvent, store: WebhookStore, error: string, status: number): Promise<'retried' | 'dead'> {
+    const now = clock.now();
+    if (ev.attempts < maxAttempts) {
+      await store.retry(ev.id, owner, now + retryDelayMs(ev.attempts, backoff.base, backoff.max, o.rand), error);
+      return 'retried';
+    }
+    await store.dead(ev.id, owner, now, error, deadLetter);
+    logger.error(
+      { route, id: ev.id, eventId: ev.eventId, attempts: ev.attempts, status, lastError: error, deadLetter },
+      deadLetter ? 'webhook event moved to the dead-letter list' : 'webhook event dropped after its last attempt (deadLetter: false)',
+    );
+    return 'dead';
+  }
+
+  const api: DeliveryWorker = {
     start() {
       if (running) return;
       running = true;
       schedule(0);
     },
     notify() {
-      if (running) void pump();
+      // many intakes in one turn of the event loop make one look at the store
+      if (!running || notified) return;
+      notified = true;
+      setImmediate(() => {
+        notified = false;
+        void pump();
+      });
     },
     async stop(graceMs) {
       running = false;
@@ -263,6 +291,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       await Promise.allSettled(left.map((f) => f.done));
     },
   };
+  return api;
 }
 
 function hostOf(headers: readonly string[]): string | undefined {

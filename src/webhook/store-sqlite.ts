@@ -134,18 +134,25 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     ),
   };
 
-  // ---- group commit: every write queued in one turn runs in one transaction, each in a savepoint
+  // ---- group commit: every write queued in one turn runs in one transaction, each in a savepoint.
+  // Only an acceptance must reach the disk before it returns (the provider is told 200 next):
+  // bookkeeping (claims, outcomes) commits with synchronous=NORMAL, which in WAL mode survives
+  // a crash of the process (the OS has the pages) and is fsynced by the next durable commit.
   interface Job {
     readonly run: () => unknown;
     readonly resolve: (v: unknown) => void;
     readonly reject: (e: unknown) => void;
   }
   let queue: Job[] = [];
+  let durableQueued = false;
   const flush = () => {
     const jobs = queue;
+    const fsync = durableQueued;
     queue = [];
+    durableQueued = false;
     const outcomes: { ok: boolean; value: unknown }[] = [];
     try {
+      if (!fsync) db.pragma('synchronous = NORMAL');
       db.transaction(() => {
         for (const job of jobs) {
           try {
@@ -158,13 +165,16 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     } catch (err) {
       for (const job of jobs) job.reject(err);
       return;
+    } finally {
+      if (!fsync) db.pragma('synchronous = FULL');
     }
     jobs.forEach((job, i) => (outcomes[i]!.ok ? job.resolve(outcomes[i]!.value) : job.reject(outcomes[i]!.value)));
   };
-  const write = <T>(run: () => T): Promise<T> =>
+  const write = <T>(run: () => T, durable = false): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       if (queue.length === 0) setImmediate(flush);
       queue.push({ run, resolve: resolve as (v: unknown) => void, reject });
+      if (durable) durableQueued = true;
     });
   const read = <T>(run: () => T): Promise<T> => new Promise<T>((resolve) => resolve(run()));
 
@@ -182,7 +192,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
         const state = orderKey !== null && q.keyBusy.get(ev.route, orderKey) !== undefined ? 'waiting' : 'pending';
         q.insert.run({ ...ev, headers: JSON.stringify(ev.headers), orderKey, trace: ev.trace ?? null, state });
         return 'stored' as const;
-      }),
+      }, true),
     claim: (route, owner, nowMs, leaseUntil, limit) =>
       write(() => {
         q.recover.run(nowMs, route, nowMs);
@@ -220,7 +230,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
         if (row === undefined || row.dead_at === null) return undefined;
         q.replay.run(nowMs, id);
         return toEvent(q.get.get(id) as Row);
-      }),
+      }, true),
     recent: (route, limit) => read(() => (q.recent.all(route, limit) as Row[]).map(toEvent)),
     maintain: (nowMs) =>
       write(() => {
