@@ -241,30 +241,25 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
+/** What every admin view shows of an event. */
+const eventView = (ev: StoredEvent) => ({
+  id: ev.id,
+  route: ev.route,
+  provider: ev.provider,
+  eventId: ev.eventId,
+  receivedAt: iso(ev.receivedAt),
+  attempts: ev.attempts,
+  lastError: ev.lastError ?? null,
+});
+
 function deadView(ev: StoredEvent) {
-  return {
-    id: ev.id,
-    route: ev.route,
-    provider: ev.provider,
-    eventId: ev.eventId,
-    receivedAt: iso(ev.receivedAt),
-    attempts: ev.attempts,
-    lastError: ev.lastError ?? null,
-    deadAt: iso(ev.deadAt),
-    state: ev.state === 'dead' ? 'dead' : 'replaying',
-  };
+  return { ...eventView(ev), deadAt: iso(ev.deadAt), state: ev.state === 'dead' ? 'dead' : 'replaying' };
 }
 
 function recentView(ev: StoredEvent, inspect: boolean) {
   return {
-    id: ev.id,
-    route: ev.route,
-    provider: ev.provider,
-    eventId: ev.eventId,
-    receivedAt: iso(ev.receivedAt),
+    ...eventView(ev),
     state: ev.state,
-    attempts: ev.attempts,
-    lastError: ev.lastError ?? null,
     nextAttemptAt: ev.state === 'pending' ? iso(ev.nextAt) : null,
     deliveredAt: iso(ev.deliveredAt),
     requestId: ev.requestId,

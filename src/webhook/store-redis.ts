@@ -31,6 +31,14 @@ local function promote(P, route, okey, id, now)
 end
 `;
 
+/** Stops a script unless ARGV[3] still holds the lease on event ARGV[2]: a late outcome is ignored. */
+const LEASED = `
+local P, id = ARGV[1], ARGV[2]
+local k = P..'ev:'..id
+if redis.call('HGET', k, 'state') ~= 'delivering' or redis.call('HGET', k, 'owner') ~= ARGV[3] then return 0 end
+local route = redis.call('HGET', k, 'route')
+`;
+
 const SCRIPTS = {
   // ARGV: P route eventId id ttlMs now orderKey provider receivedAt method path headers body requestId trace
   whAccept: `
@@ -84,24 +92,22 @@ redis.call('HSET', k, 'state', 'delivered', 'deliveredAt', now, 'owner', '', 'de
 if ARGV[4] ~= '1' then redis.call('HSET', k, 'body', '') end
 redis.call('EXPIRE', k, ${FINISHED_TTL_S})
 return 1`,
-  // ARGV: P id owner nextAt error
-  whRetry: `
-local P, id = ARGV[1], ARGV[2]
-local k = P..'ev:'..id
-if redis.call('HGET', k, 'state') ~= 'delivering' or redis.call('HGET', k, 'owner') ~= ARGV[3] then return 0 end
-local route = redis.call('HGET', k, 'route')
+  // ARGV: P id owner dueAt error uncount: back to the queue (a failed attempt, or a release)
+  whRequeue:
+    LEASED +
+    `
 redis.call('ZREM', P..'lease:'..route, id)
 redis.call('ZADD', P..'due:'..route, ARGV[4], id)
-redis.call('HSET', k, 'state', 'pending', 'nextAt', ARGV[4], 'lastError', ARGV[5], 'owner', '')
+redis.call('HSET', k, 'state', 'pending', 'nextAt', ARGV[4], 'owner', '')
+if ARGV[5] ~= '' then redis.call('HSET', k, 'lastError', ARGV[5]) end
+if ARGV[6] == '1' and tonumber(redis.call('HGET', k, 'attempts')) > 0 then redis.call('HINCRBY', k, 'attempts', -1) end
 return 1`,
   // ARGV: P id owner now error keep
   whDead:
     PROMOTE +
+    LEASED +
     `
-local P, id, now = ARGV[1], ARGV[2], ARGV[4]
-local k = P..'ev:'..id
-if redis.call('HGET', k, 'state') ~= 'delivering' or redis.call('HGET', k, 'owner') ~= ARGV[3] then return 0 end
-local route = redis.call('HGET', k, 'route')
+local now = ARGV[4]
 redis.call('ZREM', P..'lease:'..route, id)
 redis.call('SREM', P..'open:'..route, id)
 promote(P, route, redis.call('HGET', k, 'orderKey'), id, now)
@@ -111,17 +117,6 @@ if ARGV[6] == '1' then
 else
   redis.call('DEL', k)
 end
-return 1`,
-  // ARGV: P id owner now
-  whRelease: `
-local P, id = ARGV[1], ARGV[2]
-local k = P..'ev:'..id
-if redis.call('HGET', k, 'state') ~= 'delivering' or redis.call('HGET', k, 'owner') ~= ARGV[3] then return 0 end
-local route = redis.call('HGET', k, 'route')
-redis.call('ZREM', P..'lease:'..route, id)
-redis.call('ZADD', P..'due:'..route, ARGV[4], id)
-redis.call('HSET', k, 'state', 'pending', 'nextAt', ARGV[4], 'owner', '')
-if tonumber(redis.call('HGET', k, 'attempts')) > 0 then redis.call('HINCRBY', k, 'attempts', -1) end
 return 1`,
   // ARGV: P id now
   whReplay: `
@@ -185,13 +180,13 @@ export function createRedisWebhookStore(client: Redis): WebhookStore {
       await r.whDelivered(P, id, nowMs, keepBody ? '1' : '0');
     },
     async retry(id, owner, nextAt, error) {
-      await r.whRetry(P, id, owner, nextAt, error);
+      await r.whRequeue(P, id, owner, nextAt, error, '0');
     },
     async dead(id, owner, nowMs, error, keep) {
       await r.whDead(P, id, owner, nowMs, error, keep ? '1' : '0');
     },
     async release(id, owner, nowMs) {
-      await r.whRelease(P, id, owner, nowMs);
+      await r.whRequeue(P, id, owner, nowMs, '', '1');
     },
     async nextDueAt(route) {
       const [due, lease] = await Promise.all([
