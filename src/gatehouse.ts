@@ -55,7 +55,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
   const tracing = createTracing(config.telemetry, env, resource);
   const metrics = createMetrics(config.telemetry, resource);
-  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
+  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream);
   const webSockets = createWebSocketProxy();
 
