@@ -108,6 +108,8 @@ describe('npm run demo', () => {
     await eventually(() => /"route":"catalogue".*"status":200/.test(demo.stdout()), 15_000, 100);
     await eventually(() => /\[trace [0-9a-f]{8}\] SERVER GET \/api\/products\/\*\s+200/.test(demo.stdout()), 15_000, 100);
 
+    // Ctrl-C under `npm run demo` delivers SIGINT twice: from the terminal and forwarded by npm
+    demo.child.kill('SIGINT');
     demo.child.kill('SIGINT');
     expect(await demo.exit).toBe(0);
     expect(demo.stdout()).toContain('demo stopped');
