@@ -132,6 +132,24 @@ describe('webhooks: refusals', () => {
     expect(chunked.json()).toMatchObject({ code: 'payload_too_large', status: 413 });
     expect(up.received).toHaveLength(0);
   });
+  it('answers 503 store_unavailable with Retry-After when the event cannot be stored, so the provider retries', async () => {
+    const up = await startUpstream(reply(200, 'ok'));
+    const redisPort = await closedPort();
+    const g = await startGatehouse(
+      stripeYaml(up.url)
+        .replace('tolerance: 5m', 'tolerance: 5m\n      dedupe: { store: shared }')
+        .replace('version: 1', `version: 1\nstores: { shared: { type: redis, url: "redis://127.0.0.1:${redisPort}" } }`),
+    );
+    const body = stripeEvent('evt_nowhere');
+    const res = await post(g, body, { 'stripe-signature': signStripe(body) });
+    expect(res.status).toBe(503);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers['gatehouse-error']).toBe('store_unavailable');
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.json()).toMatchObject({ type: 'urn:gatehouse:error:store_unavailable', status: 503, code: 'store_unavailable', route: 'stripe-webhooks' });
+    expect(up.received).toHaveLength(0);
+    expect(g.log.all).toMatch(/could not store a webhook event/);
+  });
 });
 
 describe('webhooks: de-duplication', () => {

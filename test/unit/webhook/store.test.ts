@@ -135,6 +135,27 @@ function storeSuite(name: string, make: () => Promise<WebhookStore>) {
       expect((await s.claim('r', 'w', 2_300, 62_300, 10)).map((e) => e.id)).toEqual([a3.id]);
     });
 
+    it('keeps at most the latest 100 delivered events of a route, and never a pending or dead one', async () => {
+      const s = await make();
+      const dead = event();
+      await s.accept(dead, HOUR, 1_000);
+      await s.claim('r', 'w', 1_000, 61_000, 10);
+      await s.dead(dead.id, 'w', 1_000, 'HTTP 500', true);
+      for (let i = 0; i < 120; i++) {
+        const e = event();
+        await s.accept(e, HOUR, 2_000);
+        await s.claim('r', 'w', 2_000, 62_000, 1);
+        await s.delivered(e.id, 2_000, false);
+      }
+      const waiting = event();
+      await s.accept(waiting, HOUR, 3_000);
+      await s.maintain(4_000);
+      const recent = await s.recent('r', 500);
+      expect(recent.filter((e) => e.state === 'delivered').length).toBeLessThanOrEqual(100);
+      expect(await s.listDead()).toHaveLength(1);
+      expect(await s.pending('r')).toBe(1);
+    });
+
     it('keeps the latest events for the recent view, newest first', async () => {
       const s = await make();
       const ids = [];
