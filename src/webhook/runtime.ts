@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { json } from '../admin/server.js';
 import { fingerprint } from '../config/fingerprint.js';
+import { REDACTED } from '../config/secret.js';
 import type { Config, RouteConfig, WebhookConfig } from '../config/schema.js';
 import type { Exchange } from '../proxy/exchange.js';
 import type { Clock } from '../resilience/clock.js';
@@ -263,7 +264,16 @@ function recentView(ev: StoredEvent, inspect: boolean) {
     nextAttemptAt: ev.state === 'pending' ? iso(ev.nextAt) : null,
     deliveredAt: iso(ev.deliveredAt),
     requestId: ev.requestId,
-    ...(inspect ? { headers: ev.headers, body: ev.body.toString('utf8') } : {}),
+    ...(inspect ? { headers: redactHeaders(ev.headers), body: ev.body.toString('utf8') } : {}),
   };
 }
 
+
+/** Credentials a provider may send along (basic auth on the webhook URL) are not shown even with inspect. */
+function redactHeaders(headers: readonly string[]): string[] {
+  return headers.map((v, i) => {
+    if (i % 2 === 0) return v;
+    const name = headers[i - 1]!.toLowerCase();
+    return name === 'authorization' || name === 'proxy-authorization' || name === 'cookie' ? REDACTED : v;
+  });
+}

@@ -278,7 +278,12 @@ routes:
 `);
     const body = JSON.stringify({ id: 1, topic: 'orders/create' });
     const hmac = createHmac('sha256', 'shpss_secret').update(body).digest('base64');
-    const res = await post(g, body, { 'x-shopify-hmac-sha256': hmac, 'x-shopify-webhook-id': 'wh-1', 'x-shopify-topic': 'orders/create' }, '/webhooks/shopify');
+    const res = await post(
+      g,
+      body,
+      { 'x-shopify-hmac-sha256': hmac, 'x-shopify-webhook-id': 'wh-1', 'x-shopify-topic': 'orders/create', authorization: 'Basic c2hvcDpwYXNz' },
+      '/webhooks/shopify',
+    );
     expect(res.status).toBe(200);
     const gh = await post(g, body, { 'x-hub-signature-256': await signGithub('gh_secret', body), 'x-github-delivery': 'gd-1' }, '/webhooks/github');
     expect(gh.status).toBe(200);
@@ -292,6 +297,7 @@ routes:
     expect(shopify).toHaveLength(1);
     expect(shopify[0]).toMatchObject({ route: 'shopify', provider: 'shopify', eventId: 'wh-1', attempts: 1, body });
     expect(shopify[0].headers).toContain('x-shopify-hmac-sha256');
+    expect(shopify[0].headers[shopify[0].headers.indexOf('authorization') + 1]).toBe('***');
     const github = await eventually(async () => {
       const events = (await request(g.admin('/admin/webhooks/recent?route=github'))).json().events;
       return events[0]?.state === 'delivered' ? events : undefined;
