@@ -1,6 +1,6 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { unwatchFile, watchFile } from 'node:fs';
-import { rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { readPem, type ListenerTlsConfig, type UpstreamTlsConfig } from '../config/schema.js';
 import type { Stage } from '../proxy/exchange.js';
@@ -90,14 +90,18 @@ export function loadUpstreamTls(cfg: UpstreamTlsConfig): UpstreamTls {
   const ca = cfg.ca === undefined ? undefined : readPem(cfg.ca);
   const cert = cfg.cert === undefined ? undefined : readPem(cfg.cert);
   const key = cfg.key === undefined ? undefined : readPem(cfg.key.reveal());
-  const connect: ConnectionOptions = {
-    // `ca` replaces Node's trust store, so the system roots are passed along with the extra CA.
+  // Built once: passing `ca` per connection would make every new connection parse the ~140
+  // system roots again. `ca` replaces Node's trust store, so the roots go along with the extra CA.
+  const secureContext = createSecureContext({
     ...(ca === undefined ? {} : { ca: [...rootCertificates, ca] }),
     ...(cert === undefined || key === undefined ? {} : { cert, key }),
+    minVersion: cfg.minVersion,
+  });
+  const connect: ConnectionOptions = {
+    secureContext,
     // tls.connect checks the certificate against `servername` when given: SNI and verification
     // name are one setting (without it: the endpoint's host name; no SNI for an IP address).
     ...(cfg.serverName === undefined ? {} : { servername: cfg.serverName }),
-    minVersion: cfg.minVersion,
     rejectUnauthorized: !cfg.insecureSkipVerify,
   };
   const digest = createHash('sha256')

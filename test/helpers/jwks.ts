@@ -74,5 +74,5 @@ export async function startJwksServer(keys: SigningKey[]): Promise<JwksServer> {
         server.close(() => resolve());
       }),
   );
-  return Object.assign(state, { url: base, jwksUri: `${base}/jwks.json`, issuer: `${base}/issuer` }) as JwksServer;
+  return Object.assign(state, { url: base, jwksUri: `${base}/jwks.json`, issuer: `${base}/issuer` });
 }

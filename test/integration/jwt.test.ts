@@ -90,7 +90,7 @@ describe('JWT validation', () => {
     ['wrong issuer', async () => sign(rsa, { ...good, iss: 'https://evil.example/' }), 'the token was issued by an issuer that is not accepted'],
     ['wrong audience', async () => sign(rsa, { ...good, aud: 'other-api' }), 'the token is for an audience that is not accepted'],
     ['without exp', async () => sign(rsa, { ...good, exp: undefined }), 'the token has no exp claim'],
-    ['alg none', async () => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...good, exp: now() + 60 })}.`, "the token's signing algorithm is not accepted"],
+    ['alg none', () => Promise.resolve(`${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...good, exp: now() + 60 })}.`), "the token's signing algorithm is not accepted"],
     [
       'HS256 signed with the RSA public key (algorithm confusion)',
       async () => {
@@ -108,7 +108,7 @@ describe('JWT validation', () => {
       "the token's signature is invalid",
     ],
     ['signed by an unknown key', async () => sign(await makeKey('stranger', 'RS256'), good), 'no known key matches the token'],
-    ['not a JWT', async () => 'abc.def', 'the token is malformed'],
+    ['not a JWT', () => Promise.resolve('abc.def'), 'the token is malformed'],
   ])('answers 401 invalid_token for a token %s', async (_name, make, description) => {
     const { up, get } = await setup(BASIC);
     const token = await make();
@@ -245,7 +245,7 @@ routes: [{ name: api, listener: in, match: { pathPrefix: / }, upstream: app, jwt
     const seen: string[] = [];
     wss.on('connection', (sock, req) => {
       seen.push(String(req.headers['x-user-id']));
-      sock.on('message', (m) => sock.send(`echo:${String(m)}`));
+      sock.on('message', (m) => sock.send(`echo:${(m as Buffer).toString()}`));
     });
     const idp = await startJwksServer([rsa]);
     const g = await startGatehouse(`
@@ -268,7 +268,7 @@ routes:
       const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, 'x-user-id': 'mallory' } });
       ws.on('open', () => ws.send('hi'));
       ws.on('message', (m) => {
-        resolve(String(m));
+        resolve((m as Buffer).toString());
         ws.close();
       });
       ws.on('error', reject);
