@@ -122,9 +122,9 @@ function apply(b: Bound, cfg: ListenerConfig, logger: Logger): void {
   const { server } = b;
   server.headersTimeout = cfg.limits.headersTimeout;
   server.requestTimeout = cfg.limits.requestTimeout;
-  // One more than allowed, so that the pipeline sees an excess and answers 431 (Node would
-  // silently drop the extra fields instead).
-  server.maxHeadersCount = cfg.limits.maxHeaders + 1;
+  // Node would silently drop the fields past its count (Host among them, if it came last):
+  // it keeps them all, maxHeaderSize bounds their bytes, and the pipeline answers 431 past maxHeaders.
+  server.maxHeadersCount = 0;
   if (b.applied !== '' && (server as Server & { maxHeaderSize?: number }).maxHeaderSize !== cfg.limits.maxHeaderSize) {
     logger.warn({ listener: cfg.name }, 'a change to limits.maxHeaderSize takes effect at the next restart');
   }
