@@ -253,7 +253,13 @@ const Jwt = z
       })
       .optional(),
     algorithms: z
-      .array(z.enum(JWT_ALGORITHMS, { error: `must be one of ${JWT_ALGORITHMS.join(', ')} (HMAC and none are never accepted)` }))
+      .array(
+        z
+          .string({ error: 'must be a JWS algorithm name' })
+          .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
+            error: (issue) => `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted (got ${JSON.stringify(issue.input)})`,
+          }),
+      )
       .min(1)
       .default(['RS256', 'ES256']),
     clockTolerance: duration.prefault('30s'),

@@ -132,7 +132,10 @@ ${extra}`;
     // sanity: each output really captured this traffic
     expect(outputs.accessLog).toContain('"route":"jwt"');
     expect(outputs.appLog).toContain('OAuth2 token fetch failed');
-    expect(outputs.spans).toContain('gatehouse.jwt');
+    // span events are named as in src (read back from what the exporter sent)
+    for (const event of ['gatehouse.jwt', 'gatehouse.auth.result', 'gatehouse.tls.failure', 'gatehouse.credentials.token_fetched', 'gatehouse.credentials.token_failed', 'gatehouse.credentials.refreshed_on_401']) {
+      expect(outputs.spans).toContain(event);
+    }
     expect(outputs.answers).toContain('"version"');
     expect(outputs.answers).toContain('gatehouse_auth_decisions_total');
 
