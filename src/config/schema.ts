@@ -1,4 +1,3 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
@@ -117,36 +116,17 @@ const headerRules = z.strictObject({
 
 /**
  * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
- * (relative to the working directory). Checked at load time so `gatehouse validate` reports an
- * unreadable or unparsable file at its position; read again at runtime (certificate rotation).
+ * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
+ * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
  */
 export function readPem(source: string): string {
   return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
 }
 
-const pemCheck = (what: 'certificate' | 'key') => (source: string, ctx: z.RefinementCtx) => {
-  let text: string;
-  try {
-    text = readPem(source);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `cannot read ${what} file ${source} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
-    return;
-  }
-  try {
-    if (what === 'key') createPrivateKey(text);
-    else new X509Certificate(text);
-  } catch (err) {
-    // never the key's text: only what kind of problem it is
-    const kind = what === 'key' ? 'an unencrypted PEM private key' : 'a PEM certificate';
-    ctx.addIssue({ code: 'custom', message: `must be ${kind} (${(err as { code?: string }).code ?? 'unparsable'})` });
-  }
-};
-
-const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1).superRefine(pemCheck('certificate'));
+const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
 const pemKey = z
   .string({ error: 'must be a PEM file path or PEM text' })
   .min(1)
-  .superRefine(pemCheck('key'))
   .transform((s) => new Secret(s));
 const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' });
 
@@ -239,19 +219,7 @@ const Jwt = z
     audiences: z.array(z.string().min(1)).min(1).optional(),
     jwksUri: secureUrl.optional(),
     /** A local JWKS file, re-read on every reload. */
-    jwks: z
-      .string()
-      .min(1)
-      .superRefine((file, ctx) => {
-        try {
-          const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys?: unknown };
-          if (!Array.isArray(parsed.keys)) ctx.addIssue({ code: 'custom', message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
-        } catch (err) {
-          const why = (err as NodeJS.ErrnoException).code ?? 'not JSON';
-          ctx.addIssue({ code: 'custom', message: `cannot read JWKS file ${file} (${why})` });
-        }
-      })
-      .optional(),
+    jwks: z.string().min(1).optional(),
     algorithms: z
       .array(
         z

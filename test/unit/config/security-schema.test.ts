@@ -53,6 +53,8 @@ describe('security config', () => {
       'g.yaml:7:39 upstreams.app.tls.cert: cannot read certificate file /no/such/c.pem (ENOENT)',
       'g.yaml:7:60 upstreams.app.tls.key: cannot read key file /no/such/k.pem (ENOENT)',
     ]);
+    // documentation examples name production files: checkFiles: false skips only this check
+    expect(() => loadConfigText(base('    tls: { ca: /no/such/ca.pem }'), 'g.yaml', { env: {}, checkFiles: false })).not.toThrow();
     const inline = problems(base('    tls: { key: "-----BEGIN PRIVATE KEY-----\\nc2VjcmV0LWtleS1ieXRlcw==\\n-----END PRIVATE KEY-----", cert: /no/c.pem }'));
     expect(inline.join('\n')).toContain('upstreams.app.tls.key: must be an unencrypted PEM private key');
     expect(inline.join('\n')).not.toContain('c2VjcmV0');
