@@ -82,13 +82,17 @@ const cidr = z.string({ error: 'must be an IP address or CIDR block' }).refine((
   return /^\d+$/.test(prefix) && bits >= 0 && bits <= (family === 4 ? 32 : 128);
 }, 'must be an IP address or CIDR block such as 10.0.0.0/8');
 
-const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
-  let url: URL | undefined;
+/** `new URL()` without the throw (URL.parse needs Node 22). */
+function parseUrl(text: string): URL | undefined {
   try {
-    url = new URL(text);
+    return new URL(text);
   } catch {
-    url = undefined;
+    return undefined;
   }
+}
+
+const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
+  const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
     ctx.addIssue({ code: 'custom', message: `must be an http:// or https:// URL without query or credentials (got ${JSON.stringify(text)})` });
     return z.NEVER;
@@ -132,12 +136,7 @@ const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or T
 
 /** http:// is accepted only on loopback: keys, tokens and client secrets must not travel in clear. */
 const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
-  let url: URL | undefined;
-  try {
-    url = new URL(text);
-  } catch {
-    url = undefined;
-  }
+  const url = parseUrl(text);
   if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
     ctx.addIssue({ code: 'custom', message: `must be an https:// URL (http:// only on loopback) (got ${JSON.stringify(text)})` });
   }

@@ -6,7 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import '../helpers/cleanup.js';
 import { onCleanup } from '../helpers/cleanup.js';
 import { startGatehouse } from '../helpers/gatehouse.js';
-import { eventually } from '../helpers/http.js';
+import { eventually, webSocketRoundTrip } from '../helpers/http.js';
 import { makeKey, sign, startJwksServer, type SigningKey } from '../helpers/jwks.js';
 import { echo, startUpstream } from '../helpers/upstream.js';
 
@@ -264,15 +264,7 @@ routes:
     });
     expect(refused).toBe(401);
     const token = await sign(rsa, { sub: 'carol' });
-    const reply = await new Promise<string>((resolve, reject) => {
-      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, 'x-user-id': 'mallory' } });
-      ws.on('open', () => ws.send('hi'));
-      ws.on('message', (m) => {
-        resolve((m as Buffer).toString());
-        ws.close();
-      });
-      ws.on('error', reject);
-    });
+    const reply = await webSocketRoundTrip(url, 'hi', { authorization: `Bearer ${token}`, 'x-user-id': 'mallory' });
     expect(reply).toBe('echo:hi');
     expect(seen).toEqual(['carol']);
   });

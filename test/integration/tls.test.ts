@@ -2,12 +2,12 @@ import { copyFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { beforeAll, describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
+import { WebSocketServer } from 'ws';
 import '../helpers/cleanup.js';
 import { onCleanup } from '../helpers/cleanup.js';
 import { createPki, type TestPki } from '../helpers/certs.js';
 import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
-import { eventually } from '../helpers/http.js';
+import { eventually, webSocketRoundTrip } from '../helpers/http.js';
 import { echo, startUpstream } from '../helpers/upstream.js';
 
 let pki: TestPki;
@@ -137,15 +137,7 @@ listeners: [{ name: in, address: 127.0.0.1:0 }]
 upstreams: { api: { endpoints: [${up.url}], tls: { ca: ${pki.ca.cert} } } }
 routes: [{ name: r, listener: in, match: { pathPrefix: / }, upstream: api, websocket: true }]
 `);
-    const reply = await new Promise<string>((resolve, reject) => {
-      const ws = new WebSocket(g.url('in').replace('http', 'ws') + '/live');
-      ws.on('open', () => ws.send('hi'));
-      ws.on('message', (m) => {
-        resolve((m as Buffer).toString());
-        ws.close();
-      });
-      ws.on('error', reject);
-    });
+    const reply = await webSocketRoundTrip(g.url('in').replace('http', 'ws') + '/live', 'hi');
     expect(reply).toBe('tls:hi');
   });
 });
