@@ -27,6 +27,8 @@ export interface LoadOptions {
    * documentation examples, which name files of a production machine.
    */
   readonly checkFiles?: boolean;
+  /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
+  readonly readFile?: (path: string) => string;
 }
 
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
@@ -57,6 +59,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
+    readFile: options.readFile,
   });
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
