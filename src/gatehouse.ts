@@ -79,7 +79,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
 
   const listeners = createListeners(state, pipelineDeps);

@@ -11,6 +11,8 @@ export interface Metrics {
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
+  readonly authDecisions: Counter;
   /** `gatehouse_webhook_events_total{route,result}`. */
   readonly webhookEvents: Counter;
   /** Time from a webhook's receipt to its delivery to the upstream. */
@@ -48,6 +50,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
     }),
