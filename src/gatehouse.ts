@@ -16,6 +16,8 @@ import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { createTracing } from './telemetry/tracing.js';
+import { createWebhookObserver } from './telemetry/webhook-observer.js';
+import { createWebhookRegistry } from './webhook/runtime.js';
 import { VERSION } from './version.js';
 
 export interface StartOptions {
@@ -55,7 +57,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
   const tracing = createTracing(config.telemetry, env, resource);
   const metrics = createMetrics(config.telemetry, resource);
-  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
+  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream);
   const webSockets = createWebSocketProxy();
 
@@ -66,13 +69,22 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       for (const [store, up] of stores.health()) result.observe(up ? 1 : 0, { store });
     });
 
+  const webhooks = createWebhookRegistry({
+    stores,
+    clock: systemClock,
+    rand: Math.random,
+    logger,
+    observer: createWebhookObserver(metrics, tracing, accessLog),
+  });
+
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
 
   const listeners = createListeners(state, pipelineDeps);
   (await listeners.prepare(state.plan)).commit();
+  webhooks.activate(state.plan.webhooks);
 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
@@ -104,6 +116,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     }
     state.plan = next;
     stores.update(loaded.config);
+    webhooks.activate(next.webhooks);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -135,6 +148,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     },
     reload: () => reload('admin'),
+    handle: (req, res, path, url) => webhooks.handleAdmin(req, res, path, url),
   });
 
   let debounce: NodeJS.Timeout | undefined;
@@ -165,6 +179,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     clearTimeout(debounce);
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
+    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
+    // the rest are handed back to the store and resume at the next start
+    const webhooksClosed = webhooks.close(drainMs);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -178,6 +195,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
     listeners.closeAll();
     webSockets.close();
+    await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
@@ -200,10 +218,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 }
 
-/** Sections read once at start (like Traefik's install configuration): say so when they change. */
+/**
+ * Sections read once at start (like Traefik's install configuration): say so when they change.
+ * `admin.token` is not one of them: the admin API reads it from the running plan.
+ */
 function warnInstallTimeChanges(first: LoadedConfig, next: LoadedConfig, logger: Logger): void {
-  for (const key of ['admin', 'telemetry', 'dataDir'] as const) {
-    if (fingerprint(first.config[key]) !== fingerprint(next.config[key])) {
+  const installTime = ({ config }: LoadedConfig) => ({ 'admin.address': config.admin.address, telemetry: config.telemetry, dataDir: config.dataDir });
+  const before = installTime(first);
+  const after = installTime(next);
+  for (const key of Object.keys(before) as (keyof typeof before)[]) {
+    if (fingerprint(before[key]) !== fingerprint(after[key])) {
       logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
     }
   }

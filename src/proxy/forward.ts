@@ -1,4 +1,5 @@
 import type { Span } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
@@ -15,6 +16,8 @@ export interface AttemptDeps {
   readonly metrics: Metrics;
   /** True while the server drains: answers then carry `Connection: close`. */
   readonly isDraining: () => boolean;
+  /** TLS failures are logged (with their reason) as well as counted and traced. */
+  readonly logger?: Logger;
 }
 
 /**
@@ -144,6 +147,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     this.reject(failure);
   }
 
+  /** A certificate that fails verification: the reason goes to the log and the client span. */
+  private reportTls(failure: UpstreamError): void {
+    const code = (failure.cause as { code?: unknown } | undefined)?.code;
+    const reason = typeof code === 'string' ? code : 'handshake failed';
+    this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
+    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
+  }
+
   private settle(failure: Error | undefined): void {
     if (this.done) return;
     this.done = true;
@@ -159,6 +170,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
       [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
       [ATTR.errorType]: errorType,
     });
+    if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }
@@ -166,6 +178,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
 const noop = () => {};
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
+
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return 'reset';

@@ -13,6 +13,11 @@ export interface AccessLogEntry {
   readonly requestId: string;
   readonly error: string | undefined;
   readonly client: string;
+  /** Set on the lines of background work that no client request carries (webhook deliveries). */
+  readonly kind?: 'webhook-delivery';
+  readonly webhookId?: string;
+  readonly eventId?: string;
+  readonly result?: string;
 }
 
 export type AccessLog = ((entry: AccessLogEntry) => void) & {
@@ -63,6 +68,8 @@ export function createAccessLog(destination: DestinationStream): AccessLog {
  * `JSON.stringify({ time, ...entry })` gives, written out because this runs for every request.
  */
 export function formatAccessLine(e: AccessLogEntry, time: string): string {
+  // Background lines (webhook deliveries) carry more keys; they are rare, the generic way is fine.
+  if (e.kind !== undefined) return `{"time":"${time}",${JSON.stringify(e).slice(1)}\n`;
   let line = `{"time":"${time}"`;
   if (e.route !== undefined) line += `,"route":${jsonString(e.route)}`;
   line += `,"method":${jsonString(e.method)},"path":${jsonString(e.path)},"status":${e.status},"durationMs":${e.durationMs}`;

@@ -1,11 +1,11 @@
-import type { Counter, Meter } from '@opentelemetry/api';
+import type { Counter, Histogram, Meter } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
-import { ATTR, DURATION_BUCKETS_S, METRICS } from './names.js';
+import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS } from './names.js';
 
 const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
 const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
@@ -16,6 +16,12 @@ export interface Metrics {
   readonly serverDuration: KeyedHistogram<(typeof SERVER_ATTRIBUTES)[number]>;
   readonly clientDuration: KeyedHistogram<(typeof CLIENT_ATTRIBUTES)[number]>;
   readonly configReloads: Counter;
+  /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
+  readonly authDecisions: Counter;
+  /** `gatehouse_webhook_events_total{route,result}`. */
+  readonly webhookEvents: Counter;
+  /** Time from a webhook's receipt to its delivery to the upstream. */
+  readonly webhookDeliveryLag: Histogram;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -67,6 +73,15 @@ export function createMetrics(
     serverDuration,
     clientDuration,
     configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
+    webhookEvents: meter.createCounter(METRICS.webhookEvents, {
+      description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
+    }),
+    webhookDeliveryLag: meter.createHistogram(METRICS.webhookDeliveryLag, {
+      unit: 's',
+      description: 'Time from receiving a webhook to its delivery to the upstream, retries included.',
+      advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
+    }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };

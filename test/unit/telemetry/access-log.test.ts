@@ -26,6 +26,11 @@ describe('access log line', () => {
     expect(formatAccessLine(refused, TIME)).toBe(JSON.stringify({ time: TIME, ...refused }) + '\n');
   });
 
+  it('keeps the keys of background lines (webhook deliveries) after the request keys', () => {
+    const delivery = { ...entry, client: '', kind: 'webhook-delivery' as const, webhookId: 'w1', eventId: 'evt_1', result: 'delivered' };
+    expect(formatAccessLine(delivery, TIME)).toBe(JSON.stringify({ time: TIME, ...delivery }) + '\n');
+  });
+
   it('escapes quotes, backslashes, control characters and lone surrogates in the path', () => {
     const odd = { ...entry, path: '/a"b\\c\u0001d\ud800e\u00e9' };
     const line = formatAccessLine(odd, TIME);
