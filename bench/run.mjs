@@ -10,11 +10,13 @@
 //   options: --loads a,b  --rounds N  --duration S  --warmup S  --retries N  --disturbed CORES  --quiet-wait S
 //            --nice=N (run everything at this nice level; --nice=-10 as root shields the runs on a busy machine)
 //            --memory / --no-memory  --body-mb N (memory check body size, default 100)  --write / --no-write  --json FILE  --keep (temp dir)
+//            --instructions (count user-space instructions per request under valgrind's callgrind: slow,
+//            but the same on a busy machine as on a quiet one; --requests N per window, default 1000)
 //            --baseline DIR (also run DIR/dist/main.js, e.g. a build of main, as 'gatehouse-baseline')
 //            --profile DIR (Node targets run with --cpu-prof; summarise with bench/profile-summary.mjs)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { cpus, setPriority, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,6 +42,8 @@ const { values: opt } = parseArgs({
     nice: { type: 'string' },
     memory: { type: 'boolean' },
     'body-mb': { type: 'string' },
+    instructions: { type: 'boolean', default: false },
+    requests: { type: 'string' },
     write: { type: 'boolean' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
@@ -60,8 +64,10 @@ const cfg = {
   quietWaitS: Number(opt['quiet-wait'] ?? 5),
   // --nice -10 (root): the benchmark's processes get most of their cores on a shared machine.
   nice: Number(opt.nice ?? 0),
-  memory: opt.memory ?? !partial,
-  write: opt.write ?? !partial,
+  memory: !opt.instructions && (opt.memory ?? !partial),
+  instructions: opt.instructions,
+  requests: Number(opt.requests ?? 1000),
+  write: !opt.instructions && (opt.write ?? !partial),
 };
 const only = opt.only?.split(',').map((s) => s.trim());
 const loadIds = opt.loads?.split(',').map((s) => s.trim()) ?? (opt.quick ? QUICK_LOADS : LOADS.map((l) => l.id));
@@ -119,10 +125,13 @@ async function waitPort(port, proc, timeoutMs = 15_000) {
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 /** Starts `cmd args` pinned to `cpu`; stdout to `stdoutPath` (default /dev/null), stderr to a log. */
-async function startPinned(name, cpu, cmd, args, { env, port, stdoutPath = '/dev/null', ipc = false } = {}) {
+async function startPinned(name, cpu, cmd, args, { env, port, stdoutPath = '/dev/null', ipc = false, valgrind = false } = {}) {
   const out = openSync(stdoutPath, 'w');
   const err = openSync(join(tmp, `${name}.log`), 'w');
-  const child = spawn('nice', ['-n', String(cfg.nice), 'taskset', '-c', String(cpu), cmd, ...args], {
+  const command = valgrind
+    ? ['valgrind', '--tool=callgrind', '--smc-check=all', '--cache-sim=no', `--callgrind-out-file=${join(tmp, `callgrind.${name}.%p`)}`, cmd, ...args]
+    : [cmd, ...args];
+  const child = spawn('nice', ['-n', String(cfg.nice), 'taskset', '-c', String(cpu), ...command], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', out, err, ...(ipc ? ['ipc'] : [])],
@@ -137,10 +146,10 @@ async function startPinned(name, cpu, cmd, args, { env, port, stdoutPath = '/dev
       process.stderr.write(`bench: ${name} exited (${code ?? signal}); its log:\n${readFileSync(join(tmp, `${name}.log`), 'utf8').slice(-2000)}\n`);
     }
   });
-  if (port !== undefined) await waitPort(port, proc);
+  if (port !== undefined) await waitPort(port, proc, valgrind ? 900_000 : 15_000);
   await sleep(100);
   proc.pids = [child.pid, ...descendants(child.pid)]; // nginx: master + worker
-  if (cmd.endsWith('nginx') && proc.pids.length < 2) throw new Error(`${name}: no nginx worker process found`);
+  if (cmd.endsWith('nginx') && !cfg.instructions && proc.pids.length < 2) throw new Error(`${name}: no nginx worker process found`);
   return proc;
 }
 
@@ -271,6 +280,7 @@ function nginxConf(name, server) {
 ${process.getuid?.() === 0 ? 'user root;' : ''}
 worker_processes 1;
 daemon off;
+${cfg.instructions ? 'master_process off; # one process, so callgrind counts the worker' : ''}
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 8192; }
@@ -338,16 +348,17 @@ const SERVICES = {
 /** `--profile DIR`: Node targets write a V8 CPU profile there when they stop. */
 const profileFlags = (t) => (opt.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(opt.profile)}`, `--cpu-prof-name=${t.name}.cpuprofile`]);
 
-async function startTarget(t, ctx) {
+async function startTarget(t, ctx, cpu = PROXY_CPU) {
   const port = await freePort();
+  const startPinnedTarget = (name, _cpu, cmd, args, opts) => startPinned(name, cpu, cmd, args, { ...opts, valgrind: cfg.instructions });
   const upstreamUrl = `http://127.0.0.1:${ctx.upstreamPort}`;
   switch (t.kind) {
     case 'upstream':
-      return startPinned(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, originServer(port)), { port });
+      return startPinnedTarget(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, originServer(port)), { port });
     case 'nginx-proxy':
-      return startPinned(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, nginxProxyServer(port, ctx.upstreamPort)), { port });
+      return startPinnedTarget(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, nginxProxyServer(port, ctx.upstreamPort)), { port });
     case 'node':
-      return startPinned(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), t.script, port, upstreamUrl], { port });
+      return startPinnedTarget(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), t.script, port, upstreamUrl], { port });
     case 'gatehouse': {
       const extra = (await t.setup?.(ctx)) ?? {};
       t.headers = extra.headers;
@@ -358,7 +369,7 @@ async function startTarget(t, ctx) {
         BENCH_ADMIN_PORT: String(await freePort()),
         BENCH_UPSTREAM_PORT: String(ctx.upstreamPort),
       };
-      return startPinned(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
+      return startPinnedTarget(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
     }
     default:
       throw new Error(`unknown target kind '${t.kind}'`);
@@ -557,6 +568,106 @@ function downloadBody(port) {
   });
 }
 
+// ------------------------------------------------------------------ instructions (callgrind)
+
+/** `n` requests of `load` over `connections` keep-alive connections, each one request at a time. */
+async function fixedRequests(port, load, n, connections, headers) {
+  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+  const body = load.bodyBytes ? Buffer.alloc(load.bodyBytes, 120) : undefined;
+  const sendHeaders = { ...headers, ...(body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {}) };
+  let left = n;
+  const one = () =>
+    new Promise((ok, ko) => {
+      const req = httpRequest({ host: '127.0.0.1', port, method: load.method, path: load.path, agent, headers: sendHeaders }, (res) => {
+        res.resume();
+        res.once('end', ok);
+        res.once('error', ko);
+      });
+      req.once('error', ko);
+      req.end(body);
+    });
+  await Promise.all(Array.from({ length: connections }, async () => { while (left-- > 0) await one(); }));
+  agent.destroy();
+}
+
+/** Sum of the `totals:` of the callgrind dumps of `name` not read yet. */
+function readDumps(name, seen) {
+  let total = 0;
+  let files = 0;
+  for (const f of readdirSync(tmp)) {
+    if (!f.startsWith(`callgrind.${name}.`) || !/\.\d+$/.test(f) || seen.has(f)) continue;
+    const m = /^totals: (\d+)/m.exec(readFileSync(join(tmp, f), 'utf8'));
+    if (!m) continue; // still being written
+    seen.add(f);
+    total += Number(m[1]);
+    files++;
+  }
+  return { total, files };
+}
+
+/**
+ * User-space instructions per request, counted by callgrind: warm-up (JIT tiers up by counts, not
+ * time), then three windows of `n` requests at one connection between zeroing and dumping the
+ * counters of every process of the target; the median window.
+ */
+async function measureInstructions(proc, t, load, n) {
+  const seen = new Set(readdirSync(tmp));
+  await fixedRequests(proc.port, load, 4 * n, 4, t.headers);
+  const perRequest = [];
+  // A process blocked in epoll_wait reads callgrind's commands only when it wakes: poke it with a request.
+  const control = async (command) => {
+    const done = Promise.all(proc.pids.map((pid) => new Promise((ok) => spawn('callgrind_control', [command, String(pid)], { stdio: 'ignore' }).once('exit', ok))));
+    await sleep(200);
+    await fixedRequests(proc.port, load, 1, 1, t.headers);
+    await Promise.race([done, sleep(5000)]);
+  };
+  for (let w = 0; w < 3; w++) {
+    await control('-z');
+    await fixedRequests(proc.port, load, n, 1, t.headers);
+    await control('-d');
+    let got = { total: 0, files: 0 };
+    // An idle process (nginx's master) may never dump; its share is nil.
+    for (let i = 0; i < 50 && got.files < proc.pids.length; i++) {
+      await sleep(100);
+      const more = readDumps(t.name, seen);
+      got = { total: got.total + more.total, files: got.files + more.files };
+    }
+    perRequest.push(got.total / n);
+    log(`instructions ${t.name} ${load.label}: window ${w + 1} ${fmtInt(got.total / n)} per request`);
+  }
+  return median(perRequest);
+}
+
+/** The loads by request kind: instructions are counted at one connection, so c1/c10/c50 are one. */
+const requestKinds = (list) => [...new Map(list.map((l) => [`${l.method} ${l.path}`, { ...l, label: l.label.replace(/ c\d+$/, '') }])).values()];
+
+function instructionsReport(results) {
+  const kinds = requestKinds(loads);
+  const get = (t, k) => results.get(t)?.get(k.id);
+  const rows = targets.map((t) => [
+    t.label,
+    ...kinds.flatMap((k) => {
+      const v = get(t.name, k);
+      const nginx = get('nginx', k);
+      return [v === undefined ? '–' : fmtInt(v), v === undefined || nginx === undefined || t.kind === 'upstream' ? '' : fmtX(v / nginx)];
+    }),
+  ]);
+  const lines = ['### User-space instructions per request (callgrind, one connection, median of 3 windows)', ''];
+  lines.push(table(['target', ...kinds.flatMap((k) => [k.label, '×nginx'])], rows), '');
+  const versus = ['reference', 'fastify', 'gatehouse-baseline'].filter((n) => results.has(n));
+  if (results.has('gatehouse') && versus.length > 0) {
+    lines.push(
+      table(
+        ['request', ...versus.map((n) => `${n} ÷ gatehouse`)],
+        kinds.map((k) => [k.label, ...versus.map((n) => fmtX(get(n, k) / get('gatehouse', k)))]),
+      ),
+      '',
+    );
+  }
+  lines.push('Kernel work (syscalls, TCP) is not counted: compare these with each other, not with CPU µs.', '');
+  return lines.join('\n');
+}
+
 // ------------------------------------------------------------------ report
 
 const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
@@ -742,6 +853,10 @@ ${warning}The method is /work/shared/BENCHMARKING.md's; \`bench/run.mjs\` is the
   ${cfg.disturbedCores} cores is measured again (${cfg.retries}×) and the quietest kept; "others" is the worst round's figure
   and * marks a load still disturbed. Gaps under ~15% between two Node processes are not significant unless they
   hold in two separate runs.
+- **Instructions.** \`npm run bench -- --instructions\` runs the targets under valgrind's callgrind and counts the
+  user-space instructions per request (one connection, after a warm-up, median of three windows of
+  \`--requests\`): slow, but unaffected by whatever else the machine runs, so it compares builds on a busy box.
+  Kernel work (syscalls, TCP) is not in it.
 - **Memory.** A fresh process of gatehouse (and of the reference proxy, the floor) behind bench/sink.mjs: RSS
   after start, after 2 s of load, with 1,000 idle keep-alive client connections, and the peak RSS growth while a
   ${BODY_MB} MB body streams through each way (sampled every 20 ms from /proc/<pid>/status).
@@ -766,8 +881,25 @@ async function main() {
     await SERVICES[name](ctx);
   }
   const procs = new Map();
-  for (const t of targets) procs.set(t.name, await startTarget(t, ctx));
+  // Counting instructions, contention does not matter: the (slow) targets share both cores.
+  for (const [i, t] of targets.entries()) procs.set(t.name, await startTarget(t, ctx, cfg.instructions ? i % 2 : PROXY_CPU));
   log(`targets: ${targets.map((t) => `${t.name} :${procs.get(t.name).port}`).join(', ')}; origin :${upstream.port}; temp ${tmp}`);
+
+  if (cfg.instructions) {
+    const results = new Map(
+      await Promise.all(
+        targets.map(async (t) => {
+          const out = new Map();
+          for (const k of requestKinds(loadsOf(t))) out.set(k.id, await measureInstructions(procs.get(t.name), t, k, cfg.requests));
+          return [t.name, out];
+        }),
+      ),
+    );
+    const body = instructionsReport(results);
+    process.stdout.write(`\n${body}\nRun: npm run bench -- ${process.argv.slice(2).join(' ')}\n`);
+    if (opt.json) writeFileSync(opt.json, JSON.stringify(Object.fromEntries([...results].map(([k, v]) => [k, Object.fromEntries(v)])), null, 2));
+    return;
+  }
 
   // Warm-up: each target sees each of its request kinds under load before anything counts.
   for (const t of targets) {
@@ -850,7 +982,7 @@ async function cleanup() {
   if (!opt.keep) rmSync(tmp, { recursive: true, force: true });
 }
 
-process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => void cleanup().then(() => process.exit(130)));
 main().then(
   () => cleanup(),
   async (err) => {
