@@ -4,7 +4,8 @@ import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
-import type { Exchange } from './exchange.js';
+import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
+import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
@@ -53,6 +54,7 @@ export function createAttempt(
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
   };
@@ -62,8 +64,12 @@ export function createAttempt(
  * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
  * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
  */
-class AttemptHandler implements Dispatcher.DispatchHandler {
+class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private statusCode = 0;
+  /** undici's abort, once the request has a connection. */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  /** Set when the attempt was ended while still waiting for a connection. */
+  private abandoned: Error | undefined = undefined;
   private rawHeaders: Buffer[] = [];
   private committed = false;
   private discard = false;
@@ -81,13 +87,29 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly reject: (e: unknown) => void,
   ) {}
 
+  abort(reason: Error): void {
+    if (this.done) return;
+    if (this.abortRequest !== undefined) {
+      this.abortRequest(reason); // undici answers with onError
+      return;
+    }
+    // Still queued for a connection (connecting, or the pool is busy): answer now rather than
+    // when a socket frees up; the queued request is dropped in onConnect.
+    this.abandoned = reason;
+    this.onError(reason);
+  }
+
   onConnect(abort: (err?: Error) => void): void {
+    if (this.abandoned !== undefined) {
+      abort(this.abandoned);
+      return;
+    }
     const ex = this.ex;
     if (ex.cancelled) {
       abort(new UpstreamError(ex.cancelled, 'request cancelled'));
       return;
     }
-    ex.abortAttempt = abort;
+    this.abortRequest = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -95,7 +117,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
-    if (ex.retryable !== undefined && ex.retryable(statusCode, rawHeaders)) {
+    if (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
       return true;
     }
@@ -124,6 +146,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    if (this.done) return; // an abandoned attempt's queued request, dropped later
     const failure = toUpstreamError(err, this.ex);
     this.settle(failure);
     if (this.committed) {
@@ -141,9 +164,10 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     const ex = this.ex;
-    ex.abortAttempt = undefined;
+    if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
+    this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
     const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };
     if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;

@@ -5,13 +5,16 @@ import type { LoadedConfig } from '../config/load.js';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
 import type { Clock } from '../resilience/clock.js';
 import { deadline } from '../resilience/deadline.js';
+import { compileResilience } from '../resilience/policies.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { compileMatch, httpRouteOf, type Matcher } from '../routing/match.js';
 import { compileRewrite, type PathRewrite } from '../routing/rewrite.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { createResilienceObserver, type ResilienceObserver } from '../telemetry/resilience-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { Exchange, RouteInfo, Stage } from './exchange.js';
 import { createAttempt } from './forward.js';
+import { idempotencyKey } from './idempotency.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from './send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
@@ -77,17 +80,18 @@ export interface PlanDeps {
  */
 export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: number, previous?: Plan): Plan {
   const { config } = loaded;
+  const observer = createResilienceObserver(deps.metrics, deps.logger);
 
   const upstreams = new Map<string, UpstreamRuntime>();
   for (const [name, cfg] of Object.entries(config.upstreams)) {
     const print = fingerprint(cfg);
     const old = previous?.upstreams.get(name);
-    upstreams.set(name, old !== undefined && old.fingerprint === print ? old : createUpstream(name, cfg, print));
+    upstreams.set(name, old !== undefined && old.fingerprint === print ? old : createUpstream(name, cfg, print, { clock: deps.clock, rand: deps.rand, observer }));
   }
 
   const routesByListener = new Map<string, RoutePlan[]>();
   for (const route of config.routes) {
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps);
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, observer);
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -107,7 +111,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   return { version, loaded, config, listeners, upstreams };
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps): RoutePlan {
+function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, observer: ResilienceObserver): RoutePlan {
   const requestHeaders: RequestHeaderPlan = {
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set)].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
@@ -127,6 +131,8 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry, circuit breaker, bulkhead
+  if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
+  policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer }));
 
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },

@@ -11,6 +11,8 @@ export interface Metrics {
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
+  readonly retries: Counter;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -44,6 +46,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };
