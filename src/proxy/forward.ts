@@ -54,6 +54,7 @@ export function createAttempt(
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      if (handler.isRetry) upstream.retryAttemptsInFlight++;
       ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
@@ -75,6 +76,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private discard = false;
   private done = false;
   private readonly startMs = performance.now();
+  /** A second or later try: counted apart for the retry budget. */
+  readonly isRetry: boolean;
 
   constructor(
     private readonly ex: Exchange,
@@ -85,7 +88,9 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     private readonly span: Span | undefined,
     private readonly resolve: (r: AttemptResult) => void,
     private readonly reject: (e: unknown) => void,
-  ) {}
+  ) {
+    this.isRetry = ex.attempts > 1;
+  }
 
   abort(reason: Error): void {
     if (this.done) return;
@@ -167,6 +172,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
+    if (this.isRetry) this.upstream.retryAttemptsInFlight--;
     this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
     const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };

@@ -40,6 +40,7 @@ export interface UpstreamRuntime extends RetryLoad {
   readonly fingerprint: string;
   readonly endpoints: readonly Endpoint[];
   inFlight: number;
+  retryAttemptsInFlight: number;
   /** `circuitBreaker`, if configured. */
   readonly breaker: Breaker | undefined;
   /** `maxConcurrent`, if configured. */
@@ -205,6 +206,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     fingerprint,
     endpoints,
     inFlight: 0,
+    retryAttemptsInFlight: 0,
     retriesInFlight: 0,
     breaker,
     bulkhead: cfg.maxConcurrent === undefined ? undefined : createBulkhead(cfg.maxConcurrent),

@@ -64,7 +64,8 @@ export interface RetryInput {
   /** Monotonic time by which the upstream's headers must have arrived (the route timeout). */
   readonly deadlineAt: number;
   readonly retriesInFlight: number;
-  readonly inFlight: number;
+  /** First tries in flight to the upstream (the budget's base). */
+  readonly requestsInFlight: number;
 }
 
 export type RetrySkip = 'condition' | 'attempts' | 'budget' | 'deadline';
@@ -81,7 +82,7 @@ export function decideRetry(plan: RetryPlan, input: RetryInput, rand: () => numb
   const { cause } = input;
   if (typeof cause === 'number' ? plan.statuses[cause] !== 1 : !plan.failures.has(cause)) return SKIP.condition;
   if (input.attempt >= plan.attempts) return SKIP.attempts;
-  if (!retryBudgetAllows(input.retriesInFlight, input.inFlight, plan.budget)) return SKIP.budget;
+  if (!retryBudgetAllows(input.retriesInFlight, input.requestsInFlight, plan.budget)) return SKIP.budget;
   // The upstream's own hint beats our guess; it is never shortened to fit the deadline — an
   // answer that says "come back in 30 s" is passed on rather than retried early.
   const delayMs = input.hintMs ?? backoffDelayMs(plan.baseMs, plan.maxMs, rand, input.attempt);
@@ -177,7 +178,7 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
     const hintMs = plan.respectRetryAfter ? retryHintMs(rawHeaders, clock.now()) : undefined;
     const d = decideRetry(
       plan,
-      { cause: statusCode, attempt: ex.attempts, hintMs, nowMs: clock.monotonic(), deadlineAt: ex.deadlineAt, retriesInFlight: load.retriesInFlight, inFlight: load.inFlight },
+      { cause: statusCode, attempt: ex.attempts, hintMs, nowMs: clock.monotonic(), deadlineAt: ex.deadlineAt, retriesInFlight: load.retriesInFlight, requestsInFlight: load.inFlight - load.retryAttemptsInFlight },
       rand,
     );
     if (!d.retry) {
@@ -221,7 +222,7 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
             if (!(err instanceof UpstreamError) || ex.cancelled !== undefined || tries >= plan.attempts) throw err;
             const d = decideRetry(
               plan,
-              { cause: err.kind, attempt: tries, hintMs: undefined, nowMs: clock.monotonic(), deadlineAt: ex.deadlineAt, retriesInFlight: load.retriesInFlight, inFlight: load.inFlight },
+              { cause: err.kind, attempt: tries, hintMs: undefined, nowMs: clock.monotonic(), deadlineAt: ex.deadlineAt, retriesInFlight: load.retriesInFlight, requestsInFlight: load.inFlight - load.retryAttemptsInFlight },
               rand,
             );
             if (!d.retry) {
