@@ -100,6 +100,8 @@ export class Exchange {
   traceId = '';
   /** Set for an HTTP Upgrade (WebSocket) request: the socket to relay once stages pass. */
   upgrade: { readonly socket: Duplex; readonly head: Buffer } | undefined = undefined;
+  /** The forwarding chain (policies and attempts), settled once every policy is done; never rejects. */
+  sending: Promise<void> | undefined = undefined;
   /** Outcome notes for the access log, e.g. a reset after the headers went out. */
   note: string | undefined = undefined;
 
