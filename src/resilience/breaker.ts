@@ -191,6 +191,7 @@ export function createBreaker(upstream: string, cfg: BreakerConfig, clock: Clock
 
   return {
     admit(ex) {
+      if (state.kind === 'closed') return 'closed'; // the hot path: no clock read, no allocation
       const a = admit(state, clock.monotonic(), cfg);
       if (a.state !== state) change(a.state, ex);
       if (a.admitted) return a.probe ? 'probe' : 'closed';

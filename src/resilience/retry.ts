@@ -192,16 +192,16 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
 
   return (next) => {
     const once = perTry === undefined ? next : perTry(next);
-    return async function withRetry(ex: Exchange): Promise<AttemptResult> {
+    return function withRetry(ex: Exchange): Promise<AttemptResult> {
       if (!isReplayable(ex, deps.generatesIdempotencyKey)) return once(ex);
       const body = ex.body;
-      if (body !== null && !Buffer.isBuffer(body)) {
-        const length = ex.header('content-length');
-        if (length !== undefined && Number(length) > plan.maxBodyBytes) return once(ex); // too large to keep: sent once
-        ex.body = await readReplayableBody(body, plan.maxBodyBytes, ex.signal);
-        if (!Buffer.isBuffer(ex.body)) return once(ex);
-      }
-      return retryLoop(ex, once);
+      if (body === null || Buffer.isBuffer(body)) return retryLoop(ex, once);
+      const length = ex.header('content-length');
+      if (length !== undefined && Number(length) > plan.maxBodyBytes) return once(ex); // too large to keep: sent once
+      return readReplayableBody(body, plan.maxBodyBytes, ex.signal).then((kept) => {
+        ex.body = kept;
+        return Buffer.isBuffer(kept) ? retryLoop(ex, once) : once(ex);
+      });
     };
   };
 
