@@ -106,6 +106,7 @@ export class Exchange {
   note: string | undefined = undefined;
 
   #controller: AbortController | undefined = undefined;
+  #cancelReason: Error | undefined = undefined;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -117,7 +118,7 @@ export class Exchange {
   /** Aborted when the exchange is cancelled. Created on first use: most requests never ask. */
   get signal(): AbortSignal {
     this.#controller ??= new AbortController();
-    if (this.cancelled && !this.#controller.signal.aborted) this.#controller.abort(this.cancelled);
+    if (this.cancelled && !this.#controller.signal.aborted) this.#controller.abort(this.#cancelReason);
     return this.#controller.signal;
   }
 
@@ -125,6 +126,7 @@ export class Exchange {
   cancel(kind: FailureKind, reason: Error): void {
     if (this.cancelled) return;
     this.cancelled = kind;
+    this.#cancelReason = reason;
     this.#controller?.abort(reason);
     this.attempt?.abort(reason);
   }

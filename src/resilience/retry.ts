@@ -232,7 +232,8 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
             load.retriesInFlight++;
             ex.retryDelayMs = d.delayMs;
           } else if (ex.cancelled !== undefined) {
-            throw err; // claimed, then the deadline or the client ended it while draining
+            load.retriesInFlight--; // claimed (a slot was taken), then the deadline or the client ended it while draining
+            throw err;
           }
           reason = err instanceof UpstreamError ? err.kind : 'error';
         }
