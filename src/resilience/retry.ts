@@ -5,6 +5,7 @@ import { backoffDelayMs } from './backoff.js';
 import type { Clock } from './clock.js';
 import { readReplayableBody } from './replay-body.js';
 import { retryBudgetAllows, type RetryLoad } from './retry-budget.js';
+import { createTimeoutQueue, type TimeoutQueue } from './timeout-queue.js';
 
 /**
  * Retries (SPEC §3, §6). The decision is a pure run of guard clauses, as in undici's retry
@@ -169,7 +170,8 @@ export interface RetryDeps {
  */
 export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
   const { clock, rand, observer, load } = deps;
-  const perTry = plan.perTryTimeoutMs === undefined ? undefined : perTryTimeout(plan.perTryTimeoutMs);
+  const tryTimeouts = plan.perTryTimeoutMs === undefined ? undefined : perTryTimeouts(plan.perTryTimeoutMs);
+  const perTry = tryTimeouts === undefined ? undefined : perTryTimeout(tryTimeouts);
   if (plan.attempts === 1) return perTry;
 
   // Compiled once per route; per-request state lives on the exchange.
@@ -195,25 +197,27 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
     return function withRetry(ex: Exchange): Promise<AttemptResult> {
       if (!isReplayable(ex, deps.generatesIdempotencyKey)) return once(ex);
       const body = ex.body;
-      if (body === null || Buffer.isBuffer(body)) return retryLoop(ex, once);
+      if (body === null || Buffer.isBuffer(body)) return retryLoop(ex, next);
       const length = ex.header('content-length');
       if (length !== undefined && Number(length) > plan.maxBodyBytes) return once(ex); // too large to keep: sent once
       return readReplayableBody(body, plan.maxBodyBytes, ex.signal).then((kept) => {
         ex.body = kept;
-        return Buffer.isBuffer(kept) ? retryLoop(ex, once) : once(ex);
+        return Buffer.isBuffer(kept) ? retryLoop(ex, next) : once(ex);
       });
     };
   };
 
-  async function retryLoop(ex: Exchange, once: Send): Promise<AttemptResult> {
+  /** The tries; each under its perTryTimeout, kept here rather than in one more wrapper per try. */
+  async function retryLoop(ex: Exchange, next: Send): Promise<AttemptResult> {
     let holdsSlot = false; // this attempt is a retry counted in the budget
     try {
       for (let tries = 1; ; tries++) {
         ex.retryable = tries >= plan.attempts ? undefined : claim;
         ex.retryDelayMs = -1;
         let reason: string;
+        const timeout = tryTimeouts?.add(ex);
         try {
-          const result = await once(ex);
+          const result = await next(ex);
           if (result.committed) return result;
           reason = String(result.statusCode); // claimed: `claim` granted the retry and took a slot
         } catch (err) {
@@ -236,6 +240,8 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
             throw err;
           }
           reason = err instanceof UpstreamError ? err.kind : 'error';
+        } finally {
+          if (timeout !== undefined) tryTimeouts!.cancel(timeout);
         }
         // the attempt that just ended no longer counts; the one granted now does (slot taken above)
         if (holdsSlot) load.retriesInFlight--;
@@ -262,16 +268,20 @@ function isReplayable(ex: Exchange, generatesKey: boolean): boolean {
 
 /**
  * `retry.perTryTimeout`: cuts one attempt that has no response headers yet. Once headers went
- * to the client the body streams on, as with the route timeout.
+ * to the client the body streams on, as with the route timeout. One queue per route: its tries
+ * all have the same timeout, so no timer is created per attempt.
  */
-function perTryTimeout(timeoutMs: number): Policy {
+const perTryTimeouts = (timeoutMs: number) => createTimeoutQueue<Exchange>(timeoutMs, (ex) => expireTry(ex, timeoutMs));
+
+/** The per-try timeout alone, for requests that are sent once. */
+function perTryTimeout(timeouts: TimeoutQueue<Exchange>): Policy {
   return (next) =>
     async function withTryTimeout(ex: Exchange) {
-      const timer = setTimeout(expireTry, timeoutMs, ex, timeoutMs);
+      const entry = timeouts.add(ex);
       try {
         return await next(ex);
       } finally {
-        clearTimeout(timer);
+        timeouts.cancel(entry);
       }
     };
 }
