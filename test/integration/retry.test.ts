@@ -290,6 +290,19 @@ describe('retries', () => {
     expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_retries_total', { route: 'r', reason: 'connect-failure' })).toBe(1);
   });
 
+  it('answers 502 bad_gateway itself only when no try got an answer', async () => {
+    const dead = await closedPort();
+    const g = await startGatehouse(config([`http://127.0.0.1:${dead}`], `retry: { attempts: 3, on: [connect-failure], backoff: { base: 1ms, max: 5ms } }`));
+    const res = await g.fetch('in', '/x');
+    expect(res.status).toBe(502);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.headers['gatehouse-error']).toBe('bad_gateway');
+    expect(res.json()).toMatchObject({ type: 'urn:gatehouse:error:bad_gateway', code: 'bad_gateway', status: 502, route: 'r' });
+    await eventually(() => g.accessLog.json.length === 1);
+    expect(g.accessLog.json[0]).toMatchObject({ status: 502, attempts: 3, error: 'bad_gateway' });
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_retries_total', { route: 'r', reason: 'connect-failure' })).toBe(2);
+  });
+
   it('replays a body up to retry.maxBodySize, chunked or not, and sends a larger one once', async () => {
     const up = await startUpstream(failFirstBy('x-request-id'));
     const g = await startGatehouse(config([up.url], `retry: { attempts: 2, on: [503], maxBodySize: 1kb, backoff: { base: 1ms, max: 1ms } }`));
