@@ -56,7 +56,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
   const tracing = createTracing(config.telemetry, env, resource);
   const metrics = createMetrics(config.telemetry, resource);
-  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
+  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream);
   const webSockets = createWebSocketProxy();
 
@@ -201,10 +202,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 }
 
-/** Sections read once at start (like Traefik's install configuration): say so when they change. */
+/**
+ * Sections read once at start (like Traefik's install configuration): say so when they change.
+ * `admin.token` is not one of them: the admin API reads it from the running plan.
+ */
 function warnInstallTimeChanges(first: LoadedConfig, next: LoadedConfig, logger: Logger): void {
-  for (const key of ['admin', 'telemetry', 'dataDir'] as const) {
-    if (fingerprint(first.config[key]) !== fingerprint(next.config[key])) {
+  const installTime = ({ config }: LoadedConfig) => ({ 'admin.address': config.admin.address, telemetry: config.telemetry, dataDir: config.dataDir });
+  const before = installTime(first);
+  const after = installTime(next);
+  for (const key of Object.keys(before) as (keyof typeof before)[]) {
+    if (fingerprint(before[key]) !== fingerprint(after[key])) {
       logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
     }
   }

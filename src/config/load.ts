@@ -21,6 +21,8 @@ export interface LoadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Folder that relative `${file:}` paths resolve against; default: the config file's. */
   readonly baseDir?: string;
+  /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
+  readonly readFile?: (path: string) => string;
 }
 
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
@@ -51,6 +53,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
+    readFile: options.readFile,
   });
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
