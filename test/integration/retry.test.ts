@@ -290,6 +290,18 @@ describe('retries', () => {
     expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_retries_total', { route: 'r', reason: 'connect-failure' })).toBe(1);
   });
 
+  it('stops waiting and never retries once the client went away', async () => {
+    const up = await startUpstream([reply(503, 'busy', { 'retry-after': '3' }), reply(200, 'too late')]);
+    const g = await startGatehouse(config([up.url], `timeout: 10s\nretry: { attempts: 2, on: [503] }`));
+    const started = performance.now();
+    await expect(g.fetch('in', '/x', { timeoutMs: 300 })).rejects.toThrow(); // the client gives up during the 3 s wait
+    // the log line follows once the policies settled: at once if the wait was cancelled, after the retry if not
+    await eventually(() => g.accessLog.json.length === 1, 5_000);
+    expect(performance.now() - started).toBeLessThan(2_500);
+    expect(g.accessLog.json[0]).toMatchObject({ status: 499, attempts: 1 });
+    expect(up.received).toHaveLength(1);
+  });
+
   it('answers 502 bad_gateway itself only when no try got an answer', async () => {
     const dead = await closedPort();
     const g = await startGatehouse(config([`http://127.0.0.1:${dead}`], `retry: { attempts: 3, on: [connect-failure], backoff: { base: 1ms, max: 5ms } }`));
