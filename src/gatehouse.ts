@@ -17,6 +17,8 @@ import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { observeUpstreams } from './telemetry/resilience-observer.js';
 import { createTracing } from './telemetry/tracing.js';
+import { createWebhookObserver } from './telemetry/webhook-observer.js';
+import { createWebhookRegistry } from './webhook/runtime.js';
 import { VERSION } from './version.js';
 
 export interface StartOptions {
@@ -68,14 +70,23 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       for (const [store, up] of stores.health()) result.observe(up ? 1 : 0, { store });
     });
 
+  const webhooks = createWebhookRegistry({
+    stores,
+    clock: systemClock,
+    rand: Math.random,
+    logger,
+    observer: createWebhookObserver(metrics, tracing, accessLog),
+  });
+
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
   observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
 
   const listeners = createListeners(state, pipelineDeps);
   (await listeners.prepare(state.plan)).commit();
+  webhooks.activate(state.plan.webhooks);
 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
@@ -107,6 +118,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     }
     state.plan = next;
     stores.update(loaded.config);
+    webhooks.activate(next.webhooks);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -138,6 +150,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     },
     reload: () => reload('admin'),
+    handle: (req, res, path, url) => webhooks.handleAdmin(req, res, path, url),
   });
 
   let debounce: NodeJS.Timeout | undefined;
@@ -168,6 +181,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     clearTimeout(debounce);
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
+    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
+    // the rest are handed back to the store and resume at the next start
+    const webhooksClosed = webhooks.close(drainMs);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -181,6 +197,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
     listeners.closeAll();
     webSockets.close();
+    await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
+import { fileProblems } from './files.js';
 import { interpolate } from './interpolate.js';
 import { ConfigSchema, crossCheck, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
@@ -21,6 +22,11 @@ export interface LoadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Folder that relative `${file:}` paths resolve against; default: the config file's. */
   readonly baseDir?: string;
+  /**
+   * Check the files the config names (certificates, keys, JWKS) — default true. Off for
+   * documentation examples, which name files of a production machine.
+   */
+  readonly checkFiles?: boolean;
   /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
   readonly readFile?: (path: string) => string;
 }
@@ -80,6 +86,9 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   }
 
   for (const p of crossCheck(value)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  if (parsed.success && options.checkFiles !== false) {
+    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  }
 
   if (problems.length > 0 || !parsed.success) {
     problems.sort((a, b) => a.line - b.line || a.col - b.col);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { Secret } from './secret.js';
@@ -81,13 +82,17 @@ const cidr = z.string({ error: 'must be an IP address or CIDR block' }).refine((
   return /^\d+$/.test(prefix) && bits >= 0 && bits <= (family === 4 ? 32 : 128);
 }, 'must be an IP address or CIDR block such as 10.0.0.0/8');
 
-const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
-  let url: URL | undefined;
+/** `new URL()` without the throw (URL.parse needs Node 22). */
+function parseUrl(text: string): URL | undefined {
   try {
-    url = new URL(text);
+    return new URL(text);
   } catch {
-    url = undefined;
+    return undefined;
   }
+}
+
+const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
+  const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
     ctx.addIssue({ code: 'custom', message: `must be an http:// or https:// URL without query or credentials (got ${JSON.stringify(text)})` });
     return z.NEVER;
@@ -111,13 +116,155 @@ const headerRules = z.strictObject({
   remove: z.array(headerName).default([]),
 });
 
+// ---------------------------------------------------------------- security building blocks
+
+/**
+ * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
+ * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
+ * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
+ */
+export function readPem(source: string): string {
+  return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
+}
+
+const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
+const pemKey = z
+  .string({ error: 'must be a PEM file path or PEM text' })
+  .min(1)
+  .transform((s) => new Secret(s));
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' });
+
+/** http:// is accepted only on loopback: keys, tokens and client secrets must not travel in clear. */
+const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
+  const url = parseUrl(text);
+  if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
+    ctx.addIssue({ code: 'custom', message: `must be an https:// URL (http:// only on loopback) (got ${JSON.stringify(text)})` });
+  }
+});
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
+}
+
+/** JWS algorithms for public keys. HMAC (HS*) and `none` are not accepted: no algorithm confusion. */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+const ListenerTls = z
+  .strictObject({
+    cert: pemCert,
+    key: pemKey,
+    /** CA bundle that client certificates must chain to: mTLS, refused at the handshake without one. */
+    clientCa: pemCert.optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
+    forwardClientCert: z
+      .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })
+      .optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.forwardClientCert !== undefined && t.clientCa === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['forwardClientCert'], message: 'needs clientCa: only verified client certificates are forwarded' });
+    }
+  });
+
+/** Limits against slow or oversized requests (slowloris, header floods). */
+const ListenerLimits = z.strictObject({
+  maxHeaderSize: size.prefault('16kb'),
+  maxHeaders: positiveInt.default(100),
+  headersTimeout: duration.prefault('10s'),
+  requestTimeout: duration.prefault('5m'),
+});
+
+const UpstreamTls = z
+  .strictObject({
+    ca: pemCert.optional(),
+    cert: pemCert.optional(),
+    key: pemKey.optional(),
+    serverName: z.string().min(1).optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    insecureSkipVerify: z.boolean().default(false),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.cert === undefined) !== (t.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [t.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together (client certificate for mTLS)' });
+    }
+  });
+
+const OAuth2 = z.strictObject({
+  tokenUrl: secureUrl,
+  clientId: z.string().min(1),
+  clientSecret: secret,
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]),
+  authMethod: z.enum(['basic', 'post']).default('basic'),
+  audience: z.string().min(1).optional(),
+  timeout: duration.prefault('10s'),
+});
+
+const Credentials = z
+  .strictObject({
+    header: z.strictObject({ name: headerName, value: secret }).optional(),
+    oauth2: OAuth2.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if ((c.header === undefined) === (c.oauth2 === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and oauth2' });
+  });
+
+const claimValue = z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' });
+
+const Jwt = z
+  .strictObject({
+    issuer: z.string().min(1).optional(),
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    jwksUri: secureUrl.optional(),
+    /** A local JWKS file, re-read on every reload. */
+    jwks: z.string().min(1).optional(),
+    algorithms: z
+      .array(
+        z
+          .string({ error: 'must be a JWS algorithm name' })
+          .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
+            error: (issue) => `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted (got ${JSON.stringify(issue.input)})`,
+          }),
+      )
+      .min(1)
+      .default(['RS256', 'ES256']),
+    clockTolerance: duration.prefault('30s'),
+    requiredScopes: z.array(z.string().min(1)).default([]),
+    requiredClaims: z.record(z.string().min(1), claimValue).default({}),
+    forwardClaims: z.record(z.string().min(1), headerName).default({}),
+    /** Where the token is: `Authorization: Bearer` by default, or a named header or cookie. */
+    from: z
+      .strictObject({ header: headerName.optional(), cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').optional() })
+      .superRefine((f, ctx) => {
+        if ((f.header === undefined) === (f.cookie === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and cookie' });
+      })
+      .optional(),
+    /** Verified tokens remembered until they expire (0 = verify every request). */
+    cacheSize: z.int({ error: 'must be an integer >= 0' }).min(0, 'must be an integer >= 0').default(1000),
+    /** Remote key set: re-fetched after maxAge, on an unknown kid at most once per cooldown. */
+    jwksCache: z
+      .strictObject({ maxAge: duration.prefault('10m'), cooldown: duration.prefault('30s'), timeout: duration.prefault('5s') })
+      .prefault({}),
+  })
+  .superRefine((j, ctx) => {
+    if (j.jwksUri !== undefined && j.jwks !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'use either jwksUri or jwks, not both' });
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'needs jwksUri, jwks, or issuer (keys found by OIDC discovery)' });
+    }
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer !== undefined && !secureUrl.safeParse(j.issuer).success) {
+      ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'OIDC discovery needs an https:// issuer (http:// only on loopback); or set jwksUri/jwks' });
+    }
+  });
+
 // ---------------------------------------------------------------- sections
 
 const Listener = z.strictObject({
   name,
   address,
-  tls: notBuilt('listeners[].tls (HTTPS listeners)').optional(),
+  tls: ListenerTls.optional(),
   trustedProxies: z.array(cidr).default([]),
+  limits: ListenerLimits.prefault({}),
 });
 
 /**
@@ -204,13 +351,17 @@ const Upstream = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
   connectTimeout: duration.prefault('1s'),
   maxConnections: positiveInt.default(256),
-  tls: notBuilt('upstreams.*.tls').optional(),
-  credentials: notBuilt('upstreams.*.credentials').optional(),
+  tls: UpstreamTls.optional(),
+  credentials: Credentials.optional(),
   loadBalancing: z.enum(['round-robin', 'least-request'], { error: 'must be "round-robin" or "least-request"' }).default('round-robin'),
   circuitBreaker: CircuitBreaker.optional(),
   maxConcurrent: positiveInt.optional(),
   healthCheck: HealthCheck.optional(),
   ejection: z.union([z.literal(false), Ejection], { error: 'must be false or an object' }).prefault({}),
+}).superRefine((u, ctx) => {
+  if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
+    ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
+  }
 });
 
 const Match = z
@@ -280,6 +431,82 @@ const Retry = z.strictObject({
   maxBodySize: size.prefault('64kb'),
 });
 
+/** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
+export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
+
+const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).transform((text, ctx): KeySource => {
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
+  if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
+  ctx.addIssue({ code: 'custom', message: `must be header:<name> or json:<path> such as json:data.object.id (got ${JSON.stringify(text)})` });
+  return z.NEVER;
+});
+
+/** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
+const webhookCommon = {
+  secret: secret.optional(),
+  secrets: z.array(secret).min(1, 'must list at least one secret').optional(),
+  dedupe: z
+    .strictObject({
+      ttl: duration.prefault('72h'),
+      /** Also where events wait for delivery; default: the first sqlite store, else <dataDir>/gatehouse.db. */
+      store: name.optional(),
+    })
+    .prefault({}),
+  delivery: z
+    .strictObject({
+      attempts: positiveInt.default(8),
+      backoff: z.strictObject({ base: duration.prefault('1s'), max: duration.prefault('10m') }).prefault({}),
+      deadLetter: z.boolean().default(true),
+      orderBy: keySource.optional(),
+      concurrency: positiveInt.default(8),
+    })
+    .prefault({}),
+  /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
+  inspect: z.boolean().default(false),
+};
+
+const Webhook = z
+  .discriminatedUnion(
+    'provider',
+    [
+      z.strictObject({ provider: z.literal('stripe'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({ provider: z.literal('shopify'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('github'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('standard'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({
+        provider: z.literal('hmac'),
+        ...webhookCommon,
+        header: headerName.transform((h) => h.toLowerCase()),
+        algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256'),
+        encoding: z.enum(['hex', 'base64']).default('hex'),
+        prefix: z.string().default(''),
+        eventId: keySource,
+      }),
+    ],
+    { error: 'provider must be one of "stripe", "shopify", "github", "standard", "hmac"' },
+  )
+  .superRefine((w, ctx) => {
+    if ((w.secret === undefined) === (w.secrets === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'set either secret or secrets (a list, during rotation)' });
+      return;
+    }
+    if (w.provider !== 'standard') return;
+    const list = w.secrets ?? [w.secret!];
+    list.forEach((s, i) => {
+      const b64 = s.reveal().replace(/^whsec_/, '');
+      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
+        ctx.addIssue({
+          code: 'custom',
+          path: w.secrets ? ['secrets', i] : ['secret'],
+          message: 'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 16 bytes)',
+        });
+      }
+    });
+  });
+
 const Route = z.strictObject({
   name,
   listener: z.string({ error: 'must name a listener' }),
@@ -295,12 +522,12 @@ const Route = z.strictObject({
     })
     .prefault({}),
   websocket: z.boolean().default(false),
-  jwt: notBuilt('routes[].jwt').optional(),
+  jwt: Jwt.optional(),
   quota: notBuilt('routes[].quota').optional(),
   priority: notBuilt('routes[].priority').optional(),
   retry: Retry.optional(),
   idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional(),
-  webhook: notBuilt('routes[].webhook').optional(),
+  webhook: Webhook.optional(),
 });
 
 export const ConfigSchema = z
@@ -355,6 +582,11 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
       problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream "${route.upstream}" (defined: ${upstreams.join(', ') || 'none'})` });
     }
+    const store = asRecord(asRecord(route.webhook).dedupe).store;
+    if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
+      const defined = Object.keys(asRecord(root.stores));
+      problems.push({ path: ['routes', i, 'webhook', 'dedupe', 'store'], message: `unknown store "${store}" (defined: ${defined.join(', ') || 'none'})` });
+    }
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
@@ -376,3 +608,8 @@ export type RetryConfig = NonNullable<RouteConfig['retry']>;
 export type CircuitBreakerConfig = NonNullable<UpstreamConfig['circuitBreaker']>;
 export type HealthCheckConfig = NonNullable<UpstreamConfig['healthCheck']>;
 export type EjectionConfig = Exclude<UpstreamConfig['ejection'], false>;
+export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
+export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
+export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
+export type JwtConfig = NonNullable<RouteConfig['jwt']>;
+export type WebhookConfig = NonNullable<RouteConfig['webhook']>;

@@ -1,3 +1,4 @@
+import { Agent as HttpsAgent } from 'node:https';
 import { Client, Pool } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.js';
@@ -7,6 +8,8 @@ import type { Clock } from '../resilience/clock.js';
 import { createHealthChecker, ejectionTimeMs, mayEject, type EjectionRules, type HealthObserver } from '../resilience/health.js';
 import type { Outcome } from '../resilience/outcome.js';
 import type { RetryLoad } from '../resilience/retry-budget.js';
+import type { Credentials } from '../security/credentials.js';
+import type { UpstreamTls } from '../security/tls.js';
 import type { Exchange } from './exchange.js';
 
 /** One `endpoints` entry: its warm connection pool, live counters and health. */
@@ -21,6 +24,8 @@ export interface Endpoint {
   /** The endpoint URL's path without a trailing slash ('' for none), put before every request path. */
   readonly basePath: string;
   readonly pool: Pool;
+  /** For WebSocket upgrades to an https:// endpoint: the same TLS settings as the pool. */
+  readonly wsAgent: HttpsAgent | undefined;
   inFlight: number;
   /** Passes its active health checks (always true without `healthCheck`). */
   healthy: boolean;
@@ -39,6 +44,8 @@ export interface UpstreamRuntime extends RetryLoad {
   /** Hash of the config that built it: a reload keeps the runtime (pools, breaker, health) when unchanged. */
   readonly fingerprint: string;
   readonly endpoints: readonly Endpoint[];
+  /** `credentials`: added to every request; undefined when none are configured. */
+  readonly credentials: Credentials | undefined;
   inFlight: number;
   retryAttemptsInFlight: number;
   /** `circuitBreaker`, if configured. */
@@ -65,10 +72,16 @@ export interface UpstreamDeps {
   readonly clock: Clock;
   readonly rand: () => number;
   readonly observer: BreakerObserver & HealthObserver;
+  readonly tls?: UpstreamTls | undefined;
+  readonly credentials?: Credentials | undefined;
 }
 
 export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, deps: UpstreamDeps): UpstreamRuntime {
   const { clock, observer } = deps;
+  const tls = deps.tls?.connect;
+  // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
+  const connectOptions = (scheme: 'http' | 'https') =>
+    scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout };
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
@@ -81,7 +94,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,
-        connect: { timeout: cfg.connectTimeout },
+        connect: connectOptions(scheme),
         // Keep connections warm between bursts; undici still honours the upstream's own hint.
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
@@ -89,6 +102,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
         headersTimeout: 0,
         bodyTimeout: 0,
       }),
+      wsAgent: scheme === 'https' && tls !== undefined ? new HttpsAgent(tls) : undefined,
       inFlight: 0,
       healthy: true,
       ejected: false,
@@ -162,7 +176,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
           async (ep, signal) => {
             let client = checkClients.get(ep);
             if (client === undefined) {
-              client = new Client(new URL(ep.url).origin, { connect: { timeout: cfg.connectTimeout }, headersTimeout: 0, bodyTimeout: 0 });
+              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme), headersTimeout: 0, bodyTimeout: 0 });
               checkClients.set(ep, client);
             }
             const res = await client.request({
@@ -205,6 +219,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     name,
     fingerprint,
     endpoints,
+    credentials: deps.credentials,
     inFlight: 0,
     retryAttemptsInFlight: 0,
     retriesInFlight: 0,
@@ -224,6 +239,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       for (const t of ejectionTimers) clearTimeout(t);
       ejectionTimers.clear();
       await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
+      for (const e of endpoints) e.wsAgent?.destroy();
     },
   };
   return runtime;

@@ -13,6 +13,11 @@ export interface AccessLogEntry {
   readonly requestId: string;
   readonly error: string | undefined;
   readonly client: string;
+  /** Set on the lines of background work that no client request carries (webhook deliveries). */
+  readonly kind?: 'webhook-delivery';
+  readonly webhookId?: string;
+  readonly eventId?: string;
+  readonly result?: string;
 }
 
 export type AccessLog = (entry: AccessLogEntry) => void;

@@ -3,7 +3,7 @@ import '../helpers/cleanup.js';
 import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
 import { eventually, request } from '../helpers/http.js';
 import { sample, scrape } from '../helpers/metrics.js';
-import { SERVER, startOtlpReceiver } from '../helpers/otlp.js';
+import { SPAN_KIND, startOtlpReceiver } from '../helpers/otlp.js';
 import { reply, startUpstream, type Reply } from '../helpers/upstream.js';
 
 /** An upstream whose answer the test switches: `up.status = 200`. */
@@ -34,7 +34,7 @@ describe('circuit breaker', () => {
   it('opens after N failures in a row and answers 503 circuit_open at once, with Retry-After, without upstream traffic', async () => {
     const otlp = await startOtlpReceiver();
     const up = await switchable(500);
-    const g = await startGatehouse(config(up.url, '{ consecutiveFailures: 3, openFor: 20s }', `telemetry: { traces: { endpoint: ${otlp.url} } }`));
+    const g = await startGatehouse(config(up.url, '{ consecutiveFailures: 3, openFor: 20s }', `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`));
     expect(await breakerOf(g)).toEqual({ state: 'closed', retryInMs: 0 });
     expect(await circuitState(g)).toBe(0);
     for (let i = 0; i < 3; i++) expect((await g.fetch('in', '/x')).status).toBe(500); // passed through
@@ -61,7 +61,7 @@ describe('circuit breaker', () => {
     expect(g.accessLog.json[3]).toMatchObject({ status: 503, error: 'circuit_open', attempts: 0 });
 
     await g.stop();
-    const servers = otlp.spans.filter((s) => s.kind === SERVER);
+    const servers = otlp.spans.filter((s) => s.kind === SPAN_KIND.SERVER);
     const opened = servers.flatMap((s) => s.events).filter((e) => e.name === 'gatehouse.circuit_breaker.transition');
     expect(opened).toEqual([{ name: 'gatehouse.circuit_breaker.transition', attributes: { 'gatehouse.upstream': 'app', 'gatehouse.circuit.from': 'closed', 'gatehouse.circuit.to': 'open' } }]);
     expect(g.log.json.some((l) => l.msg === 'circuit breaker opened' && l.upstream === 'app')).toBe(true);

@@ -3,7 +3,7 @@ import '../helpers/cleanup.js';
 import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
 import { eventually, request, type Response } from '../helpers/http.js';
 import { sample, scrape } from '../helpers/metrics.js';
-import { SERVER, startOtlpReceiver } from '../helpers/otlp.js';
+import { SPAN_KIND, startOtlpReceiver } from '../helpers/otlp.js';
 import { reply, startUpstream, type Reply, type Upstream } from '../helpers/upstream.js';
 
 /** An upstream that answers its own name, and whose /healthz the test can fail. */
@@ -183,7 +183,7 @@ describe('passive ejection', () => {
     const bad = await named('bad', { status: 502 });
     const good = await named('good');
     const g = await startGatehouse(
-      config(`endpoints: [${bad.url}, ${good.url}]\nejection: { baseTime: 1s }`, `telemetry: { traces: { endpoint: ${otlp.url} } }`),
+      config(`endpoints: [${bad.url}, ${good.url}]\nejection: { baseTime: 1s }`, `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`),
     );
     const seen = await texts(g, 10); // round-robin: bad gets 5
     expect(seen.filter((t) => t === 'bad')).toHaveLength(5);
@@ -197,7 +197,7 @@ describe('passive ejection', () => {
     expect((await texts(g, 2)).sort()).toEqual(['bad', 'good']);
 
     await g.stop();
-    const events = otlp.spans.filter((s) => s.kind === SERVER).flatMap((s) => s.events.filter((e) => e.name === 'gatehouse.endpoint.ejected'));
+    const events = otlp.spans.filter((s) => s.kind === SPAN_KIND.SERVER).flatMap((s) => s.events.filter((e) => e.name === 'gatehouse.endpoint.ejected'));
     expect(events).toEqual([{ name: 'gatehouse.endpoint.ejected', attributes: { 'gatehouse.upstream': 'app', 'gatehouse.endpoint': bad.url } }]);
     expect(g.log.json.some((l) => l.msg === 'endpoint ejected' && /out of rotation for 1000ms/.test(l.detail))).toBe(true);
     expect(g.log.json.some((l) => l.msg === 'endpoint restored' && l.endpoint === bad.url)).toBe(true);

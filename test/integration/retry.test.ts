@@ -3,7 +3,7 @@ import '../helpers/cleanup.js';
 import { startGatehouse } from '../helpers/gatehouse.js';
 import { eventually } from '../helpers/http.js';
 import { sample, scrape } from '../helpers/metrics.js';
-import { CLIENT, SERVER, startOtlpReceiver } from '../helpers/otlp.js';
+import { SPAN_KIND, startOtlpReceiver } from '../helpers/otlp.js';
 import { closedPort, delay, echo, reply, reset, stall, startUpstream, type Reply } from '../helpers/upstream.js';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -45,7 +45,7 @@ describe('retries', () => {
     const otlp = await startOtlpReceiver();
     const up = await startUpstream([reply(503, 'busy'), reply(200, 'ok')]);
     const g = await startGatehouse(
-      config([up.url], `retry: { attempts: 3, on: [503], backoff: { base: 10ms, max: 50ms } }`, `telemetry: { traces: { endpoint: ${otlp.url} } }`),
+      config([up.url], `retry: { attempts: 3, on: [503], backoff: { base: 10ms, max: 50ms } }`, `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`),
     );
     const res = await g.fetch('in', '/x');
     expect(res.status).toBe(200);
@@ -58,8 +58,8 @@ describe('retries', () => {
     expect(sample(metrics, 'gatehouse_retries_total', { route: 'r', reason: '503' })).toBe(1);
 
     await g.stop(); // flushes the spans
-    const server = otlp.spans.find((s) => s.kind === SERVER)!;
-    const clients = otlp.spans.filter((s) => s.kind === CLIENT && s.traceId === server.traceId);
+    const server = otlp.spans.find((s) => s.kind === SPAN_KIND.SERVER)!;
+    const clients = otlp.spans.filter((s) => s.kind === SPAN_KIND.CLIENT && s.traceId === server.traceId);
     expect(clients).toHaveLength(2);
     const byResend = clients.sort((a, b) => Number(a.attributes['http.request.resend_count'] ?? 0) - Number(b.attributes['http.request.resend_count'] ?? 0));
     expect(byResend[0]!.attributes['http.request.resend_count']).toBeUndefined();
@@ -215,7 +215,7 @@ describe('retries', () => {
     const otlp = await startOtlpReceiver();
     const up = await startUpstream([stall, reply(200, 'second try')]);
     const g = await startGatehouse(
-      config([up.url], `timeout: 5s\nretry: { attempts: 3, on: [timeout], perTryTimeout: 300ms, backoff: { base: 1ms, max: 1ms } }`, `telemetry: { traces: { endpoint: ${otlp.url} } }`),
+      config([up.url], `timeout: 5s\nretry: { attempts: 3, on: [timeout], perTryTimeout: 300ms, backoff: { base: 1ms, max: 1ms } }`, `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`),
     );
     const started = performance.now();
     const res = await g.fetch('in', '/x');
@@ -226,7 +226,7 @@ describe('retries', () => {
     expect(took).toBeLessThan(3_000);
     expect(up.received).toHaveLength(2);
     await g.stop();
-    const clients = otlp.spans.filter((s) => s.kind === CLIENT);
+    const clients = otlp.spans.filter((s) => s.kind === SPAN_KIND.CLIENT);
     expect(clients.map((s) => s.attributes['error.type']).sort()).toEqual(['timeout', undefined]);
   });
 
