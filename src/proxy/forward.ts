@@ -46,13 +46,15 @@ export function createAttempt(
       const path = ep.basePath + ex.target;
       let span: Span | undefined;
       if (deps.tracing !== undefined) {
-        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path });
+        const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
+        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
         deps.tracing.inject(span, headers);
       }
       const body = ex.body;
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      ex.abortAttempt = handler.abort;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
   };
@@ -69,6 +71,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   private discard = false;
   private done = false;
   private readonly startMs = performance.now();
+  /** undici's abort, known once the request has a connection (onConnect). */
+  private undiciAbort: ((err?: Error) => void) | undefined = undefined;
 
   constructor(
     private readonly ex: Exchange,
@@ -81,13 +85,23 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly reject: (e: unknown) => void,
   ) {}
 
+  /**
+   * Cancels this attempt (client gone, route deadline). undici only hands out its abort once the
+   * request has a connection; a request still waiting for one (pool full, connect in progress)
+   * is settled at once, and onConnect aborts it before a byte is written.
+   */
+  readonly abort = (reason: Error): void => {
+    if (this.undiciAbort !== undefined) this.undiciAbort(reason);
+    else this.onError(reason);
+  };
+
   onConnect(abort: (err?: Error) => void): void {
     const ex = this.ex;
-    if (ex.cancelled) {
-      abort(new UpstreamError(ex.cancelled, 'request cancelled'));
+    if (this.done || ex.cancelled) {
+      abort(new UpstreamError(ex.cancelled ?? 'aborted', 'request cancelled'));
       return;
     }
-    ex.abortAttempt = abort;
+    this.undiciAbort = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -128,9 +142,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     this.settle(failure);
     if (this.committed) {
       // The client already has a status line: cut the connection so it cannot mistake a
-      // truncated body for a whole one (never a fake 200).
-      this.ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
-      this.ex.res.destroy();
+      // truncated body for a whole one (never a fake 200). Unless the client itself left, the
+      // failure is the upstream's: the access log, metrics and span say so.
+      const ex = this.ex;
+      if (!(failure instanceof UpstreamError && failure.kind === 'aborted')) {
+        ex.errorCode = failure instanceof UpstreamError ? (failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway') : (failure as GatehouseError).code;
+        ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+      }
+      ex.res.destroy();
       this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
       return;
     }
@@ -141,7 +160,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     const ex = this.ex;
-    ex.abortAttempt = undefined;
+    if (ex.abortAttempt === this.abort) ex.abortAttempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
@@ -156,6 +175,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
+  // llhttp errors without a mapped code still carry the class name
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'invalid-response';
   if (typeof code !== 'string') return 'reset';
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

@@ -49,6 +49,8 @@ export interface Upstream {
   readonly received: Received[];
   /** Open sockets, to count connections. */
   readonly sockets: Set<Socket>;
+  /** Requests whose connection closed before their answer was complete (cancelled by the proxy). */
+  readonly closedEarly: string[];
   close(): Promise<void>;
 }
 
@@ -67,7 +69,11 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
     i++;
     return r;
   };
+  const closedEarly: string[] = [];
   const server = createServer((req, res) => {
+    res.on('close', () => {
+      if (!res.writableFinished) closedEarly.push(req.url!);
+    });
     const handle = next();
     if (options.streaming) {
       received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0) });
@@ -94,7 +100,7 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
   onCleanup(close);
-  return { url: `http://127.0.0.1:${port}`, port, server, received, sockets, close };
+  return { url: `http://127.0.0.1:${port}`, port, server, received, sockets, closedEarly, close };
 }
 
 /** A port that refuses connections: bound, then closed. */
