@@ -1,4 +1,3 @@
-import { unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
@@ -6,6 +5,7 @@ import { startAdminServer, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { fileVersion, watchConfigFile } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
@@ -45,6 +45,7 @@ export interface Gatehouse {
 export async function startGatehouse(options: StartOptions): Promise<Gatehouse> {
   const env = options.env ?? process.env;
   const file = options.configFile;
+  const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
   const first = loadConfigFile(file, { env });
   const { config } = first;
 
@@ -137,15 +138,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     reload: () => reload('admin'),
   });
 
-  let debounce: NodeJS.Timeout | undefined;
-  if (options.watch ?? true) {
-    // stat polling sees in-place writes and rename/symlink swaps (Kubernetes ConfigMaps) alike
-    watchFile(file, { interval: options.watchIntervalMs ?? 500, persistent: false }, (curr, prev) => {
-      if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
-      clearTimeout(debounce);
-      debounce = setTimeout(() => void reload('watch'), 150);
-    });
-  }
+  const stopWatching = (options.watch ?? true) ? watchConfigFile(file, firstVersion, options.watchIntervalMs ?? 500, () => void reload('watch')) : () => {};
 
   logger.info(
     {
@@ -161,8 +154,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   async function shutdown(): Promise<void> {
     ready = false;
     state.draining = true;
-    unwatchFile(file);
-    clearTimeout(debounce);
+    stopWatching();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
     if (state.inFlight > 0) {

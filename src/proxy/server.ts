@@ -30,12 +30,11 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
     );
     server.on('upgrade', handlers.handleUpgrade);
     server.listen(cfg.address.port, cfg.address.host);
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]) => {
-        throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
-      }),
-    ]);
+    try {
+      await once(server, 'listening'); // rejects with the 'error' event
+    } catch (err) {
+      throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
+    }
     return { key: keyOf(cfg), server };
   }
 
