@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { startAdminServer, type ReloadResult } from './admin/server.js';
+import { startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
@@ -73,12 +73,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   state.plan = compilePlan(first, planDeps, 1);
 
   const listeners = createListeners(state, pipelineDeps);
-  (await listeners.prepare(state.plan)).commit();
 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
 
   async function doReload(trigger: string): Promise<ReloadResult> {
+    // a reload now could bind listeners again after they stopped accepting
+    if (state.draining) return { ok: false, errors: ['gatehouse is shutting down'] };
     const previous = state.plan;
     let loaded: LoadedConfig;
     try {
@@ -120,7 +121,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     return reloading;
   };
 
-  const admin = await startAdminServer(config.admin.address, {
+  /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
+  async function release(): Promise<void> {
+    listeners.closeAll();
+    webSockets.close();
+    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
+    await stores.close();
+    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+  }
+
+  const adminSource: AdminSource = {
     isReady: () => ready && !state.draining,
     token: () => state.plan.config.admin.token,
     configView: () => ({ version: state.plan.version, config: state.plan.loaded.redacted }),
@@ -136,7 +146,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     },
     reload: () => reload('admin'),
-  });
+  };
+
+  let admin: Awaited<ReturnType<typeof startAdminServer>>;
+  try {
+    (await listeners.prepare(state.plan)).commit();
+    admin = await startAdminServer(config.admin.address, adminSource);
+  } catch (err) {
+    listeners.stopAccepting();
+    await release();
+    throw err;
+  }
 
   const stopWatching = (options.watch ?? true) ? watchConfigFile(file, firstVersion, options.watchIntervalMs ?? 500, () => void reload('watch')) : () => {};
 
@@ -168,11 +188,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
-    listeners.closeAll();
-    webSockets.close();
-    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
-    await stores.close();
-    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    await release();
     await new Promise<void>((resolve) => {
       admin.server.close(() => resolve());
       admin.server.closeAllConnections();
@@ -191,12 +207,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 }
 
-/** Sections read once at start (like Traefik's install configuration): say so when they change. */
+/**
+ * Settings read once at start (like Traefik's install configuration): say so when they change.
+ * `admin.token` is not one of them: the admin API reads it from the current plan.
+ */
 function warnInstallTimeChanges(first: LoadedConfig, next: LoadedConfig, logger: Logger): void {
-  for (const key of ['admin', 'telemetry', 'dataDir'] as const) {
-    if (fingerprint(first.config[key]) !== fingerprint(next.config[key])) {
-      logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
-    }
+  const installTime = (c: LoadedConfig) => ({ 'admin.address': c.config.admin.address.text, telemetry: c.config.telemetry, dataDir: c.config.dataDir });
+  const before = installTime(first);
+  const after = installTime(next);
+  for (const key of Object.keys(before) as (keyof typeof before)[]) {
+    if (fingerprint(before[key]) !== fingerprint(after[key])) logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
   }
 }
 

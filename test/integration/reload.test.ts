@@ -1,10 +1,14 @@
-import { renameSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
-import { startGatehouse } from '../helpers/gatehouse.js';
+import { startGatehouse as startFromFile } from '../../src/gatehouse.js';
+import { LineSink, startGatehouse } from '../helpers/gatehouse.js';
 import { eventually, request } from '../helpers/http.js';
-import { delay, reply, startUpstream } from '../helpers/upstream.js';
+import { closedPort, delay, reply, startUpstream } from '../helpers/upstream.js';
 
 const config = (upstreamUrl: string, prefix = '/', listeners = '[{ name: in, address: 127.0.0.1:0 }]', routes = '') => `
 version: 1
@@ -129,6 +133,7 @@ describe('graceful shutdown', () => {
     const stopped = g.gh.shutdown();
     expect((await request(g.admin('/readyz'))).status).toBe(503);
     await expect(request(url + '/y')).rejects.toThrow(/ECONNREFUSED/);
+    expect(await g.gh.reload('api')).toEqual({ ok: false, errors: ['gatehouse is shutting down'] });
     const res = await inFlight;
     expect(res.status).toBe(200);
     expect(res.text).toBe('done');
@@ -149,5 +154,27 @@ describe('graceful shutdown', () => {
     expect(performance.now() - started).toBeLessThan(3_000);
     expect(await inFlight).toMatch(/^error /);
     expect(g.log.json.find((l) => l.msg?.startsWith('drain timeout passed'))).toMatchObject({ inFlight: 1 });
+  });
+});
+
+describe('start', () => {
+  it('releases the traffic listeners it bound when the admin listener cannot bind', async () => {
+    const up = await startUpstream(reply(200, 'a'));
+    const trafficPort = await closedPort();
+    const dir = mkdtempSync(join(tmpdir(), 'gh-start-'));
+    const file = join(dir, 'gatehouse.yaml');
+    writeFileSync(
+      file,
+      config(up.url, '/', `[{ name: in, address: 127.0.0.1:${trafficPort} }]`) + `admin: { address: 127.0.0.1:${up.port} }\ndataDir: ${join(dir, 'data')}\n`,
+    );
+    const log = new LineSink();
+    await expect(startFromFile({ configFile: file, env: {}, watch: false, logStream: log, accessLogStream: new LineSink() })).rejects.toThrow(
+      new RegExp(`cannot listen on 127\\.0\\.0\\.1:${up.port} for the admin API`),
+    );
+    // the traffic port is free again
+    const probe = createServer();
+    probe.listen(trafficPort, '127.0.0.1');
+    await once(probe, 'listening');
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
   });
 });
