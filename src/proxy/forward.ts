@@ -4,7 +4,7 @@ import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
-import type { Exchange } from './exchange.js';
+import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
@@ -54,7 +54,7 @@ export function createAttempt(
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
-      ex.abortAttempt = handler.abort;
+      ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
   };
@@ -64,15 +64,17 @@ export function createAttempt(
  * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
  * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
  */
-class AttemptHandler implements Dispatcher.DispatchHandler {
+class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private statusCode = 0;
+  /** undici's abort, once the request has a connection. */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  /** Set when the attempt was ended while still waiting for a connection. */
+  private abandoned: Error | undefined = undefined;
   private rawHeaders: Buffer[] = [];
   private committed = false;
   private discard = false;
   private done = false;
   private readonly startMs = performance.now();
-  /** undici's abort, known once the request has a connection (onConnect). */
-  private undiciAbort: ((err?: Error) => void) | undefined = undefined;
 
   constructor(
     private readonly ex: Exchange,
@@ -85,23 +87,29 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly reject: (e: unknown) => void,
   ) {}
 
-  /**
-   * Cancels this attempt (client gone, route deadline). undici only hands out its abort once the
-   * request has a connection; a request still waiting for one (pool full, connect in progress)
-   * is settled at once, and onConnect aborts it before a byte is written.
-   */
-  readonly abort = (reason: Error): void => {
-    if (this.undiciAbort !== undefined) this.undiciAbort(reason);
-    else this.onError(reason);
-  };
-
-  onConnect(abort: (err?: Error) => void): void {
-    const ex = this.ex;
-    if (this.done || ex.cancelled) {
-      abort(new UpstreamError(ex.cancelled ?? 'aborted', 'request cancelled'));
+  abort(reason: Error): void {
+    if (this.done) return;
+    if (this.abortRequest !== undefined) {
+      this.abortRequest(reason); // undici answers with onError
       return;
     }
-    this.undiciAbort = abort;
+    // Still queued for a connection (connecting, or the pool is busy): answer now rather than
+    // when a socket frees up; the queued request is dropped in onConnect.
+    this.abandoned = reason;
+    this.onError(reason);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.abandoned !== undefined) {
+      abort(this.abandoned);
+      return;
+    }
+    const ex = this.ex;
+    if (ex.cancelled) {
+      abort(new UpstreamError(ex.cancelled, 'request cancelled'));
+      return;
+    }
+    this.abortRequest = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -138,6 +146,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    if (this.done) return; // an abandoned attempt's queued request, dropped later
     const failure = toUpstreamError(err, this.ex);
     this.settle(failure);
     if (this.committed) {
@@ -160,7 +169,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     const ex = this.ex;
-    if (ex.abortAttempt === this.abort) ex.abortAttempt = undefined;
+    if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;

@@ -83,7 +83,7 @@ describe('gatehouse run', () => {
     writeFileSync(join(dirname(g.file), 'api-key'), 'key-two\n');
     g.child.kill('SIGHUP');
     await eventually(async () => (await request(g.url('in') + '/x')).json().headers['x-api-key'] === 'key-two', 5_000, 50);
-    expect(g.log().find((l) => l.msg === 'config reloaded')).toMatchObject({ trigger: 'signal', version: 2 });
+    expect(g.logLines().find((l) => l.msg === 'config reloaded')).toMatchObject({ trigger: 'signal', version: 2 });
   });
 
   it('drains on SIGTERM: /readyz 503, new connections refused, the slow request completes, exit 0', async () => {
@@ -106,7 +106,7 @@ describe('gatehouse run', () => {
     expect(res.status).toBe(200);
     expect(res.text).toBe('slow and complete');
     expect(await g.exited).toEqual({ code: 0, signal: null });
-    const msgs = g.log().map((l) => l.msg);
+    const msgs = g.logLines().map((l) => l.msg);
     expect(msgs).toContain('draining requests in flight');
     expect(msgs.at(-1)).toBe('gatehouse stopped');
     expect(g.accessLog().at(-1)).toMatchObject({ path: '/slow', status: 200 }); // flushed before exit

@@ -117,6 +117,38 @@ describe('upstream failures', () => {
   });
 });
 
+describe('early answers', () => {
+  // An upstream that also closes the connection at once (`Connection: close`) still ends in 502:
+  // undici's write of the rest of the body fails with EPIPE before it parses the answer that is
+  // already in the socket (nodejs/node#12339, #54366). Node's own server, as here, keeps reading.
+  it('passes an upstream answer sent before the request body was read (401 to a large upload) to the client', async () => {
+    const up = await startUpstream(
+      (_req, res) => {
+        res.writeHead(401, { 'content-type': 'text/plain' }).end('no');
+      },
+      { streaming: true },
+    );
+    const g = await startGatehouse(config(up.url));
+    const { req, response } = openRequest(g.url('in') + '/upload', { method: 'POST', headers: { 'content-length': String(20 * 1024 * 1024) } });
+    req.on('error', () => {}); // the upload may be cut once the answer is in
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    let sent = 0;
+    const pump = () => {
+      while (sent < 20 * 1024 * 1024) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      req.end();
+    };
+    pump();
+    const res = await response;
+    let text = '';
+    for await (const c of res) text += (c as Buffer).toString();
+    expect(res.statusCode).toBe(401);
+    expect(text).toBe('no');
+  });
+});
+
 describe('aborts', () => {
   it('cancels the upstream request when the client goes away', async () => {
     let upstreamClosed: Promise<unknown> | undefined;

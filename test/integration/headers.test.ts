@@ -65,6 +65,18 @@ describe('hop-by-hop headers', () => {
   });
 });
 
+describe('end-to-end headers', () => {
+  it('passes repeated response headers such as Set-Cookie through one by one', async () => {
+    const up = await startUpstream((_req, res) => {
+      res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/; HttpOnly']);
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+    const g = await startGatehouse(simple(up.url));
+    const res = await g.fetch('in', '/x');
+    expect(res.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/; HttpOnly']);
+  });
+});
+
 describe('forwarded headers', () => {
   it('replaces X-Forwarded-For/-Proto/-Host sent by an untrusted peer', async () => {
     const up = await startUpstream(echo);

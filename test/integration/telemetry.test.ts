@@ -30,7 +30,7 @@ describe('tracing', () => {
     const g = await startGatehouse(config(up.url, otlp.tracesUrl));
 
     const res = await g.fetch('in', '/api/orders/7?x=1', {
-      headers: { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, tracestate: 'vendor=1' },
+      headers: { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`, tracestate: 'vendor=1', authorization: 'Bearer span-secret-tok', cookie: 'sid=span-cookie' },
     });
     expect(res.status).toBe(200);
 
@@ -77,6 +77,7 @@ describe('tracing', () => {
     expect(traceparents).toEqual([`00-${PARENT_TRACE}-${client!.spanId}-01`]);
     expect(up.received[0]!.headers.tracestate).toBe('vendor=1');
     expect(g.accessLog.json.at(-1).traceId).toBe(PARENT_TRACE);
+    expect(JSON.stringify(otlp.spans)).not.toMatch(/span-secret-tok|span-cookie/);
   });
 
   it('starts a new trace when the client sends none, and reports it in the problem body', async () => {
