@@ -119,18 +119,32 @@ routes: [{ name: bulk, listener: in, match: { pathPrefix: / }, upstream: app, ma
       ]);
     }
 
-    // one 100 MB body at a time, each direction; the far side stops reading for 700 ms after 10 MB
-    const growth: Record<string, number> = {};
-    growth.upload = await peakGrowth(g, async () => {
-      expect(await upload(g.url('in') + '/up', 100 * MB, false)).toEqual({ status: 200, json: { bytes: 100 * MB } });
-    });
-    growth.chunkedUpload = await peakGrowth(g, async () => {
-      expect(await upload(g.url('in') + '/up', 100 * MB, true)).toEqual({ status: 200, json: { bytes: 100 * MB } });
-    });
-    growth.download = await peakGrowth(g, async () => {
-      expect(await download(g.url('in') + `/download?bytes=${100 * MB}`, 10 * MB, 700)).toEqual({ status: 200, bytes: 100 * MB });
-    });
-    console.log(`gatehouse peak RSS growth per 100 MB body, MB: ${Object.entries(growth).map(([k, v]) => `${k} ${(v / MB).toFixed(1)}`).join(', ')}`);
-    for (const v of Object.values(growth)) expect(v).toBeLessThan(10 * MB);
+    // One 100 MB body at a time, each direction; the far side stops reading for 700 ms after 10 MB.
+    // GC timing only ever adds to a reading (more so when the machine is busy), buffering adds to
+    // every one: each direction runs twice and its smaller growth is the one the body caused.
+    const runs: Record<string, number[]> = { upload: [], chunkedUpload: [], download: [] };
+    for (let i = 0; i < 2; i++) {
+      runs.upload!.push(
+        await peakGrowth(g, async () => {
+          expect(await upload(g.url('in') + '/up', 100 * MB, false)).toEqual({ status: 200, json: { bytes: 100 * MB } });
+        }),
+      );
+      runs.chunkedUpload!.push(
+        await peakGrowth(g, async () => {
+          expect(await upload(g.url('in') + '/up', 100 * MB, true)).toEqual({ status: 200, json: { bytes: 100 * MB } });
+        }),
+      );
+      runs.download!.push(
+        await peakGrowth(g, async () => {
+          expect(await download(g.url('in') + `/download?bytes=${100 * MB}`, 10 * MB, 700)).toEqual({ status: 200, bytes: 100 * MB });
+        }),
+      );
+    }
+    console.log(
+      `gatehouse peak RSS growth per 100 MB body, MB: ${Object.entries(runs)
+        .map(([k, v]) => `${k} ${v.map((b) => (b / MB).toFixed(1)).join('/')}`)
+        .join(', ')}`,
+    );
+    for (const [direction, growths] of Object.entries(runs)) expect(Math.min(...growths), direction).toBeLessThan(10 * MB);
   }, 120_000);
 });
