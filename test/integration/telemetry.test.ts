@@ -99,6 +99,15 @@ describe('tracing', () => {
     expect(client!.parentSpanId).toBe(server!.spanId);
   });
 
+  it('flushes pending spans at shutdown', async () => {
+    const otlp = await startOtlpReceiver();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(up.url, otlp.tracesUrl));
+    await g.fetch('in', '/api/x'); // its spans wait in the batch (1 s delay)...
+    await g.stop(); // ...and are sent before shutdown resolves
+    expect(otlp.spans.map((s) => s.kind).sort()).toEqual([SPAN_KIND.SERVER, SPAN_KIND.CLIENT].sort());
+  });
+
   it('names an unrouted request by its method alone', async () => {
     const otlp = await startOtlpReceiver();
     const up = await startUpstream(echo);
