@@ -56,7 +56,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
   const tracing = createTracing(config.telemetry, env, resource);
   const metrics = createMetrics(config.telemetry, resource);
-  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
+  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream);
   const webSockets = createWebSocketProxy();
 
@@ -69,7 +70,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
 
   const listeners = createListeners(state, pipelineDeps);
@@ -208,15 +209,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
 }
 
 /**
- * Settings read once at start (like Traefik's install configuration): say so when they change.
- * `admin.token` is not one of them: the admin API reads it from the current plan.
+ * Sections read once at start (like Traefik's install configuration): say so when they change.
+ * `admin.token` is not one of them: the admin API reads it from the running plan.
  */
 function warnInstallTimeChanges(first: LoadedConfig, next: LoadedConfig, logger: Logger): void {
-  const installTime = (c: LoadedConfig) => ({ 'admin.address': c.config.admin.address.text, telemetry: c.config.telemetry, dataDir: c.config.dataDir });
+  const installTime = ({ config }: LoadedConfig) => ({ 'admin.address': config.admin.address, telemetry: config.telemetry, dataDir: config.dataDir });
   const before = installTime(first);
   const after = installTime(next);
   for (const key of Object.keys(before) as (keyof typeof before)[]) {
-    if (fingerprint(before[key]) !== fingerprint(after[key])) logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
+    if (fingerprint(before[key]) !== fingerprint(after[key])) {
+      logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
+    }
   }
 }
 

@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
+import { fileProblems } from './files.js';
 import { interpolate } from './interpolate.js';
 import { ConfigSchema, crossCheck, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
@@ -21,6 +22,13 @@ export interface LoadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Folder that relative `${file:}` paths resolve against; default: the config file's. */
   readonly baseDir?: string;
+  /**
+   * Check the files the config names (certificates, keys, JWKS) — default true. Off for
+   * documentation examples, which name files of a production machine.
+   */
+  readonly checkFiles?: boolean;
+  /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
+  readonly readFile?: (path: string) => string;
 }
 
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
@@ -51,6 +59,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
+    readFile: options.readFile,
   });
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
@@ -78,6 +87,9 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
 
   const quote = (v: unknown, path: readonly PropertyKey[]) => (isSecret(path) ? REDACTED : JSON.stringify(v));
   for (const p of crossCheck(value, quote)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  if (parsed.success && options.checkFiles !== false) {
+    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  }
 
   if (problems.length > 0 || !parsed.success) {
     problems.sort((a, b) => a.line - b.line || a.col - b.col);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { Secret } from './secret.js';
@@ -79,13 +80,17 @@ const cidr = z.string({ error: 'must be an IP address or CIDR block' }).refine((
   return /^\d+$/.test(prefix) && bits >= 0 && bits <= (family === 4 ? 32 : 128);
 }, 'must be an IP address or CIDR block such as 10.0.0.0/8');
 
-const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
-  let url: URL | undefined;
+/** `new URL()` without the throw (URL.parse needs Node 22). */
+function parseUrl(text: string): URL | undefined {
   try {
-    url = new URL(text);
+    return new URL(text);
   } catch {
-    url = undefined;
+    return undefined;
   }
+}
+
+const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
+  const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
     return reject(ctx, 'must be an http:// or https:// URL without query or credentials', text);
   }
@@ -108,13 +113,156 @@ const headerRules = z.strictObject({
   remove: z.array(headerName).default([]),
 });
 
+// ---------------------------------------------------------------- security building blocks
+
+/**
+ * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
+ * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
+ * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
+ */
+export function readPem(source: string): string {
+  return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
+}
+
+const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
+const pemKey = z
+  .string({ error: 'must be a PEM file path or PEM text' })
+  .min(1)
+  .transform((s) => new Secret(s));
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' });
+
+/** http:// is accepted only on loopback: keys, tokens and client secrets must not travel in clear. */
+const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
+  const url = parseUrl(text);
+  if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
+    reject(ctx, 'must be an https:// URL (http:// only on loopback)', text);
+  }
+});
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
+}
+
+/** JWS algorithms for public keys. HMAC (HS*) and `none` are not accepted: no algorithm confusion. */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+const ListenerTls = z
+  .strictObject({
+    cert: pemCert,
+    key: pemKey,
+    /** CA bundle that client certificates must chain to: mTLS, refused at the handshake without one. */
+    clientCa: pemCert.optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
+    forwardClientCert: z
+      .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })
+      .optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.forwardClientCert !== undefined && t.clientCa === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['forwardClientCert'], message: 'needs clientCa: only verified client certificates are forwarded' });
+    }
+  });
+
+/** Limits against slow or oversized requests (slowloris, header floods). */
+const ListenerLimits = z.strictObject({
+  maxHeaderSize: size.prefault('16kb'),
+  maxHeaders: positiveInt.default(100),
+  headersTimeout: duration.prefault('10s'),
+  requestTimeout: duration.prefault('5m'),
+});
+
+const UpstreamTls = z
+  .strictObject({
+    ca: pemCert.optional(),
+    cert: pemCert.optional(),
+    key: pemKey.optional(),
+    serverName: z.string().min(1).optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    insecureSkipVerify: z.boolean().default(false),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.cert === undefined) !== (t.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [t.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together (client certificate for mTLS)' });
+    }
+  });
+
+const OAuth2 = z.strictObject({
+  tokenUrl: secureUrl,
+  clientId: z.string().min(1),
+  clientSecret: secret,
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]),
+  authMethod: z.enum(['basic', 'post']).default('basic'),
+  audience: z.string().min(1).optional(),
+  timeout: duration.prefault('10s'),
+});
+
+const Credentials = z
+  .strictObject({
+    header: z.strictObject({ name: headerName, value: secret }).optional(),
+    oauth2: OAuth2.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if ((c.header === undefined) === (c.oauth2 === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and oauth2' });
+  });
+
+const claimValue = z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' });
+
+const Jwt = z
+  .strictObject({
+    issuer: z.string().min(1).optional(),
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    jwksUri: secureUrl.optional(),
+    /** A local JWKS file, re-read on every reload. */
+    jwks: z.string().min(1).optional(),
+    algorithms: z
+      .array(
+        z
+          .string({ error: 'must be a JWS algorithm name' })
+          .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
+            error: `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted`,
+            params: { got: true },
+          }),
+      )
+      .min(1)
+      .default(['RS256', 'ES256']),
+    clockTolerance: duration.prefault('30s'),
+    requiredScopes: z.array(z.string().min(1)).default([]),
+    requiredClaims: z.record(z.string().min(1), claimValue).default({}),
+    forwardClaims: z.record(z.string().min(1), headerName).default({}),
+    /** Where the token is: `Authorization: Bearer` by default, or a named header or cookie. */
+    from: z
+      .strictObject({ header: headerName.optional(), cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').optional() })
+      .superRefine((f, ctx) => {
+        if ((f.header === undefined) === (f.cookie === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and cookie' });
+      })
+      .optional(),
+    /** Verified tokens remembered until they expire (0 = verify every request). */
+    cacheSize: z.int({ error: 'must be an integer >= 0' }).min(0, 'must be an integer >= 0').default(1000),
+    /** Remote key set: re-fetched after maxAge, on an unknown kid at most once per cooldown. */
+    jwksCache: z
+      .strictObject({ maxAge: duration.prefault('10m'), cooldown: duration.prefault('30s'), timeout: duration.prefault('5s') })
+      .prefault({}),
+  })
+  .superRefine((j, ctx) => {
+    if (j.jwksUri !== undefined && j.jwks !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'use either jwksUri or jwks, not both' });
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'needs jwksUri, jwks, or issuer (keys found by OIDC discovery)' });
+    }
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer !== undefined && !secureUrl.safeParse(j.issuer).success) {
+      ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'OIDC discovery needs an https:// issuer (http:// only on loopback); or set jwksUri/jwks' });
+    }
+  });
+
 // ---------------------------------------------------------------- sections
 
 const Listener = z.strictObject({
   name,
   address,
-  tls: notBuilt('listeners[].tls (HTTPS listeners)').optional(),
+  tls: ListenerTls.optional(),
   trustedProxies: z.array(cidr).default([]),
+  limits: ListenerLimits.prefault({}),
 });
 
 /**
@@ -169,12 +317,16 @@ const Upstream = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
   connectTimeout: duration.prefault('1s'),
   maxConnections: positiveInt.default(256),
-  tls: notBuilt('upstreams.*.tls').optional(),
-  credentials: notBuilt('upstreams.*.credentials').optional(),
+  tls: UpstreamTls.optional(),
+  credentials: Credentials.optional(),
   loadBalancing: notBuilt('upstreams.*.loadBalancing').optional(),
   circuitBreaker: notBuilt('upstreams.*.circuitBreaker').optional(),
   maxConcurrent: notBuilt('upstreams.*.maxConcurrent').optional(),
   healthCheck: notBuilt('upstreams.*.healthCheck').optional(),
+}).superRefine((u, ctx) => {
+  if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
+    ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
+  }
 });
 
 const Match = z
@@ -232,7 +384,7 @@ const Route = z.strictObject({
     })
     .prefault({}),
   websocket: z.boolean().default(false),
-  jwt: notBuilt('routes[].jwt').optional(),
+  jwt: Jwt.optional(),
   quota: notBuilt('routes[].quota').optional(),
   priority: notBuilt('routes[].priority').optional(),
   retry: notBuilt('routes[].retry').optional(),
@@ -314,3 +466,7 @@ export type UpstreamConfig = Config['upstreams'][string];
 export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
+export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
+export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
+export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
+export type JwtConfig = NonNullable<RouteConfig['jwt']>;

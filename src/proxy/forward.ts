@@ -1,4 +1,5 @@
 import type { Attributes, Span } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
@@ -14,6 +15,8 @@ export interface AttemptDeps {
   readonly metrics: Metrics;
   /** True while the server drains: answers then carry `Connection: close`. */
   readonly isDraining: () => boolean;
+  /** TLS failures are logged (with their reason) as well as counted and traced. */
+  readonly logger?: Logger;
 }
 
 /**
@@ -165,6 +168,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     this.reject(failure);
   }
 
+  /** A certificate that fails verification: the reason goes to the log and the client span. */
+  private reportTls(failure: UpstreamError): void {
+    const code = (failure.cause as { code?: unknown } | undefined)?.code;
+    const reason = typeof code === 'string' ? code : 'handshake failed';
+    this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
+    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
+  }
+
   private settle(failure: Error | undefined): void {
     if (this.done) return;
     this.done = true;
@@ -177,11 +188,13 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;
     if (errorType !== undefined) attributes['error.type'] = errorType;
     this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, attributes);
+    if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
+
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
   // llhttp errors without a mapped code still carry the class name

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Attributes } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import { normalizePath } from '../routing/normalize.js';
@@ -30,6 +31,7 @@ export interface PipelineDeps {
   readonly metrics: Metrics;
   readonly accessLog: AccessLog;
   readonly webSockets: WebSocketProxy;
+  readonly logger: Logger;
 }
 
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
@@ -88,6 +90,15 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       ex.forwardedHost = facts.forwardedHost;
     }
     ex.clientIp = clientAddress(peer, facts.forwardedFor, listener.trusted);
+    if (req.rawHeaders.length > listener.maxHeaders * 2) {
+      respondError(ex, new GatehouseError('headers_too_large', `the request has more than ${listener.maxHeaders} header fields (limits.maxHeaders)`), state, true);
+      return;
+    }
+    if (facts.hostCount > 1) {
+      // RFC 9112 §3.2: more than one Host is refused, not guessed at (a request-smuggling vector).
+      respondError(ex, new GatehouseError('bad_request', 'the request has more than one Host header'), state, true);
+      return;
+    }
 
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
@@ -238,7 +249,7 @@ function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefine
       case 'invalid-response':
         return new GatehouseError('bad_gateway', `upstream '${upstream}' sent an invalid HTTP response`);
       case 'tls':
-        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed`);
+        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed (${tlsReason(err)})`);
     }
   }
   if ((err as { code?: unknown } | null)?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || ex.cancelled === 'aborted') return undefined;
@@ -276,6 +287,12 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
   });
   state.inFlight--;
   if (state.inFlight === 0 && state.onIdle !== undefined) state.onIdle();
+}
+
+/** The TLS error's code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`, ...): no peer data. */
+export function tlsReason(err: UpstreamError): string {
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'handshake failed';
 }
 
 const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);

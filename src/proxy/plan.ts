@@ -8,8 +8,14 @@ import { deadline } from '../resilience/deadline.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { compileMatch, httpRouteOf, type Matcher } from '../routing/match.js';
 import { compileRewrite, type PathRewrite } from '../routing/rewrite.js';
+import { createCredentials } from '../security/credentials.js';
+import { createKeySet, keySetId, type KeySet } from '../security/jwks.js';
+import { compileJwt } from '../security/jwt.js';
+import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
+import { createAuthObserver } from '../telemetry/auth-observer.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
+import type { AuthObserver } from '../security/jwt.js';
 import type { Exchange, RouteInfo, Stage } from './exchange.js';
 import { createAttempt } from './forward.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
@@ -28,6 +34,8 @@ export interface Plan {
   readonly config: Config;
   readonly listeners: ReadonlyMap<string, ListenerPlan>;
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  /** JWT key sets by source (`keySetId`): shared by routes, kept across reloads. */
+  readonly keySets: ReadonlyMap<string, KeySet>;
 }
 
 export interface ListenerPlan {
@@ -36,6 +44,8 @@ export interface ListenerPlan {
   readonly scheme: 'http' | 'https';
   /** undefined when no `trustedProxies`: every peer's X-Forwarded-* is then replaced. */
   readonly trusted: BlockList | undefined;
+  /** `limits.maxHeaders`: more header fields than this -> 431. */
+  readonly maxHeaders: number;
   readonly routes: readonly RoutePlan[];
 }
 
@@ -80,14 +90,41 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
 
   const upstreams = new Map<string, UpstreamRuntime>();
   for (const [name, cfg] of Object.entries(config.upstreams)) {
-    const print = fingerprint(cfg);
+    // TLS files are part of the fingerprint: a reload after a certificate change rebuilds the pools.
+    const tls = cfg.tls === undefined ? undefined : loadUpstreamTls(cfg.tls);
+    if (tls?.insecure) deps.logger.warn({ upstream: name }, 'upstream TLS certificate verification is OFF (insecureSkipVerify: true)');
+    const print = fingerprint([cfg, tls?.digest]);
     const old = previous?.upstreams.get(name);
-    upstreams.set(name, old !== undefined && old.fingerprint === print ? old : createUpstream(name, cfg, print));
+    upstreams.set(
+      name,
+      old !== undefined && old.fingerprint === print
+        ? old
+        : createUpstream(name, cfg, print, {
+            tls,
+            credentials: cfg.credentials === undefined ? undefined : createCredentials(name, cfg.credentials, deps),
+          }),
+    );
   }
+
+  const keySets = new Map<string, KeySet>();
+  const keySetFor = (jwt: NonNullable<RouteConfig['jwt']>): KeySet => {
+    const id = keySetId(jwt);
+    let keys = keySets.get(id) ?? previous?.keySets.get(id);
+    keys ??= createKeySet(jwt, deps.clock);
+    keySets.set(id, keys);
+    return keys;
+  };
+  const listenerConfigs = new Map(config.listeners.map((l) => [l.name, l]));
+  const authObserver = createAuthObserver(deps.metrics);
 
   const routesByListener = new Map<string, RoutePlan[]>();
   for (const route of config.routes) {
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps);
+    const security: RouteSecurity = {
+      listener: listenerConfigs.get(route.listener)!,
+      keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
+      authObserver,
+    };
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security);
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -98,18 +135,31 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     listeners.set(l.name, {
       name: l.name,
       config: l,
-      scheme: 'http',
+      scheme: l.tls === undefined ? 'http' : 'https',
       trusted: compileTrusted(l.trustedProxies),
+      maxHeaders: l.limits.maxHeaders,
       routes: routesByListener.get(l.name) ?? [],
     });
   }
 
-  return { version, loaded, config, listeners, upstreams };
+  return { version, loaded, config, listeners, upstreams, keySets };
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps): RoutePlan {
+/** What compileRoute needs for the route's security stages. */
+interface RouteSecurity {
+  readonly listener: ListenerConfig;
+  readonly keys: KeySet | undefined;
+  readonly authObserver: AuthObserver;
+}
+
+function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, security: RouteSecurity): RoutePlan {
+  // [security] headers gatehouse asserts are stripped from the client's request at compile time
+  const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
+  const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
+  const credentials = upstream.credentials;
+  const asserted = [...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
-    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set)].map((h) => h.toLowerCase())),
+    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
     replaceTraceContext: deps.tracing !== undefined,
   };
@@ -122,11 +172,17 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
   // [security] jwt: authenticate first, so quotas can key on claims
+  if (clientCert !== undefined) stages.push(clientCert.stage);
+  if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
+  // [security] outbound credentials last: no token is fetched for a request refused before
+  if (credentials !== undefined) stages.push(credentials.stage);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry, circuit breaker, bulkhead
+  // [security] innermost: a 401 refreshes the OAuth2 token and replays this one attempt
+  if (credentials?.policy !== undefined) policies.push(credentials.policy);
 
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },

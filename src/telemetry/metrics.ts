@@ -11,6 +11,8 @@ export interface Metrics {
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
+  readonly authDecisions: Counter;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -48,6 +50,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads,
+    authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };

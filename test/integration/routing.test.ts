@@ -87,7 +87,8 @@ describe('route selection', () => {
     expect(viaEscapes.route).toBe('admin');
     expect(ups.admin!.received.at(-1)!.url).toBe('/admin?x=%2e'); // the query is passed as it came
     const encodedSlash = await which('/api%2F..%2Fadmin');
-    expect(encodedSlash.status).toBe(404); // %2F is data, not a separator: no segment /api
+    expect(encodedSlash.status).toBe(400); // dot segments hidden behind encoded slashes are refused
+    expect(encodedSlash.route).toBeUndefined();
   });
 
   it('answers 400 bad_request as problem+json for an invalid percent-escape', async () => {
