@@ -16,6 +16,8 @@ import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { createTracing } from './telemetry/tracing.js';
+import { createWebhookObserver } from './telemetry/webhook-observer.js';
+import { createWebhookRegistry } from './webhook/runtime.js';
 import { VERSION } from './version.js';
 
 export interface StartOptions {
@@ -68,8 +70,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       for (const [store, up] of stores.health()) result.observe(up ? 1 : 0, { store });
     });
 
+  const webhooks = createWebhookRegistry({
+    stores,
+    clock: systemClock,
+    rand: Math.random,
+    logger,
+    observer: createWebhookObserver(metrics, tracing, accessLog),
+  });
+
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
 
@@ -107,6 +117,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     }
     state.plan = next;
     stores.update(loaded.config);
+    webhooks.activate(next.webhooks);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -123,9 +134,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 
   /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
-  async function release(): Promise<void> {
+  async function release(webhooksClosed: Promise<void>): Promise<void> {
     listeners.closeAll();
     webSockets.close();
+    await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
@@ -147,15 +159,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     },
     reload: () => reload('admin'),
+    handle: (req, res, path, url) => webhooks.handleAdmin(req, res, path, url),
   };
 
   let admin: Awaited<ReturnType<typeof startAdminServer>>;
   try {
     (await listeners.prepare(state.plan)).commit();
+    webhooks.activate(state.plan.webhooks);
     admin = await startAdminServer(config.admin.address, adminSource);
   } catch (err) {
     listeners.stopAccepting();
-    await release();
+    await release(webhooks.close(0));
     throw err;
   }
 
@@ -178,6 +192,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     stopWatching();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
+    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
+    // the rest are handed back to the store and resume at the next start
+    const webhooksClosed = webhooks.close(drainMs);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -189,7 +206,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
-    await release();
+    await release(webhooksClosed);
     await new Promise<void>((resolve) => {
       admin.server.close(() => resolve());
       admin.server.closeAllConnections();

@@ -369,6 +369,82 @@ const Rewrite = z
     }
   });
 
+/** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
+export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
+
+const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).transform((text, ctx): KeySource => {
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
+  if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
+  ctx.addIssue({ code: 'custom', message: `must be header:<name> or json:<path> such as json:data.object.id (got ${JSON.stringify(text)})` });
+  return z.NEVER;
+});
+
+/** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
+const webhookCommon = {
+  secret: secret.optional(),
+  secrets: z.array(secret).min(1, 'must list at least one secret').optional(),
+  dedupe: z
+    .strictObject({
+      ttl: duration.prefault('72h'),
+      /** Also where events wait for delivery; default: the first sqlite store, else <dataDir>/gatehouse.db. */
+      store: name.optional(),
+    })
+    .prefault({}),
+  delivery: z
+    .strictObject({
+      attempts: positiveInt.default(8),
+      backoff: z.strictObject({ base: duration.prefault('1s'), max: duration.prefault('10m') }).prefault({}),
+      deadLetter: z.boolean().default(true),
+      orderBy: keySource.optional(),
+      concurrency: positiveInt.default(8),
+    })
+    .prefault({}),
+  /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
+  inspect: z.boolean().default(false),
+};
+
+const Webhook = z
+  .discriminatedUnion(
+    'provider',
+    [
+      z.strictObject({ provider: z.literal('stripe'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({ provider: z.literal('shopify'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('github'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('standard'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({
+        provider: z.literal('hmac'),
+        ...webhookCommon,
+        header: headerName.transform((h) => h.toLowerCase()),
+        algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256'),
+        encoding: z.enum(['hex', 'base64']).default('hex'),
+        prefix: z.string().default(''),
+        eventId: keySource,
+      }),
+    ],
+    { error: 'provider must be one of "stripe", "shopify", "github", "standard", "hmac"' },
+  )
+  .superRefine((w, ctx) => {
+    if ((w.secret === undefined) === (w.secrets === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'set either secret or secrets (a list, during rotation)' });
+      return;
+    }
+    if (w.provider !== 'standard') return;
+    const list = w.secrets ?? [w.secret!];
+    list.forEach((s, i) => {
+      const b64 = s.reveal().replace(/^whsec_/, '');
+      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
+        ctx.addIssue({
+          code: 'custom',
+          path: w.secrets ? ['secrets', i] : ['secret'],
+          message: 'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 16 bytes)',
+        });
+      }
+    });
+  });
+
 const Route = z.strictObject({
   name,
   listener: z.string({ error: 'must name a listener' }),
@@ -389,7 +465,7 @@ const Route = z.strictObject({
   priority: notBuilt('routes[].priority').optional(),
   retry: notBuilt('routes[].retry').optional(),
   idempotencyKey: notBuilt('routes[].idempotencyKey').optional(),
-  webhook: notBuilt('routes[].webhook').optional(),
+  webhook: Webhook.optional(),
 });
 
 export const ConfigSchema = z
@@ -446,6 +522,11 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
       problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream ${quote(route.upstream, ['routes', i, 'upstream'])} (defined: ${upstreams.join(', ') || 'none'})` });
     }
+    const store = asRecord(asRecord(route.webhook).dedupe).store;
+    if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
+      const defined = Object.keys(asRecord(root.stores));
+      problems.push({ path: ['routes', i, 'webhook', 'dedupe', 'store'], message: `unknown store "${store}" (defined: ${defined.join(', ') || 'none'})` });
+    }
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
@@ -470,3 +551,4 @@ export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
 export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
 export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
 export type JwtConfig = NonNullable<RouteConfig['jwt']>;
+export type WebhookConfig = NonNullable<RouteConfig['webhook']>;

@@ -17,6 +17,7 @@ export const ERRORS = {
   overloaded: { status: 503, title: 'Upstream overloaded' },
   no_healthy_upstream: { status: 503, title: 'No healthy upstream' },
   auth_unavailable: { status: 503, title: 'Authentication unavailable' },
+  store_unavailable: { status: 503, title: 'Webhook store unavailable' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

@@ -21,6 +21,7 @@ import { createAttempt } from './forward.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from './send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
+import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
 
 /**
  * The compiled, immutable form of a config (STYLE §2): every matcher, Set, header list and
@@ -36,6 +37,8 @@ export interface Plan {
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
   /** JWT key sets by source (`keySetId`): shared by routes, kept across reloads. */
   readonly keySets: ReadonlyMap<string, KeySet>;
+  /** Webhook routes: activated (their delivery workers run) once this plan is live. */
+  readonly webhooks: readonly WebhookRoute[];
 }
 
 export interface ListenerPlan {
@@ -79,6 +82,7 @@ export interface PlanDeps {
   readonly rand: () => number;
   readonly stores: StoreRegistry;
   readonly isDraining: () => boolean;
+  readonly webhooks: WebhookRegistry;
 }
 
 /**
@@ -118,13 +122,18 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   const authObserver = createAuthObserver(deps.metrics);
 
   const routesByListener = new Map<string, RoutePlan[]>();
+  const webhooks: WebhookRoute[] = [];
   for (const route of config.routes) {
     const security: RouteSecurity = {
       listener: listenerConfigs.get(route.listener)!,
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
     };
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security);
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, (input) => {
+      const webhook = deps.webhooks.compile({ ...input, config });
+      webhooks.push(webhook);
+      return webhook.handler;
+    });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -142,7 +151,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, keySets };
+  return { version, loaded, config, listeners, upstreams, keySets, webhooks };
 }
 
 /** What compileRoute needs for the route's security stages. */
@@ -152,7 +161,9 @@ interface RouteSecurity {
   readonly authObserver: AuthObserver;
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, security: RouteSecurity): RoutePlan {
+type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
+
+function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, security: RouteSecurity, webhook: WebhookSlot): RoutePlan {
   // [security] headers gatehouse asserts are stripped from the client's request at compile time
   const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
   const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
@@ -168,6 +179,9 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     set: Object.entries(route.headers.response.set).flat(),
   };
   const host = route.rewrite?.host;
+  const rewrite = compileRewrite(route);
+  // A webhook's body is read whole to verify it: it always has a limit.
+  const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -176,7 +190,9 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
   if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
   // [security] outbound credentials last: no token is fetched for a request refused before
-  if (credentials !== undefined) stages.push(credentials.stage);
+  // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
+  // down must not turn providers away)
+  if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
@@ -188,15 +204,25 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
     config: route,
     match: compileMatch(route.match),
-    rewrite: compileRewrite(route),
+    rewrite,
     upstream,
     stages,
     // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler: undefined,
+    handler:
+      route.webhook === undefined
+        ? undefined
+        : webhook({
+            route,
+            target: { upstream, rewrite, host, timeoutMs: route.timeout },
+            strip: requestHeaders.strip,
+            set: requestHeaders.set,
+            maxBodyBytes: maxBodyBytes!,
+            isDraining: deps.isDraining,
+          }),
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
-    maxBodyBytes: route.maxBodySize,
+    maxBodyBytes,
     websocket: route.websocket,
     host,
   };

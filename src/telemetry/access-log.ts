@@ -17,6 +17,11 @@ export interface AccessLogEntry {
   /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
   readonly error: string | null;
   readonly client: string;
+  /** Set on the lines of background work that no client request carries (webhook deliveries). */
+  readonly kind?: 'webhook-delivery';
+  readonly webhookId?: string;
+  readonly eventId?: string;
+  readonly result?: string;
 }
 
 export type AccessLog = (entry: AccessLogEntry) => void;

@@ -4,7 +4,7 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
-import { DURATION_BUCKETS_S, METRICS } from './names.js';
+import { DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS } from './names.js';
 
 export interface Metrics {
   readonly meter: Meter;
@@ -13,6 +13,10 @@ export interface Metrics {
   readonly configReloads: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
   readonly authDecisions: Counter;
+  /** `gatehouse_webhook_events_total{route,result}`. */
+  readonly webhookEvents: Counter;
+  /** Time from a webhook's receipt to its delivery to the upstream. */
+  readonly webhookDeliveryLag: Histogram;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -51,6 +55,14 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
     }),
     configReloads,
     authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
+    webhookEvents: meter.createCounter(METRICS.webhookEvents, {
+      description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
+    }),
+    webhookDeliveryLag: meter.createHistogram(METRICS.webhookDeliveryLag, {
+      unit: 's',
+      description: 'Time from receiving a webhook to its delivery to the upstream, retries included.',
+      advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
+    }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };
