@@ -378,8 +378,7 @@ const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).tr
   const rest = text.slice(colon + 1);
   if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
   if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
-  ctx.addIssue({ code: 'custom', message: `must be header:<name> or json:<path> such as json:data.object.id (got ${JSON.stringify(text)})` });
-  return z.NEVER;
+  return reject(ctx, 'must be header:<name> or json:<path> such as json:data.object.id', text);
 });
 
 /** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -182,6 +182,12 @@ routes:
       'gh.yaml:7:21 upstreams.app.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)',
       'gh.yaml:9:40 routes[0].upstream: unknown upstream *** (defined: app)',
     ]);
+  });
+
+  it('has no schema message that quotes its value itself (only the loader may, as *** for secrets)', () => {
+    // a message like `(got ${JSON.stringify(text)})` would print an ${env:} value; use reject()
+    const source = readFileSync(new URL('../../../src/config/schema.ts', import.meta.url), 'utf8');
+    expect(source.match(/\(got \$\{/g) ?? []).toEqual([]);
   });
 
   it('wraps secrets so that printing the config never shows them', () => {
