@@ -13,22 +13,24 @@ import { parseDuration, parseSize } from './units.js';
 
 // ---------------------------------------------------------------- building blocks
 
+/**
+ * Reports a value that does not parse. The loader appends `(got <value>)` to the message, or
+ * `(got ***)` where the value is a secret (a secret key, or anything loaded by `${env:}` or
+ * `${file:}`), so a message never has to quote the value itself.
+ */
+export function reject(ctx: z.RefinementCtx, message: string, input: unknown): typeof z.NEVER {
+  ctx.addIssue({ code: 'custom', message, input, params: { got: true } });
+  return z.NEVER;
+}
+
 export const duration = z.string({ error: 'must be a duration such as 250ms, 2s, 1m or 1h' }).transform((text, ctx) => {
   const ms = parseDuration(text);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a duration such as 250ms, 2s, 1m or 1h (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return ms;
+  return ms ?? reject(ctx, 'must be a duration such as 250ms, 2s, 1m or 1h', text);
 });
 
 export const size = z.string({ error: 'must be a size such as 512b, 64kb or 10mb' }).transform((text, ctx) => {
   const bytes = parseSize(text);
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a size such as 512b, 64kb or 10mb (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return bytes;
+  return bytes ?? reject(ctx, 'must be a size such as 512b, 64kb or 10mb', text);
 });
 
 /** A secret-bearing value: wrapped at load time so nothing can print it by accident. */
@@ -49,11 +51,7 @@ export const method = z
 /** `host:port`, `[v6]:port`; port 0 asks the OS for a free one. */
 export const address = z.string({ error: 'must be host:port' }).transform((text, ctx) => {
   const parsed = parseAddress(text);
-  if (!parsed) {
-    ctx.addIssue({ code: 'custom', message: `must be host:port, e.g. 127.0.0.1:8080 (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return parsed;
+  return parsed ?? reject(ctx, 'must be host:port, e.g. 127.0.0.1:8080', text);
 });
 
 export interface Address {
@@ -94,8 +92,7 @@ function parseUrl(text: string): URL | undefined {
 const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
   const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
-    ctx.addIssue({ code: 'custom', message: `must be an http:// or https:// URL without query or credentials (got ${JSON.stringify(text)})` });
-    return z.NEVER;
+    return reject(ctx, 'must be an http:// or https:// URL without query or credentials', text);
   }
   return url;
 });
@@ -138,7 +135,7 @@ const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or T
 const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
   const url = parseUrl(text);
   if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
-    ctx.addIssue({ code: 'custom', message: `must be an https:// URL (http:// only on loopback) (got ${JSON.stringify(text)})` });
+    reject(ctx, 'must be an https:// URL (http:// only on loopback)', text);
   }
 });
 
@@ -224,7 +221,8 @@ const Jwt = z
         z
           .string({ error: 'must be a JWS algorithm name' })
           .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
-            error: (issue) => `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted (got ${JSON.stringify(issue.input)})`,
+            error: `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted`,
+            params: { got: true },
           }),
       )
       .min(1)
@@ -413,7 +411,7 @@ const retryCondition = z.union([z.int(), z.string()], { error: RETRY_ON_MESSAGE 
     typeof v === 'number'
       ? v >= 100 && v <= 599
       : (RETRY_FAILURES as readonly string[]).includes(v) || /^[1-5](?:xx|\d\d)$/i.test(v);
-  if (!ok) ctx.addIssue({ code: 'custom', message: `${RETRY_ON_MESSAGE} (got ${JSON.stringify(v)})` });
+  if (!ok) reject(ctx, RETRY_ON_MESSAGE, v);
 });
 
 const Retry = z.strictObject({
@@ -440,8 +438,7 @@ const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).tr
   const rest = text.slice(colon + 1);
   if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
   if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
-  ctx.addIssue({ code: 'custom', message: `must be header:<name> or json:<path> such as json:data.object.id (got ${JSON.stringify(text)})` });
-  return z.NEVER;
+  return reject(ctx, 'must be header:<name> or json:<path> such as json:data.object.id', text);
 });
 
 /** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
@@ -547,9 +544,10 @@ export const ConfigSchema = z
 /**
  * References between sections (route -> listener, route -> upstream), names that must be unique.
  * Runs on the raw value, not inside the schema, so these problems are reported together with the
- * schema's own instead of only once the rest is valid.
+ * schema's own instead of only once the rest is valid. Values in messages go through `quote`, which
+ * the loader makes print `***` for secrets.
  */
-export function crossCheck(value: unknown): { path: PropertyKey[]; message: string }[] {
+export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(v)): { path: PropertyKey[]; message: string }[] {
   const problems: { path: PropertyKey[]; message: string }[] = [];
   const root = asRecord(value);
   const listeners = new Set<string>();
@@ -557,14 +555,15 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.listeners).forEach((l, i) => {
     const { name: n, address: a } = asRecord(l);
     if (typeof n === 'string') {
-      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name "${n}"` });
+      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name ${quote(n, ['listeners', i, 'name'])}` });
       listeners.add(n);
     }
     const parsed = typeof a === 'string' ? parseAddress(a) : undefined;
     if (parsed && parsed.port !== 0) {
       const key = `${parsed.host}:${parsed.port}`;
       const other = addresses.get(key);
-      if (other !== undefined) problems.push({ path: ['listeners', i, 'address'], message: `address ${key} is already used by listeners[${other}]` });
+      const path = ['listeners', i, 'address'];
+      if (other !== undefined) problems.push({ path, message: `address ${quote(key, path)} is already used by listeners[${other}]` });
       addresses.set(key, i);
     }
   });
@@ -573,14 +572,14 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.routes).forEach((r, i) => {
     const route = asRecord(r);
     if (typeof route.name === 'string') {
-      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` });
+      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name ${quote(route.name, ['routes', i, 'name'])}` });
       routes.add(route.name);
     }
     if (typeof route.listener === 'string' && !listeners.has(route.listener)) {
-      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener "${route.listener}" (defined: ${[...listeners].join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener ${quote(route.listener, ['routes', i, 'listener'])} (defined: ${[...listeners].join(', ') || 'none'})` });
     }
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
-      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream "${route.upstream}" (defined: ${upstreams.join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream ${quote(route.upstream, ['routes', i, 'upstream'])} (defined: ${upstreams.join(', ') || 'none'})` });
     }
     const store = asRecord(asRecord(route.webhook).dedupe).store;
     if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
@@ -593,6 +592,9 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   });
   return problems;
 }
+
+/** Quotes a config value for an error message; the loader's version prints `***` for secrets. */
+export type Quote = (value: unknown, path: readonly PropertyKey[]) => string;
 
 const asRecord = (v: unknown): Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};

@@ -50,7 +50,8 @@ export function createAttempt(
       const path = ep.basePath + ex.target;
       let span: Span | undefined;
       if (deps.tracing !== undefined) {
-        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path });
+        const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
+        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
         deps.tracing.inject(span, headers);
       }
       const body = ex.body;
@@ -159,9 +160,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     this.settle(failure);
     if (this.committed) {
       // The client already has a status line: cut the connection so it cannot mistake a
-      // truncated body for a whole one (never a fake 200).
-      this.ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
-      this.ex.res.destroy();
+      // truncated body for a whole one (never a fake 200). Unless the client itself left, the
+      // failure is the upstream's: the access log, metrics and span say so.
+      const ex = this.ex;
+      if (!(failure instanceof UpstreamError && failure.kind === 'aborted')) {
+        ex.errorCode = failure instanceof UpstreamError ? (failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway') : (failure as GatehouseError).code;
+        ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+      }
+      ex.res.destroy();
       this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
       return;
     }
@@ -199,6 +205,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
 
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
+  // llhttp errors without a mapped code still carry the class name
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'invalid-response';
   if (typeof code !== 'string') return 'reset';
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

@@ -70,6 +70,16 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
 
     const facts = scanRequestHeaders(req.rawHeaders);
+    let url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      // absolute-form (`GET http://host/path`, as clients send to a proxy): RFC 9112 §3.2.2 says
+      // accept it, and its authority replaces the Host header.
+      const absolute = splitAbsoluteForm(url);
+      if (absolute !== undefined) {
+        url = absolute.pathAndQuery;
+        facts.host = absolute.authority;
+      }
+    }
     ex.requestId = acceptRequestId(facts.requestId) ? facts.requestId : randomUUID();
     ex.hostHeader = facts.host ?? '';
     ex.host = hostWithoutPort(facts.host);
@@ -90,23 +100,21 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       return;
     }
 
-    const url = req.url ?? '/';
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
     ex.query = q < 0 ? '' : url.slice(q);
+    const path = normalizePath(rawPath);
+    ex.path = path ?? rawPath;
     if (deps.tracing !== undefined) {
-      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme, listener.config.address.port);
+      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme);
     } else if (facts.traceparent !== undefined) {
       ex.traceId = traceIdOf(facts.traceparent);
     }
 
-    const path = normalizePath(rawPath);
     if (path === undefined) {
-      ex.path = rawPath;
       respondError(ex, new GatehouseError('bad_request', 'the request target is not a valid path'), state, hasBody(facts));
       return;
     }
-    ex.path = path;
 
     const route = matchRoute(listener, ex, req.rawHeaders);
     if (route === undefined) {
@@ -197,7 +205,8 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   ex.target = route.rewrite(ex.path) + ex.query;
   ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
   ex.outHeaderBase = ex.outHeaders.length;
-  ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, false));
+  // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
+  ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
 }
 
 /** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
@@ -277,16 +286,16 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
   deps.metrics.serverDuration.record(durationMs / 1000, attributes);
   endServerSpan(ex, status);
   deps.accessLog({
-    route: routeName,
+    route: routeName ?? null,
     method: ex.method,
     path: ex.path,
     status,
     durationMs: Math.round(durationMs * 1000) / 1000,
-    upstream: ex.route?.upstream,
+    upstream: ex.route?.upstream ?? null,
     attempts: ex.attempts,
-    traceId: ex.traceId || undefined,
+    traceId: ex.traceId || null,
     requestId: ex.requestId,
-    error: ex.errorCode,
+    error: ex.errorCode ?? null,
     client: ex.clientIp,
   });
   state.inFlight--;
@@ -305,6 +314,13 @@ function hostWithoutPort(host: string | undefined): string {
   if (host === undefined) return '';
   const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
   return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+}
+
+function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: string } | undefined {
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url);
+  if (!m) return undefined;
+  const rest = m[2] ?? '/';
+  return { authority: m[1]!, pathAndQuery: rest.startsWith('?') ? `/${rest}` : rest };
 }
 
 const schemeOf = (ex: Exchange) => ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');

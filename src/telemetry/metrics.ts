@@ -39,6 +39,10 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
   }
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter('gatehouse');
+  const configReloads = meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' });
+  // Both series exist from the start, so `increase(...{result="failure"}[5m])` alerts work before the first failure.
+  configReloads.add(0, { result: 'success' });
+  configReloads.add(0, { result: 'failure' });
   return {
     meter,
     serverDuration: meter.createHistogram(METRICS.serverDuration, {
@@ -51,7 +55,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       description: 'Duration of each upstream attempt, by upstream and status.',
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
-    configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    configReloads,
     retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
     authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
