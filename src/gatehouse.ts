@@ -1,11 +1,11 @@
-import { unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { startAdminServer, type ReloadResult } from './admin/server.js';
+import { startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { fileVersion, watchConfigFile } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
@@ -15,6 +15,7 @@ import { METRICS } from './telemetry/names.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
+import { observeUpstreams } from './telemetry/resilience-observer.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
@@ -47,6 +48,7 @@ export interface Gatehouse {
 export async function startGatehouse(options: StartOptions): Promise<Gatehouse> {
   const env = options.env ?? process.env;
   const file = options.configFile;
+  const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
   const first = loadConfigFile(file, { env });
   const { config } = first;
 
@@ -81,15 +83,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
+  observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
 
   const listeners = createListeners(state, pipelineDeps);
-  (await listeners.prepare(state.plan)).commit();
-  webhooks.activate(state.plan.webhooks);
 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
 
   async function doReload(trigger: string): Promise<ReloadResult> {
+    // a reload now could bind listeners again after they stopped accepting
+    if (state.draining) return { ok: false, errors: ['gatehouse is shutting down'] };
     const previous = state.plan;
     let loaded: LoadedConfig;
     try {
@@ -132,7 +135,17 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     return reloading;
   };
 
-  const admin = await startAdminServer(config.admin.address, {
+  /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
+  async function release(webhooksClosed: Promise<void>): Promise<void> {
+    listeners.closeAll();
+    webSockets.close();
+    await webhooksClosed;
+    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
+    await stores.close();
+    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+  }
+
+  const adminSource: AdminSource = {
     isReady: () => ready && !state.draining,
     token: () => state.plan.config.admin.token,
     configView: () => ({ version: state.plan.version, config: state.plan.loaded.redacted }),
@@ -149,17 +162,20 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     },
     reload: () => reload('admin'),
     handle: (req, res, path, url) => webhooks.handleAdmin(req, res, path, url),
-  });
+  };
 
-  let debounce: NodeJS.Timeout | undefined;
-  if (options.watch ?? true) {
-    // stat polling sees in-place writes and rename/symlink swaps (Kubernetes ConfigMaps) alike
-    watchFile(file, { interval: options.watchIntervalMs ?? 500, persistent: false }, (curr, prev) => {
-      if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
-      clearTimeout(debounce);
-      debounce = setTimeout(() => void reload('watch'), 150);
-    });
+  let admin: Awaited<ReturnType<typeof startAdminServer>>;
+  try {
+    (await listeners.prepare(state.plan)).commit();
+    webhooks.activate(state.plan.webhooks);
+    admin = await startAdminServer(config.admin.address, adminSource);
+  } catch (err) {
+    listeners.stopAccepting();
+    await release(webhooks.close(0));
+    throw err;
   }
+
+  const stopWatching = (options.watch ?? true) ? watchConfigFile(file, firstVersion, options.watchIntervalMs ?? 500, () => void reload('watch')) : () => {};
 
   logger.info(
     {
@@ -175,8 +191,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   async function shutdown(): Promise<void> {
     ready = false;
     state.draining = true;
-    unwatchFile(file);
-    clearTimeout(debounce);
+    stopWatching();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
     // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
@@ -193,12 +208,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
-    listeners.closeAll();
-    webSockets.close();
-    await webhooksClosed;
-    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
-    await stores.close();
-    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    await release(webhooksClosed);
     await new Promise<void>((resolve) => {
       admin.server.close(() => resolve());
       admin.server.closeAllConnections();

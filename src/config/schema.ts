@@ -13,22 +13,24 @@ import { parseDuration, parseSize } from './units.js';
 
 // ---------------------------------------------------------------- building blocks
 
+/**
+ * Reports a value that does not parse. The loader appends `(got <value>)` to the message, or
+ * `(got ***)` where the value is a secret (a secret key, or anything loaded by `${env:}` or
+ * `${file:}`), so a message never has to quote the value itself.
+ */
+export function reject(ctx: z.RefinementCtx, message: string, input: unknown): typeof z.NEVER {
+  ctx.addIssue({ code: 'custom', message, input, params: { got: true } });
+  return z.NEVER;
+}
+
 export const duration = z.string({ error: 'must be a duration such as 250ms, 2s, 1m or 1h' }).transform((text, ctx) => {
   const ms = parseDuration(text);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a duration such as 250ms, 2s, 1m or 1h (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return ms;
+  return ms ?? reject(ctx, 'must be a duration such as 250ms, 2s, 1m or 1h', text);
 });
 
 export const size = z.string({ error: 'must be a size such as 512b, 64kb or 10mb' }).transform((text, ctx) => {
   const bytes = parseSize(text);
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a size such as 512b, 64kb or 10mb (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return bytes;
+  return bytes ?? reject(ctx, 'must be a size such as 512b, 64kb or 10mb', text);
 });
 
 /** A secret-bearing value: wrapped at load time so nothing can print it by accident. */
@@ -49,11 +51,7 @@ export const method = z
 /** `host:port`, `[v6]:port`; port 0 asks the OS for a free one. */
 export const address = z.string({ error: 'must be host:port' }).transform((text, ctx) => {
   const parsed = parseAddress(text);
-  if (!parsed) {
-    ctx.addIssue({ code: 'custom', message: `must be host:port, e.g. 127.0.0.1:8080 (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return parsed;
+  return parsed ?? reject(ctx, 'must be host:port, e.g. 127.0.0.1:8080', text);
 });
 
 export interface Address {
@@ -94,8 +92,7 @@ function parseUrl(text: string): URL | undefined {
 const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
   const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
-    ctx.addIssue({ code: 'custom', message: `must be an http:// or https:// URL without query or credentials (got ${JSON.stringify(text)})` });
-    return z.NEVER;
+    return reject(ctx, 'must be an http:// or https:// URL without query or credentials', text);
   }
   return url;
 });
@@ -138,7 +135,7 @@ const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or T
 const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
   const url = parseUrl(text);
   if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
-    ctx.addIssue({ code: 'custom', message: `must be an https:// URL (http:// only on loopback) (got ${JSON.stringify(text)})` });
+    reject(ctx, 'must be an https:// URL (http:// only on loopback)', text);
   }
 });
 
@@ -224,7 +221,8 @@ const Jwt = z
         z
           .string({ error: 'must be a JWS algorithm name' })
           .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
-            error: (issue) => `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted (got ${JSON.stringify(issue.input)})`,
+            error: `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted`,
+            params: { got: true },
           }),
       )
       .min(1)
@@ -315,16 +313,49 @@ const Telemetry = z.strictObject({
   accessLog: z.enum(['stdout', 'off']).default('stdout'),
 });
 
+/**
+ * Traefik's CircuitBreaker, per upstream. With neither trigger written, `consecutiveFailures: 5`
+ * applies; with one or both written, exactly those apply.
+ */
+const CircuitBreaker = z
+  .strictObject({
+    consecutiveFailures: positiveInt.optional(),
+    failureRatio: z.number({ error: 'must be a number between 0 and 1' }).gt(0, 'must be > 0 and <= 1').max(1, 'must be > 0 and <= 1').optional(),
+    minRequests: positiveInt.default(20),
+    window: duration.prefault('30s'),
+    openFor: duration.prefault('30s'),
+    halfOpenRequests: positiveInt.default(1),
+  })
+  .transform((b) => (b.consecutiveFailures === undefined && b.failureRatio === undefined ? { ...b, consecutiveFailures: 5 } : b));
+
+/** Active checks, per endpoint: GET `path` every `interval`; 2xx and 3xx are healthy. */
+const HealthCheck = z.strictObject({
+  path: z.string({ error: 'must be a path such as /healthz' }).startsWith('/', 'must start with /'),
+  interval: duration.prefault('5s'),
+  timeout: duration.prefault('1s'),
+  unhealthyThreshold: positiveInt.default(3),
+  healthyThreshold: positiveInt.default(2),
+});
+
+/** Passive checks (Envoy's outlier detection): endpoints failing in live traffic leave the rotation. */
+const Ejection = z.strictObject({
+  consecutiveFailures: positiveInt.default(5),
+  baseTime: duration.prefault('30s'),
+  maxTime: duration.prefault('5m'),
+  maxPercent: z.int({ error: 'must be an integer between 0 and 100' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').default(50),
+});
+
 const Upstream = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
   connectTimeout: duration.prefault('1s'),
   maxConnections: positiveInt.default(256),
   tls: UpstreamTls.optional(),
   credentials: Credentials.optional(),
-  loadBalancing: notBuilt('upstreams.*.loadBalancing').optional(),
-  circuitBreaker: notBuilt('upstreams.*.circuitBreaker').optional(),
-  maxConcurrent: notBuilt('upstreams.*.maxConcurrent').optional(),
-  healthCheck: notBuilt('upstreams.*.healthCheck').optional(),
+  loadBalancing: z.enum(['round-robin', 'least-request'], { error: 'must be "round-robin" or "least-request"' }).default('round-robin'),
+  circuitBreaker: CircuitBreaker.optional(),
+  maxConcurrent: positiveInt.optional(),
+  healthCheck: HealthCheck.optional(),
+  ejection: z.union([z.literal(false), Ejection], { error: 'must be false or an object' }).prefault({}),
 }).superRefine((u, ctx) => {
   if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
     ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
@@ -371,6 +402,33 @@ const Rewrite = z
     }
   });
 
+/** What `retry.on` accepts besides status codes (`503`) and classes (`5xx`). */
+export const RETRY_FAILURES = ['connect-failure', 'reset', 'timeout', 'invalid-response'] as const;
+const RETRY_ON_MESSAGE = `must be ${RETRY_FAILURES.join(', ')}, a status code such as 503 or a class such as 5xx`;
+
+const retryCondition = z.union([z.int(), z.string()], { error: RETRY_ON_MESSAGE }).superRefine((v, ctx) => {
+  const ok =
+    typeof v === 'number'
+      ? v >= 100 && v <= 599
+      : (RETRY_FAILURES as readonly string[]).includes(v) || /^[1-5](?:xx|\d\d)$/i.test(v);
+  if (!ok) reject(ctx, RETRY_ON_MESSAGE, v);
+});
+
+const Retry = z.strictObject({
+  attempts: positiveInt.default(3),
+  on: z.array(retryCondition).min(1, 'must list at least one condition').default(['connect-failure', 'reset', 'timeout', 502, 503, 504]),
+  backoff: z
+    .strictObject({ base: duration.prefault('100ms'), max: duration.prefault('2s') })
+    .prefault({})
+    .superRefine((b, ctx) => {
+      if (b.max < b.base) ctx.addIssue({ code: 'custom', path: ['max'], message: 'must not be shorter than backoff.base' });
+    }),
+  perTryTimeout: duration.optional(),
+  respectRetryAfter: z.boolean().default(true),
+  budget: z.number({ error: 'must be a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').default(0.2),
+  maxBodySize: size.prefault('64kb'),
+});
+
 /** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
 export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
 
@@ -380,8 +438,7 @@ const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).tr
   const rest = text.slice(colon + 1);
   if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
   if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
-  ctx.addIssue({ code: 'custom', message: `must be header:<name> or json:<path> such as json:data.object.id (got ${JSON.stringify(text)})` });
-  return z.NEVER;
+  return reject(ctx, 'must be header:<name> or json:<path> such as json:data.object.id', text);
 });
 
 /** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
@@ -465,8 +522,8 @@ const Route = z.strictObject({
   jwt: Jwt.optional(),
   quota: notBuilt('routes[].quota').optional(),
   priority: notBuilt('routes[].priority').optional(),
-  retry: notBuilt('routes[].retry').optional(),
-  idempotencyKey: notBuilt('routes[].idempotencyKey').optional(),
+  retry: Retry.optional(),
+  idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional(),
   webhook: Webhook.optional(),
 });
 
@@ -487,9 +544,10 @@ export const ConfigSchema = z
 /**
  * References between sections (route -> listener, route -> upstream), names that must be unique.
  * Runs on the raw value, not inside the schema, so these problems are reported together with the
- * schema's own instead of only once the rest is valid.
+ * schema's own instead of only once the rest is valid. Values in messages go through `quote`, which
+ * the loader makes print `***` for secrets.
  */
-export function crossCheck(value: unknown): { path: PropertyKey[]; message: string }[] {
+export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(v)): { path: PropertyKey[]; message: string }[] {
   const problems: { path: PropertyKey[]; message: string }[] = [];
   const root = asRecord(value);
   const listeners = new Set<string>();
@@ -497,14 +555,15 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.listeners).forEach((l, i) => {
     const { name: n, address: a } = asRecord(l);
     if (typeof n === 'string') {
-      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name "${n}"` });
+      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name ${quote(n, ['listeners', i, 'name'])}` });
       listeners.add(n);
     }
     const parsed = typeof a === 'string' ? parseAddress(a) : undefined;
     if (parsed && parsed.port !== 0) {
       const key = `${parsed.host}:${parsed.port}`;
       const other = addresses.get(key);
-      if (other !== undefined) problems.push({ path: ['listeners', i, 'address'], message: `address ${key} is already used by listeners[${other}]` });
+      const path = ['listeners', i, 'address'];
+      if (other !== undefined) problems.push({ path, message: `address ${quote(key, path)} is already used by listeners[${other}]` });
       addresses.set(key, i);
     }
   });
@@ -513,14 +572,14 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.routes).forEach((r, i) => {
     const route = asRecord(r);
     if (typeof route.name === 'string') {
-      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` });
+      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name ${quote(route.name, ['routes', i, 'name'])}` });
       routes.add(route.name);
     }
     if (typeof route.listener === 'string' && !listeners.has(route.listener)) {
-      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener "${route.listener}" (defined: ${[...listeners].join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener ${quote(route.listener, ['routes', i, 'listener'])} (defined: ${[...listeners].join(', ') || 'none'})` });
     }
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
-      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream "${route.upstream}" (defined: ${upstreams.join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream ${quote(route.upstream, ['routes', i, 'upstream'])} (defined: ${upstreams.join(', ') || 'none'})` });
     }
     const store = asRecord(asRecord(route.webhook).dedupe).store;
     if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
@@ -534,6 +593,9 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   return problems;
 }
 
+/** Quotes a config value for an error message; the loader's version prints `***` for secrets. */
+export type Quote = (value: unknown, path: readonly PropertyKey[]) => string;
+
 const asRecord = (v: unknown): Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
@@ -544,6 +606,10 @@ export type UpstreamConfig = Config['upstreams'][string];
 export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
+export type RetryConfig = NonNullable<RouteConfig['retry']>;
+export type CircuitBreakerConfig = NonNullable<UpstreamConfig['circuitBreaker']>;
+export type HealthCheckConfig = NonNullable<UpstreamConfig['healthCheck']>;
+export type EjectionConfig = Exclude<UpstreamConfig['ejection'], false>;
 export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
 export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
 export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;

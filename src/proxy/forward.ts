@@ -6,7 +6,8 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
-import type { Exchange } from './exchange.js';
+import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
+import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
@@ -50,13 +51,16 @@ export function createAttempt(
       const path = ep.basePath + ex.target;
       let span: Span | undefined;
       if (deps.tracing !== undefined) {
-        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path });
+        const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
+        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
         deps.tracing.inject(span, headers);
       }
       const body = ex.body;
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      if (handler.isRetry) upstream.retryAttemptsInFlight++;
+      ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
   };
@@ -66,14 +70,20 @@ export function createAttempt(
  * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
  * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
  */
-class AttemptHandler implements Dispatcher.DispatchHandler {
+class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private statusCode = 0;
+  /** undici's abort, once the request has a connection. */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  /** Set when the attempt was ended while still waiting for a connection. */
+  private abandoned: Error | undefined = undefined;
   private rawHeaders: Buffer[] = [];
   private committed = false;
   private discard = false;
   private done = false;
   private resume: () => void = noop;
   private readonly startMs = performance.now();
+  /** A second or later try: counted apart for the retry budget. */
+  readonly isRetry: boolean;
 
   constructor(
     private readonly ex: Exchange,
@@ -84,15 +94,33 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly span: Span | undefined,
     private readonly resolve: (r: AttemptResult) => void,
     private readonly reject: (e: unknown) => void,
-  ) {}
+  ) {
+    this.isRetry = ex.attempts > 1;
+  }
+
+  abort(reason: Error): void {
+    if (this.done) return;
+    if (this.abortRequest !== undefined) {
+      this.abortRequest(reason); // undici answers with onError
+      return;
+    }
+    // Still queued for a connection (connecting, or the pool is busy): answer now rather than
+    // when a socket frees up; the queued request is dropped in onConnect.
+    this.abandoned = reason;
+    this.onError(reason);
+  }
 
   onConnect(abort: (err?: Error) => void): void {
+    if (this.abandoned !== undefined) {
+      abort(this.abandoned);
+      return;
+    }
     const ex = this.ex;
     if (ex.cancelled) {
       abort(new UpstreamError(ex.cancelled, 'request cancelled'));
       return;
     }
-    ex.abortAttempt = abort;
+    this.abortRequest = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -100,7 +128,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
-    if (ex.retryable !== undefined && ex.retryable(statusCode, rawHeaders)) {
+    if (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
       return true;
     }
@@ -134,13 +162,19 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    if (this.done) return; // an abandoned attempt's queued request, dropped later
     const failure = toUpstreamError(err, this.ex);
     this.settle(failure);
     if (this.committed) {
       // The client already has a status line: cut the connection so it cannot mistake a
-      // truncated body for a whole one (never a fake 200).
-      this.ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
-      this.ex.res.destroy();
+      // truncated body for a whole one (never a fake 200). Unless the client itself left, the
+      // failure is the upstream's: the access log, metrics and span say so.
+      const ex = this.ex;
+      if (!(failure instanceof UpstreamError && failure.kind === 'aborted')) {
+        ex.errorCode = failure instanceof UpstreamError ? (failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway') : (failure as GatehouseError).code;
+        ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+      }
+      ex.res.destroy();
       this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
       return;
     }
@@ -159,9 +193,11 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     const ex = this.ex;
-    ex.abortAttempt = undefined;
+    if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
+    if (this.isRetry) this.upstream.retryAttemptsInFlight--;
+    this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
     this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
       upstream: this.upstream.name,
@@ -181,6 +217,8 @@ const noop = () => {};
 
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
+  // llhttp errors without a mapped code still carry the class name
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'invalid-response';
   if (typeof code !== 'string') return 'reset';
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

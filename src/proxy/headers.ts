@@ -179,6 +179,8 @@ export function buildUpstreamHeaders(
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
         continue; // set below, from what gatehouse knows and trusts
+      case 'expect':
+        continue; // node:http already answered `100 Continue`; undici refuses the header
       case 'traceparent':
       case 'tracestate':
         if (plan.replaceTraceContext) continue;

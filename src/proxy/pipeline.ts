@@ -54,7 +54,7 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     const ex = this[EXCHANGE];
     if (ex === undefined) return;
     this[EXCHANGE] = undefined;
-    finish(ex, state, deps);
+    closed(ex, state, deps);
   }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -82,6 +82,16 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
 
     const facts = scanRequestHeaders(req.rawHeaders);
+    let url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      // absolute-form (`GET http://host/path`, as clients send to a proxy): RFC 9112 §3.2.2 says
+      // accept it, and its authority replaces the Host header.
+      const absolute = splitAbsoluteForm(url);
+      if (absolute !== undefined) {
+        url = absolute.pathAndQuery;
+        facts.host = absolute.authority;
+      }
+    }
     ex.requestId = acceptRequestId(facts.requestId) ? facts.requestId : randomUUID();
     ex.hostHeader = facts.host ?? '';
     ex.host = hostWithoutPort(facts.host);
@@ -102,23 +112,21 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       return;
     }
 
-    const url = req.url ?? '/';
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
     ex.query = q < 0 ? '' : url.slice(q);
+    const path = normalizePath(rawPath);
+    ex.path = path ?? rawPath;
     if (deps.tracing !== undefined) {
-      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme, listener.config.address.port);
+      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme);
     } else if (facts.traceparent !== undefined) {
       ex.traceId = traceIdOf(facts.traceparent);
     }
 
-    const path = normalizePath(rawPath);
     if (path === undefined) {
-      ex.path = rawPath;
       respondError(ex, new GatehouseError('bad_request', 'the request target is not a valid path'), state, hasBody(facts));
       return;
     }
-    ex.path = path;
 
     const route = matchRoute(listener, ex, req.rawHeaders);
     if (route === undefined) {
@@ -209,7 +217,8 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   ex.target = route.rewrite(ex.path) + ex.query;
   ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
   ex.outHeaderBase = ex.outHeaders.length;
-  route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, false));
+  // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
+  ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
 }
 
 /** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
@@ -260,16 +269,29 @@ function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefine
   return new GatehouseError('bad_gateway', `upstream '${upstream}' could not be reached`);
 }
 
-function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
-  const res = ex.res;
-  if (!res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
+/**
+ * The response is over (sent, or the client is gone). The span and the log line wait for the
+ * policies to settle too, so what they record about this request (a breaker transition on its
+ * last answer, the final attempt count) is part of it.
+ */
+function closed(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
+  if (!ex.res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
   if (ex.deadlineTimer !== undefined) {
     clearTimeout(ex.deadlineTimer);
     ex.deadlineTimer = undefined;
   }
+  const durationMs = performance.now() - ex.startMs;
+  if (ex.sending === undefined) finish(ex, state, deps, durationMs);
+  else {
+    const done = () => finish(ex, state, deps, durationMs);
+    ex.sending.then(done, done);
+  }
+}
+
+function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs: number): void {
+  const res = ex.res;
   // 499: the client went away before an answer (nginx's convention)
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
-  const durationMs = performance.now() - ex.startMs;
   const routeName = ex.route?.name;
   deps.metrics.serverDuration.record(durationMs / 1000, {
     route: routeName ?? '',
@@ -279,16 +301,16 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
   });
   endServerSpan(ex, status);
   deps.accessLog({
-    route: routeName,
+    route: routeName ?? null,
     method: ex.method,
     path: ex.path,
     status,
     durationMs: Math.round(durationMs * 1000) / 1000,
-    upstream: ex.route?.upstream,
+    upstream: ex.route?.upstream ?? null,
     attempts: ex.attempts,
-    traceId: ex.traceId || undefined,
+    traceId: ex.traceId || null,
     requestId: ex.requestId,
-    error: ex.errorCode,
+    error: ex.errorCode ?? null,
     client: ex.clientIp,
   });
   state.inFlight--;
@@ -307,6 +329,13 @@ function hostWithoutPort(host: string | undefined): string {
   if (host === undefined) return '';
   const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
   return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+}
+
+function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: string } | undefined {
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url);
+  if (!m) return undefined;
+  const rest = m[2] ?? '/';
+  return { authority: m[1]!, pathAndQuery: rest.startsWith('?') ? `/${rest}` : rest };
 }
 
 const schemeOf = (ex: Exchange) => ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');

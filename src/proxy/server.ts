@@ -47,12 +47,11 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
     server.on('upgrade', handlers.handleUpgrade);
     server.on('clientError', refuseUnparsable);
     server.listen(cfg.address.port, cfg.address.host);
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]) => {
-        throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
-      }),
-    ]);
+    try {
+      await once(server, 'listening'); // rejects with the 'error' event
+    } catch (err) {
+      throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
+    }
     const b: Bound = { key: keyOf(cfg), server, https: cfg.tls !== undefined, applied: '', stopWatching: undefined };
     apply(b, cfg, deps.logger);
     return b;

@@ -1,17 +1,21 @@
 import type { DestinationStream } from 'pino';
 
-/** One JSON line per request (SPEC §8). Never headers: no Authorization, no cookies. */
+/**
+ * One JSON line per request (SPEC §8). Never headers: no Authorization, no cookies. Every key is
+ * always present (null when it does not apply), so log pipelines see one fixed shape.
+ */
 export interface AccessLogEntry {
-  readonly route: string | undefined;
+  readonly route: string | null;
   readonly method: string;
   readonly path: string;
   readonly status: number;
   readonly durationMs: number;
-  readonly upstream: string | undefined;
+  readonly upstream: string | null;
   readonly attempts: number;
-  readonly traceId: string | undefined;
+  readonly traceId: string | null;
   readonly requestId: string;
-  readonly error: string | undefined;
+  /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
+  readonly error: string | null;
   readonly client: string;
   /** Set on the lines of background work that no client request carries (webhook deliveries). */
   readonly kind?: 'webhook-delivery';
@@ -64,22 +68,20 @@ export function createAccessLog(destination: DestinationStream): AccessLog {
 }
 
 /**
- * The entry as one JSON line, keys in a fixed order and undefined ones left out: what
- * `JSON.stringify({ time, ...entry })` gives, written out because this runs for every request.
+ * The entry as one JSON line, every key in a fixed order: what `JSON.stringify({ time, ...entry })`
+ * gives, written out because this runs for every request.
  */
 export function formatAccessLine(e: AccessLogEntry, time: string): string {
   // Background lines (webhook deliveries) carry more keys; they are rare, the generic way is fine.
   if (e.kind !== undefined) return `{"time":"${time}",${JSON.stringify(e).slice(1)}\n`;
-  let line = `{"time":"${time}"`;
-  if (e.route !== undefined) line += `,"route":${jsonString(e.route)}`;
-  line += `,"method":${jsonString(e.method)},"path":${jsonString(e.path)},"status":${e.status},"durationMs":${e.durationMs}`;
-  if (e.upstream !== undefined) line += `,"upstream":${jsonString(e.upstream)}`;
-  line += `,"attempts":${e.attempts}`;
-  if (e.traceId !== undefined) line += `,"traceId":${jsonString(e.traceId)}`;
-  line += `,"requestId":${jsonString(e.requestId)}`;
-  if (e.error !== undefined) line += `,"error":${jsonString(e.error)}`;
-  return `${line},"client":${jsonString(e.client)}}\n`;
+  return (
+    `{"time":"${time}","route":${orNull(e.route)},"method":${jsonString(e.method)},"path":${jsonString(e.path)},` +
+    `"status":${e.status},"durationMs":${e.durationMs},"upstream":${orNull(e.upstream)},"attempts":${e.attempts},` +
+    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${jsonString(e.client)}}\n`
+  );
 }
+
+const orNull = (s: string | null) => (s === null ? 'null' : jsonString(s));
 
 /** A JSON string literal; plain strings (the usual path, id or name) skip JSON.stringify. */
 function jsonString(s: string): string {

@@ -16,6 +16,8 @@ export interface Metrics {
   readonly serverDuration: KeyedHistogram<(typeof SERVER_ATTRIBUTES)[number]>;
   readonly clientDuration: KeyedHistogram<(typeof CLIENT_ATTRIBUTES)[number]>;
   readonly configReloads: Counter;
+  /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
+  readonly retries: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
   readonly authDecisions: Counter;
   /** `gatehouse_webhook_events_total{route,result}`. */
@@ -68,11 +70,16 @@ export function createMetrics(
   }
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter('gatehouse');
+  const configReloads = meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' });
+  // Both series exist from the start, so `increase(...{result="failure"}[5m])` alerts work before the first failure.
+  configReloads.add(0, { result: 'success' });
+  configReloads.add(0, { result: 'failure' });
   return {
     meter,
     serverDuration,
     clientDuration,
-    configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    configReloads,
+    retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
     authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',

@@ -40,6 +40,14 @@ export const ATTR = {
   webhookResult: 'gatehouse.webhook.result',
 } as const;
 
+/** Span events (on the request's SERVER span) that explain what resilience policies did. */
+export const EVENTS = {
+  retry: 'gatehouse.retry',
+  retrySkipped: 'gatehouse.retry.skipped',
+  breakerTransition: 'gatehouse.circuit_breaker.transition',
+  endpointEjected: 'gatehouse.endpoint.ejected',
+} as const;
+
 /** Bucket boundaries for request durations in seconds (the semconv advice). */
 export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 

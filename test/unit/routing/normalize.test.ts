@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { normalizePath } from '../../../src/routing/normalize.js';
+import { normalizePath, removeDotSegments } from '../../../src/routing/normalize.js';
 
 describe('normalizePath', () => {
   it.each([
@@ -31,5 +31,25 @@ describe('normalizePath', () => {
     ['api/x'],
   ])('refuses %s, whose dot segments only appear when encoded slashes or backslashes separate', (input) => {
     expect(normalizePath(input)).toBeUndefined();
+  });
+});
+
+describe('path normalisation edges', () => {
+  it('leaves a plain path untouched and resolves trailing dot segments to a directory', () => {
+    expect(normalizePath('/')).toBe('/');
+    expect(normalizePath('/a/b/.')).toBe('/a/b/');
+    expect(normalizePath('/api/..')).toBe('/');
+    expect(removeDotSegments('/a/./b/../../c')).toBe('/c');
+  });
+
+  it('decodes every unreserved character, not only dots', () => {
+    expect(normalizePath('/%7Euser/%5F%2D')).toBe('/~user/_-');
+    expect(normalizePath('/q%3fx')).toBe('/q%3Fx');
+  });
+
+  it('refuses truncated escapes and targets that are not a path', () => {
+    expect(normalizePath('/a%2')).toBeUndefined();
+    expect(normalizePath('/a%')).toBeUndefined();
+    expect(normalizePath('*')).toBeUndefined();
   });
 });

@@ -12,17 +12,17 @@ const entry: AccessLogEntry = {
   attempts: 1,
   traceId: '0af7651916cd43dd8448eb211c80319c',
   requestId: 'req-1',
-  error: undefined,
+  error: null,
   client: '10.0.0.7',
 };
 
 const TIME = '2025-01-02T03:04:05.678Z';
 
 describe('access log line', () => {
-  it('is exactly JSON.stringify of the entry with the time first, undefined fields left out', () => {
+  it('is exactly JSON.stringify of the entry with the time first, every key present', () => {
     const line = formatAccessLine(entry, TIME);
     expect(line).toBe(JSON.stringify({ time: TIME, ...entry }) + '\n');
-    const refused = { ...entry, route: undefined, upstream: undefined, traceId: undefined, error: 'no_route', status: 404, attempts: 0 };
+    const refused = { ...entry, route: null, upstream: null, traceId: null, error: 'no_route', status: 404, attempts: 0 };
     expect(formatAccessLine(refused, TIME)).toBe(JSON.stringify({ time: TIME, ...refused }) + '\n');
   });
 
