@@ -57,4 +57,12 @@ export const TARGETS = [
     loads: ['get-1k-c50', 'get-1k-c1'],
     services: ['otlp'],
   },
+  {
+    name: 'gatehouse-resilience',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-resilience.yaml',
+    label: 'gatehouse, retry+breaker+bulkhead configured, not triggered',
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'post-16k-c50', 'get-1k-c1'],
+  },
 ];
