@@ -108,7 +108,7 @@ describe('JWT validation', () => {
       "the token's signature is invalid",
     ],
     ['signed by an unknown key', async () => sign(await makeKey('stranger', 'RS256'), good), 'no known key matches the token'],
-    ['not a JWT', () => Promise.resolve('abc.def'), 'the token is malformed'],
+    ['not a JWT', () => Promise.resolve('not-a-jwt.payload-part-xyz'), 'the token is malformed'],
   ])('answers 401 invalid_token for a token %s', async (_name, make, description) => {
     const { up, get } = await setup(BASIC);
     const token = await make();
