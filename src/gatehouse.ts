@@ -2,11 +2,12 @@ import { unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { startAdminServer, type ReloadResult } from './admin/server.js';
+import { json, startAdminServer, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
+import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
 import { systemClock } from './resilience/clock.js';
@@ -104,6 +105,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     }
     state.plan = next;
     stores.update(loaded.config);
+    retireQuotaStores(previous.quotas, next.quotas);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -133,6 +135,11 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
       );
+    },
+    handle(req, res, path) {
+      if (path !== '/admin/quotas' || req.method !== 'GET') return false;
+      json(res, 200, state.plan.quotas.view());
+      return true;
     },
     reload: () => reload('admin'),
   });
@@ -179,6 +186,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     listeners.closeAll();
     webSockets.close();
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
+    state.plan.quotas.close();
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
     await new Promise<void>((resolve) => {

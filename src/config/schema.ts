@@ -180,6 +180,40 @@ const Upstream = z.strictObject({
   healthCheck: notBuilt('upstreams.*.healthCheck').optional(),
 });
 
+/**
+ * What a quota counts by: one shared bucket (`global`), the client address (`ip`), a request
+ * header's value (`header:<name>`) or a verified JWT claim (`jwt:<claim>`).
+ */
+const quotaKey = z
+  .string({ error: 'must be global, ip, header:<name> or jwt:<claim>' })
+  .refine(
+    (k) => k === 'global' || k === 'ip' || /^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) || /^jwt:[^\s]+$/.test(k),
+    'must be global, ip, header:<name> or jwt:<claim>',
+  );
+
+/**
+ * One rate limit: a token bucket refilled at `limit` per `per`, holding at most `burst` tokens
+ * (default: `limit`). `per` is a whole number of seconds: RateLimit-Policy announces it as `w=`.
+ */
+const Quota = z
+  .strictObject({
+    limit: positiveInt,
+    per: duration.refine((ms) => ms >= 1000 && ms % 1000 === 0, 'must be a whole number of seconds such as 1s, 30s, 1m or 1h'),
+    burst: positiveInt.optional(),
+    key: quotaKey.default('global'),
+    onExceed: z.enum(['reject', 'queue']).default('reject'),
+    maxWait: duration.optional(),
+    maxQueue: positiveInt.optional(),
+    store: name.optional(),
+  })
+  .superRefine((q, ctx) => {
+    if (q.onExceed !== 'queue') {
+      for (const key of ['maxWait', 'maxQueue'] as const) {
+        if (q[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'only applies with onExceed: queue' });
+      }
+    }
+  });
+
 const Match = z
   .strictObject({
     path: z.string().startsWith('/', 'must start with /').optional(),
@@ -236,8 +270,10 @@ const Route = z.strictObject({
     .prefault({}),
   websocket: z.boolean().default(false),
   jwt: notBuilt('routes[].jwt').optional(),
-  quota: notBuilt('routes[].quota').optional(),
-  priority: notBuilt('routes[].priority').optional(),
+  /** Quota names (from `quotas:`) or inline quotas; every one applies. */
+  quota: z.array(z.union([name, Quota])).min(1, 'must list at least one quota').optional(),
+  /** Order in which queued requests of shared quotas are released. */
+  priority: z.enum(['high', 'normal', 'low']).default('normal'),
   retry: notBuilt('routes[].retry').optional(),
   idempotencyKey: notBuilt('routes[].idempotencyKey').optional(),
   webhook: notBuilt('routes[].webhook').optional(),
@@ -253,7 +289,7 @@ export const ConfigSchema = z
     telemetry: Telemetry.prefault({}),
     shutdown: z.strictObject({ drainTimeout: duration.prefault('20s') }).prefault({}),
     upstreams: z.record(name, Upstream).default({}),
-    quotas: notBuilt('quotas').optional(),
+    quotas: z.record(name, Quota).default({}),
     routes: z.array(Route).default([]),
   });
 
@@ -282,6 +318,8 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
     }
   });
   const upstreams = Object.keys(asRecord(root.upstreams));
+  const quotas = asRecord(root.quotas);
+  const stores = asRecord(root.stores);
   const routes = new Set<string>();
   asArray(root.routes).forEach((r, i) => {
     const route = asRecord(r);
@@ -298,8 +336,66 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
+    checkRouteQuotas(route, i, quotas, problems);
+  });
+  for (const [q, def] of Object.entries(quotas)) checkQuotaStore(asRecord(def), ['quotas', q], stores, problems);
+  asArray(root.routes).forEach((r, i) => {
+    asArray(asRecord(r).quota).forEach((item, j) => {
+      if (item !== null && typeof item === 'object') checkQuotaStore(asRecord(item), ['routes', i, 'quota', j], stores, problems);
+    });
   });
   return problems;
+}
+
+/** Quota references of one route: names that exist, no quota twice, `jwt:` keys only behind `jwt`. */
+function checkRouteQuotas(
+  route: Record<string, unknown>,
+  i: number,
+  quotas: Record<string, unknown>,
+  problems: { path: PropertyKey[]; message: string }[],
+): void {
+  const seen = new Set<string>();
+  asArray(route.quota).forEach((item, j) => {
+    const path = ['routes', i, 'quota', j];
+    let def: Record<string, unknown>;
+    if (typeof item === 'string') {
+      if (!Object.hasOwn(quotas, item)) {
+        problems.push({ path, message: `unknown quota "${item}" (defined: ${Object.keys(quotas).join(', ') || 'none'})` });
+        return;
+      }
+      if (seen.has(item)) problems.push({ path, message: `quota "${item}" is listed twice` });
+      seen.add(item);
+      def = asRecord(quotas[item]);
+    } else {
+      def = asRecord(item);
+      const inlineName = `${String(route.name)}-${j}`;
+      if (Object.hasOwn(quotas, inlineName)) {
+        problems.push({ path, message: `this inline quota is named "${inlineName}", which quotas.${inlineName} already uses` });
+      }
+    }
+    if (typeof def.key === 'string' && def.key.startsWith('jwt:') && route.jwt === undefined) {
+      const which = typeof item === 'string' ? `quota "${item}" counts` : 'counts';
+      problems.push({ path: typeof item === 'string' ? path : [...path, 'key'], message: `${which} by ${def.key}, which needs jwt on this route` });
+    }
+  });
+}
+
+/** A quota's `store` must name a memory or redis store (sqlite is for webhooks). */
+function checkQuotaStore(
+  def: Record<string, unknown>,
+  path: PropertyKey[],
+  stores: Record<string, unknown>,
+  problems: { path: PropertyKey[]; message: string }[],
+): void {
+  if (typeof def.store !== 'string') return;
+  if (!Object.hasOwn(stores, def.store)) {
+    problems.push({ path: [...path, 'store'], message: `unknown store "${def.store}" (defined: ${Object.keys(stores).join(', ') || 'none'})` });
+    return;
+  }
+  const type = asRecord(stores[def.store]).type;
+  if (type !== 'memory' && type !== 'redis') {
+    problems.push({ path: [...path, 'store'], message: `store "${def.store}" is ${String(type)}: quotas use a memory or redis store` });
+  }
 }
 
 const asRecord = (v: unknown): Record<string, unknown> =>
@@ -312,3 +408,4 @@ export type UpstreamConfig = Config['upstreams'][string];
 export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
+export type QuotaConfig = Config['quotas'][string];

@@ -3,12 +3,14 @@ import type { Logger } from 'pino';
 import { fingerprint } from '../config/fingerprint.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
+import { compileQuotas, compileRouteQuota, type QuotaDeps, type QuotaRegistry } from '../quota/quota.js';
 import type { Clock } from '../resilience/clock.js';
 import { deadline } from '../resilience/deadline.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { compileMatch, httpRouteOf, type Matcher } from '../routing/match.js';
 import { compileRewrite, type PathRewrite } from '../routing/rewrite.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { createQuotaObserver } from '../telemetry/quota-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { Exchange, RouteInfo, Stage } from './exchange.js';
 import { createAttempt } from './forward.js';
@@ -28,6 +30,8 @@ export interface Plan {
   readonly config: Config;
   readonly listeners: ReadonlyMap<string, ListenerPlan>;
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  /** Quota runtimes (buckets, queues) and provider pauses; handed on to the next plan. */
+  readonly quotas: QuotaRegistry;
 }
 
 export interface ListenerPlan {
@@ -85,9 +89,12 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     upstreams.set(name, old !== undefined && old.fingerprint === print ? old : createUpstream(name, cfg, print));
   }
 
+  const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: createQuotaObserver(deps.metrics, deps.logger) };
+  const quotas = compileQuotas(config, quotaDeps, previous?.quotas);
+
   const routesByListener = new Map<string, RoutePlan[]>();
   for (const route of config.routes) {
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps);
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, quotas, quotaDeps);
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -104,10 +111,10 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams };
+  return { version, loaded, config, listeners, upstreams, quotas };
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps): RoutePlan {
+function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, quotas: QuotaRegistry, quotaDeps: QuotaDeps): RoutePlan {
   const requestHeaders: RequestHeaderPlan = {
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set)].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
@@ -123,10 +130,14 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
   const stages: Stage[] = [];
   // [security] jwt: authenticate first, so quotas can key on claims
   // [quota] quotas: count only authenticated requests
+  const quota = compileRouteQuota(route, quotas, quotaDeps);
+  if (quota !== undefined) stages.push(quota.stage);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry, circuit breaker, bulkhead
+  // [quota] innermost: limits a provider announces are read from every attempt's answer
+  if (quota?.observe !== undefined) policies.push(quota.observe);
 
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },

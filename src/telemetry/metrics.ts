@@ -1,16 +1,22 @@
-import type { Counter, Histogram, Meter } from '@opentelemetry/api';
+import type { Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
-import { DURATION_BUCKETS_S, METRICS } from './names.js';
+import { DURATION_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
 
 export interface Metrics {
   readonly meter: Meter;
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** `gatehouse_ratelimit_decisions_total{route,result}`: allowed, rejected, queued, fallback. */
+  readonly ratelimitDecisions: Counter;
+  /** `gatehouse_ratelimit_queue_depth{quota}`: requests waiting in a quota's queue. */
+  readonly ratelimitQueueDepth: UpDownCounter;
+  /** `gatehouse_ratelimit_queue_wait_seconds{quota,result}`: time spent in a quota's queue. */
+  readonly ratelimitQueueWait: Histogram;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -44,6 +50,15 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    ratelimitDecisions: meter.createCounter(METRICS.ratelimitDecisions, {
+      description: 'Quota decisions by route and result (allowed, rejected, queued, fallback).',
+    }),
+    ratelimitQueueDepth: meter.createUpDownCounter(METRICS.ratelimitQueueDepth, { description: 'Requests waiting in a quota queue, by quota.' }),
+    ratelimitQueueWait: meter.createHistogram(METRICS.ratelimitQueueWait, {
+      unit: 's',
+      description: 'Time requests spent in a quota queue, by quota and result (allowed, rejected, cancelled).',
+      advice: { explicitBucketBoundaries: QUEUE_WAIT_BUCKETS_S },
+    }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };

@@ -9,6 +9,8 @@ export const METRICS = {
   clientDuration: 'http.client.request.duration',
   configReloads: 'gatehouse.config.reloads',
   ratelimitDecisions: 'gatehouse.ratelimit.decisions',
+  ratelimitQueueDepth: 'gatehouse.ratelimit.queue.depth',
+  ratelimitQueueWait: 'gatehouse.ratelimit.queue.wait',
   retries: 'gatehouse.retries',
   circuitState: 'gatehouse.circuit.state',
   upstreamHealthy: 'gatehouse.upstream.healthy',
@@ -32,7 +34,25 @@ export const ATTR = {
   gatehouseRoute: 'gatehouse.route',
   gatehouseUpstream: 'gatehouse.upstream',
   requestId: 'gatehouse.request_id',
+  quota: 'gatehouse.quota',
+  quotaResult: 'gatehouse.quota.result',
+  quotaRetryAfter: 'gatehouse.quota.retry_after_s',
+  quotaWaitEstimate: 'gatehouse.quota.wait_estimate_ms',
+  quotaWaited: 'gatehouse.quota.waited_ms',
+} as const;
+
+/** Span events on the SERVER span. */
+export const EVENTS = {
+  /** A quota decision: allowed or rejected, with the quota(s) concerned. */
+  quotaDecision: 'gatehouse.quota.decision',
+  /** The request joined a quota's queue. */
+  quotaQueued: 'gatehouse.quota.queued',
+  /** The request left a quota's queue (granted or refused), with the time it waited. */
+  quotaReleased: 'gatehouse.quota.released',
 } as const;
 
 /** Bucket boundaries for request durations in seconds (the semconv advice). */
 export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+/** Bucket boundaries for quota queue waits in seconds: from a refill tick to a long maxWait. */
+export const QUEUE_WAIT_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
