@@ -337,10 +337,10 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   }
 
   function refusal(ex: Exchange, at: number, waitMs: number, why: string): GatehouseError {
-    const retry = retryAfterSeconds(waitMs);
+    const error = rateLimited(why, waitMs);
     recorder.decision('rejected');
-    ex.event(EVENTS.quotaDecision, { [ATTR.quota]: names[at] ?? '', [ATTR.quotaResult]: 'rejected', [ATTR.quotaRetryAfter]: Number(retry) });
-    return new GatehouseError('rate_limited', `${why}; retry in ${retry}s`, { 'retry-after': retry });
+    ex.event(EVENTS.quotaDecision, { [ATTR.quota]: names[at] ?? '', [ATTR.quotaResult]: 'rejected', [ATTR.quotaRetryAfter]: Number(error.headers!['retry-after']) });
+    return error;
   }
 
   const overLimit = (at: number): string => {
@@ -371,7 +371,7 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
       if (outcome.fallback) recorder.decision('fallback');
       if (outcome.allowed) return { done: { granted: outcome } };
       const { waitMs, rejectAt } = verdict(outcome);
-      if (rejectAt >= 0) return { done: { refused: new GatehouseError('rate_limited', overLimit(rejectAt), { 'retry-after': retryAfterSeconds(waitMs) }) } };
+      if (rejectAt >= 0) return { done: { refused: rateLimited(overLimit(rejectAt), waitMs) } };
       return { waitMs: Math.max(1, waitMs) };
     };
     const outcome = takeAll(keys);
@@ -395,9 +395,7 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
         firstWaitMs: waitMs,
         attempt: () => attempt(keys),
         expired: (lastWaitMs) => ({
-          refused: new GatehouseError('rate_limited', `no capacity in quota '${limit.name}' within its maxWait of ${limit.maxWaitMs}ms`, {
-            'retry-after': retryAfterSeconds(Math.max(lastWaitMs, limit.shape.intervalMs)),
-          }),
+          refused: rateLimited(`no capacity in quota '${limit.name}' within its maxWait of ${limit.maxWaitMs}ms`, Math.max(lastWaitMs, limit.shape.intervalMs)),
         }),
         abandoned: (final) => {
           if ('granted' in final) refundAll(keys);
@@ -445,6 +443,12 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   };
 
   return { stage, observe: pause === undefined ? undefined : observeUpstreamLimits(registry.upstreams, pause) };
+}
+
+/** 429 `rate_limited` with `Retry-After`; the detail says when, too. */
+function rateLimited(why: string, waitMs: number): GatehouseError {
+  const retry = retryAfterSeconds(waitMs);
+  return new GatehouseError('rate_limited', `${why}; retry in ${retry}s`, { 'retry-after': retry });
 }
 
 /** A bucket's result as it was before its token was handed back. */
