@@ -10,6 +10,8 @@ export interface RedisServer {
   readonly url: string;
   /** Kills the server (SIGKILL: no goodbye to clients) and waits until it is gone. */
   kill(): Promise<void>;
+  /** The same as kill(). */
+  stop(): Promise<void>;
   /** Starts it again on the same port (empty: nothing is saved) and waits until it answers. */
   restart(): Promise<void>;
   /** SIGSTOP: the server keeps its connections but answers nothing (a hung Redis). */
@@ -81,6 +83,7 @@ export async function startRedis(): Promise<RedisServer> {
     port,
     url: `redis://127.0.0.1:${port}`,
     kill,
+    stop: kill,
     restart: async () => {
       await kill();
       await launch();

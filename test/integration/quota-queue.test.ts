@@ -3,8 +3,9 @@ import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
 import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
 import { eventually, request, type Response } from '../helpers/http.js';
+import { startOtlpReceiver, SPAN_KIND } from '../helpers/otlp.js';
 import { echo, reply, startUpstream, type Reply } from '../helpers/upstream.js';
-import { metric } from '../helpers/metrics.js';
+import { sample, scrape } from '../helpers/metrics.js';
 
 const queueDepth = async (g: TestGatehouse, quota: string): Promise<number> =>
   (await request(g.admin('/admin/quotas'))).json().quotas[quota]?.queue?.depth ?? 0;
@@ -46,10 +47,10 @@ describe('quota queues', () => {
     expect(up.received.map((r) => r.url)).toEqual(['/normal/0', '/high/4', '/normal/2', '/low/1', '/low/3']);
     // a released request carries the bucket's state at its release
     expect(answers[3]!.headers.ratelimit).toBe('"provider-api";r=0;t=1');
-    expect(await metric(g, 'gatehouse_ratelimit_decisions_total', { route: 'inventory', result: 'queued' })).toBe(2);
-    expect(await metric(g, 'gatehouse_ratelimit_decisions_total', { route: 'inventory', result: 'allowed' })).toBe(2);
-    expect(await metric(g, 'gatehouse_ratelimit_queue_depth', { quota: 'provider-api' })).toBe(0);
-    expect(await metric(g, 'gatehouse_ratelimit_queue_wait_seconds_count', { quota: 'provider-api', result: 'allowed' })).toBe(4);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'inventory', result: 'queued' })).toBe(2);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'inventory', result: 'allowed' })).toBe(2);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_queue_depth', { quota: 'provider-api' })).toBe(0);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_queue_wait_seconds_count', { quota: 'provider-api', result: 'allowed' })).toBe(4);
   });
 
   it('answers 429 at once when the queue is full (maxQueue)', async () => {
@@ -99,12 +100,31 @@ describe('quota queues', () => {
     await eventually(async () => (await queueDepth(g, 'provider-api')) === 1);
     client.destroy();
     await eventually(async () => (await queueDepth(g, 'provider-api')) === 0, 1000);
-    expect(await metric(g, 'gatehouse_ratelimit_queue_wait_seconds_count', { quota: 'provider-api', result: 'cancelled' })).toBe(1);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_queue_wait_seconds_count', { quota: 'provider-api', result: 'cancelled' })).toBe(1);
     // the next request takes the token the leaver would have had
     const next = await queued(g, '/low/next', 'provider-api', 1);
     expect((await next.answer).status).toBe(200);
     expect(up.received.map((r) => r.url)).toEqual(['/normal', '/low/next']);
     expect(g.accessLog.json.find((l) => l.path === '/low/gone')).toMatchObject({ status: 499 });
+  });
+});
+
+describe('quota telemetry', () => {
+  it('records decisions and queue waits as span events on the server span', async () => {
+    const otlp = await startOtlpReceiver();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(
+      shared(up.url, '{ limit: 1, per: 1s, onExceed: queue, maxWait: 10s }') + `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }\n`,
+    );
+    expect((await g.fetch('in', '/normal/first')).status).toBe(200);
+    const waiting = await queued(g, '/high/second', 'provider-api', 1);
+    expect((await waiting.answer).status).toBe(200);
+    const [first] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['gatehouse.route'] === 'sync');
+    expect(first!.events).toEqual([{ name: 'gatehouse.quota.decision', attributes: { 'gatehouse.quota': 'provider-api', 'gatehouse.quota.result': 'allowed' } }]);
+    const [second] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER && s.attributes['gatehouse.route'] === 'checkout');
+    expect(second!.events.map((e) => e.name)).toEqual(['gatehouse.quota.queued', 'gatehouse.quota.released', 'gatehouse.quota.decision']);
+    expect(second!.events[0]!.attributes['gatehouse.quota.wait_estimate_ms']).toBeGreaterThan(0);
+    expect(second!.events[1]!.attributes['gatehouse.quota.waited_ms']).toBeGreaterThan(0);
   });
 });
 

@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import '../helpers/cleanup.js';
+import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
+import { eventually, request } from '../helpers/http.js';
+import { sample, scrape } from '../helpers/metrics.js';
+import { startRedis } from '../helpers/redis.js';
+import { echo, startUpstream } from '../helpers/upstream.js';
+
+const config = (upstream: string, redisUrl: string, quota: string) => `
+version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+stores:
+  shared: { type: redis, url: ${redisUrl}, keyPrefix: "gh-test:" }
+upstreams: { app: { endpoints: [${upstream}] } }
+quotas:
+  partner: ${quota}
+routes:
+  - { name: api, listener: in, match: { pathPrefix: / }, upstream: app, quota: [partner] }
+`;
+
+const storeMode = async (g: TestGatehouse): Promise<string> => (await request(g.admin('/admin/quotas'))).json().quotas.partner.storeMode;
+
+describe('quotas in a shared Redis store', () => {
+  it('admits at most the limit in total across two gatehouses sharing one Redis', async () => {
+    const redis = await startRedis();
+    const up = await startUpstream(echo);
+    const yaml = config(up.url, redis.url, '{ limit: 5, per: 1m, store: shared }');
+    const a = await startGatehouse(yaml);
+    const b = await startGatehouse(yaml);
+    await eventually(async () => (await storeMode(a)) === 'redis' && (await storeMode(b)) === 'redis');
+    const statuses = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 === 0 ? a : b).fetch('in', `/r${i}`).then((r) => r.status)));
+    expect(statuses.filter((s) => s === 200)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(11);
+    expect(up.received).toHaveLength(5);
+    expect(await redis.command('DBSIZE')).toBe(':1\r\n'); // one bucket, under the store's keyPrefix
+    expect(await redis.command('KEYS gh-test:q:partner:*')).toMatch(/gh-test:q:partner:[0-9a-f]{8}:\*/);
+  });
+
+  it('falls back to per-process limits at once when Redis dies, says so once, and returns to Redis when it is back', async () => {
+    const redis = await startRedis();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(up.url, redis.url, '{ limit: 1000, per: 1m, store: shared }'));
+    await eventually(async () => (await storeMode(g)) === 'redis');
+    expect((await g.fetch('in', '/before')).status).toBe(200);
+
+    await redis.kill();
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      const res = await g.fetch('in', `/during${i}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.ratelimit).toMatch(/^"partner";r=\d+;t=\d+$/);
+      expect(performance.now() - t0).toBeLessThan(1000); // never waits for a dead Redis
+    }
+    expect(await storeMode(g)).toBe('fallback');
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'api', result: 'fallback' })).toBeGreaterThanOrEqual(4);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_store_up', { store: 'shared' })).toBe(0);
+    const warnings = g.log.json.filter((l) => l.msg.startsWith('quota store unavailable'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ store: 'shared', level: 40 });
+
+    await redis.restart();
+    await eventually(async () => (await storeMode(g)) === 'redis', 10_000, 50);
+    expect(g.log.json.filter((l) => l.msg.startsWith('quota store answers again'))).toHaveLength(1);
+    const fallbacks = sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'api', result: 'fallback' });
+    expect((await g.fetch('in', '/after')).status).toBe(200);
+    expect(await redis.command('DBSIZE')).toBe(':1\r\n'); // counted in the fresh Redis again
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'api', result: 'fallback' })).toBe(fallbacks);
+  });
+
+  it('answers within the 100 ms command timeout when Redis hangs, then stops asking it until it answers again', async () => {
+    const redis = await startRedis();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(up.url, redis.url, '{ limit: 1000, per: 1m, store: shared }'));
+    await eventually(async () => (await storeMode(g)) === 'redis');
+    expect((await g.fetch('in', '/warm')).status).toBe(200);
+
+    redis.freeze();
+    try {
+      expect((await g.fetch('in', '/hung')).status).toBe(200);
+      const hung = g.accessLog.json.find((l) => l.path === '/hung');
+      expect(hung.durationMs).toBeGreaterThanOrEqual(95); // it did wait for Redis ...
+      expect(hung.durationMs).toBeLessThan(600); // ... for one command timeout, not more
+      expect(await storeMode(g)).toBe('fallback');
+      expect((await g.fetch('in', '/next')).status).toBe(200);
+      const next = g.accessLog.json.find((l) => l.path === '/next');
+      expect(next.durationMs).toBeLessThan(hung.durationMs); // no longer waits at all
+    } finally {
+      redis.thaw();
+    }
+    await eventually(async () => (await storeMode(g)) === 'redis', 10_000, 50);
+  });
+});
