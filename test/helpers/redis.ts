@@ -36,7 +36,7 @@ export async function startRedis(): Promise<RedisServer> {
     });
     proc = child;
     let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = once(child, 'exit').then(() => {
       throw new Error(`redis-server exited: ${stderr.trim()}`);
     });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
-import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
+import { startGatehouse } from '../helpers/gatehouse.js';
 import { request } from '../helpers/http.js';
 import { sample, scrape } from '../helpers/metrics.js';
 import { closedPort, echo, reply, startUpstream } from '../helpers/upstream.js';
