@@ -6,11 +6,12 @@ import { sample, scrape } from '../helpers/metrics.js';
 import { startRedis } from '../helpers/redis.js';
 import { echo, startUpstream } from '../helpers/upstream.js';
 
-const config = (upstream: string, redisUrl: string, quota: string) => `
+/** `commandTimeout` stays at its 100 ms default unless a test needs Redis to be slow-but-right. */
+const config = (upstream: string, redisUrl: string, quota: string, commandTimeout = '100ms') => `
 version: 1
 listeners: [{ name: in, address: 127.0.0.1:0 }]
 stores:
-  shared: { type: redis, url: ${redisUrl}, keyPrefix: "gh-test:" }
+  shared: { type: redis, url: ${redisUrl}, keyPrefix: "gh-test:", commandTimeout: ${commandTimeout} }
 upstreams: { app: { endpoints: [${upstream}] } }
 quotas:
   partner: ${quota}
@@ -24,7 +25,8 @@ describe('quotas in a shared Redis store', () => {
   it('admits at most the limit in total across two gatehouses sharing one Redis', async () => {
     const redis = await startRedis();
     const up = await startUpstream(echo);
-    const yaml = config(up.url, redis.url, '{ limit: 5, per: 1m, store: shared }');
+    // a loaded CI machine can delay a reply past 100 ms, which (rightly) means a local decision
+    const yaml = config(up.url, redis.url, '{ limit: 5, per: 1m, store: shared }', '5s');
     const a = await startGatehouse(yaml);
     const b = await startGatehouse(yaml);
     await eventually(async () => (await storeMode(a)) === 'redis' && (await storeMode(b)) === 'redis');
@@ -32,14 +34,46 @@ describe('quotas in a shared Redis store', () => {
     expect(statuses.filter((s) => s === 200)).toHaveLength(5);
     expect(statuses.filter((s) => s === 429)).toHaveLength(11);
     expect(up.received).toHaveLength(5);
+    for (const g of [a, b]) expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { result: 'fallback' })).toBeUndefined();
     expect(await redis.command('DBSIZE')).toBe(':1\r\n'); // one bucket, under the store's keyPrefix
     expect(await redis.command('KEYS gh-test:q:partner:*')).toMatch(/gh-test:q:partner:[0-9a-f]{8}:\*/);
+  });
+
+  it('gives back the per-process token when the Redis limit of the same route refuses (limits in two stores)', async () => {
+    const redis = await startRedis();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(`
+version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+stores: { shared: { type: redis, url: ${redis.url}, commandTimeout: 5s } }
+upstreams: { app: { endpoints: [${up.url}] } }
+routes:
+  - name: api
+    listener: in
+    match: { pathPrefix: / }
+    upstream: app
+    quota:
+      - { limit: 1, per: 1h, key: "header:x-user" }
+      - { limit: 2, per: 1h, store: shared }
+`);
+    const as = (user: string) => g.fetch('in', '/x', { headers: { 'x-user': user } });
+    const activeUsers = async () => (await request(g.admin('/admin/quotas'))).json().quotas['api-0'].activeKeys;
+    expect((await as('u1')).status).toBe(200);
+    expect((await as('u2')).status).toBe(200);
+    expect(await activeUsers()).toBe(2);
+    const refused = await as('u3'); // u3's own bucket had a token; the shared one did not
+    expect(refused.status).toBe(429);
+    expect(refused.json().detail).toContain("quota 'api-1' allows 2 requests per 3600s");
+    expect(refused.headers.ratelimit).toBe('"api-0";r=1;t=0, "api-1";r=0;t=3600');
+    expect(await activeUsers()).toBe(2); // u3's token went back: its bucket is full again
+    expect(up.received).toHaveLength(2);
   });
 
   it('falls back to per-process limits at once when Redis dies, says so once, and returns to Redis when it is back', async () => {
     const redis = await startRedis();
     const up = await startUpstream(echo);
-    const g = await startGatehouse(config(up.url, redis.url, '{ limit: 1000, per: 1m, store: shared }'));
+    // Redis dies rather than hangs here: no need to risk a slow reply counting as a failure
+    const g = await startGatehouse(config(up.url, redis.url, '{ limit: 1000, per: 1m, store: shared }', '2s'));
     await eventually(async () => (await storeMode(g)) === 'redis');
     expect((await g.fetch('in', '/before')).status).toBe(200);
 
@@ -73,6 +107,7 @@ describe('quotas in a shared Redis store', () => {
     const g = await startGatehouse(config(up.url, redis.url, '{ limit: 1000, per: 1m, store: shared }'));
     await eventually(async () => (await storeMode(g)) === 'redis');
     expect((await g.fetch('in', '/warm')).status).toBe(200);
+    await eventually(async () => (await storeMode(g)) === 'redis'); // even if a loaded machine made /warm slow
 
     redis.freeze();
     try {
