@@ -1,4 +1,4 @@
-import type { Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
@@ -12,7 +12,7 @@ export interface Metrics {
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
   /** `gatehouse_ratelimit_decisions_total{route,result}`: allowed, rejected, queued, fallback. */
-  readonly ratelimitDecisions: Counter;
+  readonly ratelimitDecisions: CounterCells;
   /** `gatehouse_ratelimit_queue_depth{quota}`: requests waiting in a quota's queue. */
   readonly ratelimitQueueDepth: UpDownCounter;
   /** `gatehouse_ratelimit_queue_wait_seconds{quota,result}`: time spent in a quota's queue. */
@@ -50,9 +50,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
-    ratelimitDecisions: meter.createCounter(METRICS.ratelimitDecisions, {
-      description: 'Quota decisions by route and result (allowed, rejected, queued, fallback).',
-    }),
+    ratelimitDecisions: createCounterCells(meter, METRICS.ratelimitDecisions, 'Quota decisions by route and result (allowed, rejected, queued, fallback).'),
     ratelimitQueueDepth: meter.createUpDownCounter(METRICS.ratelimitQueueDepth, { description: 'Requests waiting in a quota queue, by quota.' }),
     ratelimitQueueWait: meter.createHistogram(METRICS.ratelimitQueueWait, {
       unit: 's',
@@ -61,6 +59,35 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
     }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
+  };
+}
+
+/** One series of a CounterCells counter: `value++` is all a request pays. */
+export interface CounterCell {
+  value: number;
+}
+
+/** The cell of one attribute set; ask once (at compile time) and keep it. Cells live as long as the process. */
+export type CounterCells = (attributes: Attributes) => CounterCell;
+
+/**
+ * A counter for the request path: plain numbers, reported as an asynchronous (observable)
+ * counter when a reader collects. A synchronous Counter.add() would hash its attributes on every
+ * call; here the series is chosen once, when the caller asks for its cell.
+ */
+export function createCounterCells(meter: Meter, name: string, description: string): CounterCells {
+  const cells = new Map<string, { readonly attributes: Attributes; readonly cell: CounterCell }>();
+  meter.createObservableCounter(name, { description }).addCallback((result) => {
+    for (const { attributes, cell } of cells.values()) result.observe(cell.value, attributes);
+  });
+  return (attributes) => {
+    const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : 1)));
+    let entry = cells.get(key);
+    if (entry === undefined) {
+      entry = { attributes: { ...attributes }, cell: { value: 0 } };
+      cells.set(key, entry);
+    }
+    return entry.cell;
   };
 }
 

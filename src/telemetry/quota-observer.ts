@@ -1,22 +1,21 @@
-import type { Attributes } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { DecisionResult, QuotaObserver } from '../quota/quota.js';
-import type { Metrics } from './metrics.js';
+import type { CounterCell, Metrics } from './metrics.js';
 
 /**
- * Quota decisions, queues and store transitions as metrics and log lines. Attribute objects are
- * built once per route and result, so recording a decision allocates nothing.
+ * Quota decisions, queues and store transitions as metrics and log lines. A route's decision
+ * counters are looked up once, at compile time: recording a decision is one increment.
  */
 export function createQuotaObserver(metrics: Metrics, logger: Logger): QuotaObserver {
   return {
     route(route) {
-      const attrs: Record<DecisionResult, Attributes> = {
-        allowed: { route, result: 'allowed' },
-        rejected: { route, result: 'rejected' },
-        queued: { route, result: 'queued' },
-        fallback: { route, result: 'fallback' },
+      const cells: Record<DecisionResult, CounterCell> = {
+        allowed: metrics.ratelimitDecisions({ route, result: 'allowed' }),
+        rejected: metrics.ratelimitDecisions({ route, result: 'rejected' }),
+        queued: metrics.ratelimitDecisions({ route, result: 'queued' }),
+        fallback: metrics.ratelimitDecisions({ route, result: 'fallback' }),
       };
-      return { decision: (result) => metrics.ratelimitDecisions.add(1, attrs[result]) };
+      return { decision: (result) => void cells[result].value++ };
     },
     queueDepth(quota, delta) {
       metrics.ratelimitQueueDepth.add(delta, { quota });
