@@ -166,6 +166,7 @@ function redisRuntime(name: string, print: string, deps: QuotaDeps): StoreRuntim
   const store = createFallbackQuotaStore(shared, local, {
     isReady: () => current().status === 'ready',
     probe: () => current().ping(),
+    onReady: (listener) => client?.on('ready', listener),
     observer: deps.observer,
   });
   return { fingerprint: print, store, close: () => store.close?.() };
@@ -182,7 +183,7 @@ function createQuotaRuntime(name: string, def: QuotaConfig, print: string, store
     shape: shapeOf(def.limit, def.per, def.burst),
     store,
     prefix,
-    keyOf: compileKey(def.key, prefix),
+    keyOf: compileKey(def.key, prefix, store.mode() !== 'memory'),
     queue:
       def.onExceed === 'queue'
         ? createWaitQueue({ maxQueue: def.maxQueue ?? DEFAULT_MAX_QUEUE, maxWaitMs, onDepth: (d) => deps.observer.queueDepth(name, d) })
@@ -198,14 +199,17 @@ export const DEFAULT_MAX_QUEUE = 1000;
 /** Key values longer than this are stored as their hash: bounded memory per bucket. */
 const MAX_KEY_CHARS = 128;
 
-const keyPart = (value: string): string =>
-  value.length <= MAX_KEY_CHARS ? value : `#${createHash('sha256').update(value).digest('base64url')}`;
+const hashed = (value: string): string => `#${createHash('sha256').update(value).digest('base64url')}`;
+const shortened = (value: string): string => (value.length <= MAX_KEY_CHARS ? value : hashed(value));
 
 /**
  * `key` -> the function that names a request's bucket. A request without the header or claim
  * counts by its client address (as Kong's limit_by falls back), never as a free pass.
+ * In a shared store header and claim values are hashed: an `x-api-key` must not appear in
+ * clear in Redis key names, for every `KEYS` or monitoring tool to see.
  */
-function compileKey(key: string, prefix: string): (ex: Exchange) => string {
+function compileKey(key: string, prefix: string, shared: boolean): (ex: Exchange) => string {
+  const keyPart = shared ? hashed : shortened;
   if (key === 'global') {
     const only = `${prefix}*`;
     return () => only;

@@ -219,6 +219,8 @@ export interface FallbackOptions {
   /** A cheap round trip (PING) that tells the store answers again. */
   readonly probe: () => Promise<unknown>;
   readonly probeIntervalMs?: number;
+  /** Registers a listener for the client's (re)connection: the store then probes at once. */
+  readonly onReady?: (listener: () => void) => void;
   readonly observer: FallbackObserver;
 }
 
@@ -266,6 +268,10 @@ export function createFallbackQuotaStore(
     );
   }
 
+  options.onReady?.(() => {
+    if (down) tryProbe();
+  });
+
   const local_ = (shapes: readonly BucketShape[], keys: readonly string[]): TakeOutcome => {
     const outcome = local.take(shapes, keys) as TakeOutcome; // a memory store answers synchronously
     return { allowed: outcome.allowed, buckets: outcome.buckets, fallback: true };
@@ -288,7 +294,8 @@ export function createFallbackQuotaStore(
       if (down) return local.refund(shapes, keys);
       return shared.refund(shapes, keys).catch(() => undefined); // best effort: the bucket refills anyway
     },
-    mode: () => (down ? 'fallback' : 'redis'),
+    // what a decision would use right now: before the first connection, too, that is local
+    mode: () => (down || !isReady() ? 'fallback' : 'redis'),
     countKeys: () => undefined,
     close() {
       clearInterval(prober);

@@ -39,6 +39,17 @@ describe('quotas in a shared Redis store', () => {
     expect(await redis.command('KEYS gh-test:q:partner:*')).toMatch(/gh-test:q:partner:[0-9a-f]{8}:\*/);
   });
 
+  it('never writes a header value (an API key) into Redis key names in clear', async () => {
+    const redis = await startRedis();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(up.url, redis.url, '{ limit: 5, per: 1m, key: "header:x-api-key", store: shared }', '5s'));
+    await eventually(async () => (await storeMode(g)) === 'redis');
+    expect((await g.fetch('in', '/x', { headers: { 'x-api-key': 'sk_live_4eC39HqLyjWDarjtT1zdp7dc' } })).status).toBe(200);
+    const keys = await redis.command('KEYS *');
+    expect(keys).toMatch(/gh-test:q:partner:[0-9a-f]{8}:h:#[\w-]{43}/);
+    expect(keys).not.toContain('sk_live');
+  });
+
   it('gives back the per-process token when the Redis limit of the same route refuses (limits in two stores)', async () => {
     const redis = await startRedis();
     const up = await startUpstream(echo);
@@ -58,6 +69,7 @@ routes:
 `);
     const as = (user: string) => g.fetch('in', '/x', { headers: { 'x-user': user } });
     const activeUsers = async () => (await request(g.admin('/admin/quotas'))).json().quotas['api-0'].activeKeys;
+    await eventually(async () => (await request(g.admin('/admin/quotas'))).json().quotas['api-1'].storeMode === 'redis');
     expect((await as('u1')).status).toBe(200);
     expect((await as('u2')).status).toBe(200);
     expect(await activeUsers()).toBe(2);
