@@ -100,19 +100,24 @@ export function createMemoryQuotaStore(name: string, now: () => number): QuotaSt
 // ---------------------------------------------------------------- redis
 
 /**
- * bucket.ts in Lua, for every key of one request at once; Redis runs a script atomically, so
- * no other gatehouse can take a token between the check and the write. Time is the Redis
- * server's own clock (one clock for every replica) unless ARGV[1] gives one (tests).
- * KEYS: the buckets. ARGV: now ms or '', then interval ms and burst per bucket.
- * Returns: allowed (1/0), then remaining, reset ms, retry-after ms per bucket.
+ * Both scripts start with the time: the Redis server's own clock (one clock for every replica),
+ * unless ARGV[1] gives one (tests).
  */
-const TAKE_SCRIPT = `
+const NOW = `
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local eps = 0.000001
+`;
+
+/**
+ * bucket.ts in Lua, for every key of one request at once; Redis runs a script atomically, so
+ * no other gatehouse can take a token between the check and the write.
+ * KEYS: the buckets. ARGV: now ms or '', then interval ms and burst per bucket.
+ * Returns: allowed (1/0), then remaining, reset ms, retry-after ms per bucket.
+ */
+const TAKE_SCRIPT = `${NOW}local eps = 0.000001
 local tats = {}
 local allowed = 1
 for i = 1, #KEYS do
@@ -144,13 +149,7 @@ return out
 `;
 
 /** bucket.ts's refundedTat for each key. ARGV: now ms or '', then interval ms per bucket. */
-const REFUND_SCRIPT = `
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
-for i = 1, #KEYS do
+const REFUND_SCRIPT = `${NOW}for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if tat then
     tat = tat - tonumber(ARGV[i + 1])
