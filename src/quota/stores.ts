@@ -34,18 +34,23 @@ export interface TakeOutcome {
 
 // ---------------------------------------------------------------- memory
 
+const SWEEP_EVERY = 32;
+const SWEEP_ENTRIES = 64;
+
 /**
- * Buckets in this process: a Map from key to `tat`. Full buckets are forgotten: an incremental
- * sweep looks at two entries per take, so memory follows the number of recently active keys
+ * Buckets in this process: a Map from key to `tat`. Full buckets are forgotten by an incremental
+ * sweep (64 entries every 32 takes), so memory follows the number of recently active keys
  * without a timer or a stop-the-world scan.
  */
 export function createMemoryQuotaStore(name: string, now: () => number): QuotaStore {
   const tats = new Map<string, number>();
   let sweep: MapIterator<[string, number]> | undefined;
+  let untilSweep = SWEEP_EVERY;
 
   function sweepSome(nowMs: number): void {
+    untilSweep = SWEEP_EVERY;
     sweep ??= tats.entries();
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < SWEEP_ENTRIES; i++) {
       const next = sweep.next();
       if (next.done === true) {
         sweep = undefined;
@@ -59,19 +64,22 @@ export function createMemoryQuotaStore(name: string, now: () => number): QuotaSt
     name,
     take(shapes, keys) {
       const nowMs = now();
-      sweepSome(nowMs);
+      if (--untilSweep === 0) sweepSome(nowMs);
+      const n = keys.length;
+      const current = new Array<number>(n);
       let allowed = true;
-      for (let i = 0; i < keys.length; i++) {
-        if (!hasToken(currentTat(tats.get(keys[i]!), nowMs), nowMs, shapes[i]!)) allowed = false;
+      for (let i = 0; i < n; i++) {
+        const tat = currentTat(tats.get(keys[i]!), nowMs);
+        current[i] = tat;
+        if (!hasToken(tat, nowMs, shapes[i]!)) allowed = false;
       }
-      const buckets: BucketResult[] = new Array<BucketResult>(keys.length);
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
+      const buckets = new Array<BucketResult>(n);
+      for (let i = 0; i < n; i++) {
         const shape = shapes[i]!;
-        let tat = currentTat(tats.get(key), nowMs);
+        let tat = current[i]!;
         if (allowed) {
           tat += shape.intervalMs;
-          tats.set(key, tat);
+          tats.set(keys[i]!, tat);
         }
         buckets[i] = resultAt(tat, nowMs, shape, !allowed);
       }
