@@ -1,11 +1,11 @@
-import { unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { json, startAdminServer, type ReloadResult } from './admin/server.js';
+import { json, startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { fileVersion, watchConfigFile } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
@@ -17,6 +17,8 @@ import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { createTracing } from './telemetry/tracing.js';
+import { createWebhookObserver } from './telemetry/webhook-observer.js';
+import { createWebhookRegistry } from './webhook/runtime.js';
 import { VERSION } from './version.js';
 
 export interface StartOptions {
@@ -46,6 +48,7 @@ export interface Gatehouse {
 export async function startGatehouse(options: StartOptions): Promise<Gatehouse> {
   const env = options.env ?? process.env;
   const file = options.configFile;
+  const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
   const first = loadConfigFile(file, { env });
   const { config } = first;
 
@@ -56,7 +59,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
   const tracing = createTracing(config.telemetry, env, resource);
   const metrics = createMetrics(config.telemetry, resource);
-  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
+  const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream);
   const webSockets = createWebSocketProxy();
 
@@ -67,18 +71,27 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       for (const [store, up] of stores.health()) result.observe(up ? 1 : 0, { store });
     });
 
+  const webhooks = createWebhookRegistry({
+    stores,
+    clock: systemClock,
+    rand: Math.random,
+    logger,
+    observer: createWebhookObserver(metrics, tracing, accessLog),
+  });
+
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
 
   const listeners = createListeners(state, pipelineDeps);
-  (await listeners.prepare(state.plan)).commit();
 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
 
   async function doReload(trigger: string): Promise<ReloadResult> {
+    // a reload now could bind listeners again after they stopped accepting
+    if (state.draining) return { ok: false, errors: ['gatehouse is shutting down'] };
     const previous = state.plan;
     let loaded: LoadedConfig;
     try {
@@ -106,6 +119,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     state.plan = next;
     stores.update(loaded.config);
     retireQuotaStores(previous.quotas, next.quotas);
+    webhooks.activate(next.webhooks);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -121,7 +135,18 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     return reloading;
   };
 
-  const admin = await startAdminServer(config.admin.address, {
+  /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
+  async function release(webhooksClosed: Promise<void>): Promise<void> {
+    listeners.closeAll();
+    webSockets.close();
+    await webhooksClosed;
+    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
+    state.plan.quotas.close();
+    await stores.close();
+    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+  }
+
+  const adminSource: AdminSource = {
     isReady: () => ready && !state.draining,
     token: () => state.plan.config.admin.token,
     configView: () => ({ version: state.plan.version, config: state.plan.loaded.redacted }),
@@ -136,23 +161,28 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
       );
     },
-    handle(req, res, path) {
-      if (path !== '/admin/quotas' || req.method !== 'GET') return false;
-      json(res, 200, state.plan.quotas.view());
-      return true;
-    },
     reload: () => reload('admin'),
-  });
+    handle: (req, res, path, url) => {
+      if (path === '/admin/quotas' && req.method === 'GET') {
+        json(res, 200, state.plan.quotas.view());
+        return true;
+      }
+      return webhooks.handleAdmin(req, res, path, url);
+    },
+  };
 
-  let debounce: NodeJS.Timeout | undefined;
-  if (options.watch ?? true) {
-    // stat polling sees in-place writes and rename/symlink swaps (Kubernetes ConfigMaps) alike
-    watchFile(file, { interval: options.watchIntervalMs ?? 500, persistent: false }, (curr, prev) => {
-      if (curr.mtimeMs === prev.mtimeMs && curr.ino === prev.ino && curr.size === prev.size) return;
-      clearTimeout(debounce);
-      debounce = setTimeout(() => void reload('watch'), 150);
-    });
+  let admin: Awaited<ReturnType<typeof startAdminServer>>;
+  try {
+    (await listeners.prepare(state.plan)).commit();
+    webhooks.activate(state.plan.webhooks);
+    admin = await startAdminServer(config.admin.address, adminSource);
+  } catch (err) {
+    listeners.stopAccepting();
+    await release(webhooks.close(0));
+    throw err;
   }
+
+  const stopWatching = (options.watch ?? true) ? watchConfigFile(file, firstVersion, options.watchIntervalMs ?? 500, () => void reload('watch')) : () => {};
 
   logger.info(
     {
@@ -168,10 +198,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   async function shutdown(): Promise<void> {
     ready = false;
     state.draining = true;
-    unwatchFile(file);
-    clearTimeout(debounce);
+    stopWatching();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
+    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
+    // the rest are handed back to the store and resume at the next start
+    const webhooksClosed = webhooks.close(drainMs);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -183,12 +215,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
-    listeners.closeAll();
-    webSockets.close();
-    await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
-    state.plan.quotas.close();
-    await stores.close();
-    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    await release(webhooksClosed);
     await new Promise<void>((resolve) => {
       admin.server.close(() => resolve());
       admin.server.closeAllConnections();
@@ -207,10 +234,16 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 }
 
-/** Sections read once at start (like Traefik's install configuration): say so when they change. */
+/**
+ * Sections read once at start (like Traefik's install configuration): say so when they change.
+ * `admin.token` is not one of them: the admin API reads it from the running plan.
+ */
 function warnInstallTimeChanges(first: LoadedConfig, next: LoadedConfig, logger: Logger): void {
-  for (const key of ['admin', 'telemetry', 'dataDir'] as const) {
-    if (fingerprint(first.config[key]) !== fingerprint(next.config[key])) {
+  const installTime = ({ config }: LoadedConfig) => ({ 'admin.address': config.admin.address, telemetry: config.telemetry, dataDir: config.dataDir });
+  const before = installTime(first);
+  const after = installTime(next);
+  for (const key of Object.keys(before) as (keyof typeof before)[]) {
+    if (fingerprint(before[key]) !== fingerprint(after[key])) {
       logger.warn({ section: key }, `changes to '${key}' take effect at the next restart`);
     }
   }

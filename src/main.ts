@@ -1,8 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config/errors.js';
-import { loadConfigFile } from './config/load.js';
-import { startGatehouse } from './gatehouse.js';
 import { VERSION } from './version.js';
 
 /*
@@ -59,7 +57,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function validate(file: string): number {
+async function validate(file: string): Promise<number> {
+  const { loadConfigFile } = await import('./config/load.js');
   try {
     const { config } = loadConfigFile(file);
     process.stdout.write(
@@ -76,6 +75,8 @@ function validate(file: string): number {
 }
 
 async function run(file: string): Promise<number> {
+  // Loaded here, not at the top: `validate` and `--version` need none of the proxy, OTel or stores.
+  const { startGatehouse } = await import('./gatehouse.js');
   let gatehouse;
   try {
     gatehouse = await startGatehouse({ configFile: file });

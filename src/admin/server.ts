@@ -33,12 +33,11 @@ export async function startAdminServer(address: Address, source: AdminSource): P
     });
   });
   server.listen(address.port, address.host);
-  await Promise.race([
-    once(server, 'listening'),
-    once(server, 'error').then(([err]) => {
-      throw new Error(`cannot listen on ${address.text} for the admin API: ${(err as Error).message}`);
-    }),
-  ]);
+  try {
+    await once(server, 'listening'); // rejects with the 'error' event
+  } catch (err) {
+    throw new Error(`cannot listen on ${address.text} for the admin API: ${(err as Error).message}`);
+  }
   return { server, address: server.address() as AddressInfo };
 }
 

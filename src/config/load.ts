@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
+import { fileProblems } from './files.js';
 import { interpolate } from './interpolate.js';
 import { ConfigSchema, crossCheck, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
@@ -13,7 +14,7 @@ export interface LoadedConfig {
   /** The config as written (after interpolation), secrets as `***`: what `/admin/config` shows. */
   readonly redacted: unknown;
   readonly file: string;
-  /** sha256 of the file's text: a reload of identical text is a no-op. */
+  /** sha256 of the config after interpolation: a reload that changes nothing is a no-op. */
   readonly hash: string;
 }
 
@@ -21,6 +22,13 @@ export interface LoadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Folder that relative `${file:}` paths resolve against; default: the config file's. */
   readonly baseDir?: string;
+  /**
+   * Check the files the config names (certificates, keys, JWKS) — default true. Off for
+   * documentation examples, which name files of a production machine.
+   */
+  readonly checkFiles?: boolean;
+  /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
+  readonly readFile?: (path: string) => string;
 }
 
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
@@ -44,13 +52,14 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   };
 
   if (doc.errors.length > 0) {
-    throw new ConfigError(doc.errors.map((e) => at(e.pos[0], '', `invalid YAML: ${firstLine(e.message)}`)));
+    throw new ConfigError(doc.errors.map((e) => at(e.pos[0], '', `invalid YAML: ${firstLine(e.message)}${flowHint(text, e.pos[0])}`)));
   }
 
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
+    readFile: options.readFile,
   });
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
@@ -76,7 +85,11 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     }
   }
 
-  for (const p of crossCheck(value)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  const quote = (v: unknown, path: readonly PropertyKey[]) => (isSecret(path) ? REDACTED : JSON.stringify(v));
+  for (const p of crossCheck(value, quote)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  if (parsed.success && options.checkFiles !== false) {
+    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  }
 
   if (problems.length > 0 || !parsed.success) {
     problems.sort((a, b) => a.line - b.line || a.col - b.col);
@@ -87,7 +100,8 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     config: parsed.data,
     redacted: redact(value, [], isSecret),
     file,
-    hash: createHash('sha256').update(text).digest('hex'),
+    // of the interpolated value, not the text: a rotated `${file:}` secret is a change, a comment is not
+    hash: createHash('sha256').update(JSON.stringify(value)).digest('hex'),
   };
 }
 
@@ -147,10 +161,11 @@ function describeIssue(issue: Issue, secret: boolean): string {
     case 'too_big':
       return `${issue.message} (got ${got(issue.input)})`;
     case 'invalid_value':
-      return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${got(issue.input)})`;
+      return `must be ${issue.values.length === 1 ? '' : 'one of '}${issue.values.map((v) => JSON.stringify(v)).join(', ')} (got ${got(issue.input)})`;
     case 'invalid_format':
       return `${issue.message} (got ${got(issue.input)})`;
     case 'custom':
+      return (issue.params as { got?: boolean } | undefined)?.got === true ? `${issue.message} (got ${got(issue.input)})` : issue.message;
     case 'not_multiple_of':
     case 'invalid_key':
     case 'invalid_element':
@@ -183,38 +198,46 @@ function describeValue(v: unknown): string {
 
 const firstLine = (s: string) => s.split('\n')[0] ?? s;
 
+/** `[${env:X}]` is not valid YAML: `{` and `}` are flow indicators. Say how to write it. */
+function flowHint(text: string, offset: number): string {
+  const start = text.lastIndexOf('\n', offset - 1) + 1;
+  const end = text.indexOf('\n', offset);
+  return text.slice(start, end < 0 ? undefined : end).includes('${')
+    ? ' (inside [ ] or { }, quote a value that uses ${...}: "${env:NAME}")'
+    : '';
+}
+
 /**
- * Where a path points in the YAML text: the value's offset, or the key's when the value is missing
- * (or when asked for the key). A path that stops early points at the deepest node that exists.
+ * Where a path points in the YAML text: the value's offset, or the key's when the value is empty
+ * (or when asked for the key). A key that is absent points at the mapping that lacks it: that
+ * mapping's own key (`app:` for `upstreams.app.endpoints`), or its start when it has none.
  */
 function offsetOf(doc: Document, path: readonly PropertyKey[], want: 'value' | 'key' = 'value'): number {
   let node: unknown = doc.contents;
-  let keyNode: Node | undefined;
-  let fallback = (node as Node | null)?.range?.[0] ?? 0;
+  /** Where something missing below `node` is reported. */
+  let anchor = (node as Node | null)?.range?.[0] ?? 0;
   for (let i = 0; i < path.length; i++) {
     const segment = path[i];
     let next: unknown;
-    keyNode = undefined;
+    let keyNode: Node | undefined;
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && (isScalar(p.key) ? p.key.value : p.key) === segment);
       if (pair) {
         keyNode = pair.key as Node;
-        next = pair.value;
+        next = pair.value ?? null;
       }
     } else if (isSeq(node) && typeof segment === 'number') {
       next = node.items[segment];
     }
+    if (next === undefined) return anchor;
+    const keyAt = keyNode?.range?.[0];
     const isLast = i === path.length - 1;
-    if (isLast && want === 'key' && keyNode?.range) return keyNode.range[0];
-    const range = (next as Node | null | undefined)?.range;
-    if (range && !(isScalar(next) && next.value === null && keyNode)) {
-      fallback = range[0];
-    } else if (keyNode?.range) {
-      return keyNode.range[0];
-    } else {
-      return fallback;
-    }
+    if (isLast && want === 'key' && keyAt !== undefined) return keyAt;
+    const range = (next as Node | null)?.range;
+    if (!range || (isScalar(next) && next.value === null)) return keyAt ?? anchor;
+    if (isLast) return range[0];
+    anchor = keyAt ?? range[0];
     node = next;
   }
-  return fallback;
+  return anchor;
 }

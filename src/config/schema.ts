@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { Secret } from './secret.js';
@@ -12,22 +13,24 @@ import { parseDuration, parseSize } from './units.js';
 
 // ---------------------------------------------------------------- building blocks
 
+/**
+ * Reports a value that does not parse. The loader appends `(got <value>)` to the message, or
+ * `(got ***)` where the value is a secret (a secret key, or anything loaded by `${env:}` or
+ * `${file:}`), so a message never has to quote the value itself.
+ */
+export function reject(ctx: z.RefinementCtx, message: string, input: unknown): typeof z.NEVER {
+  ctx.addIssue({ code: 'custom', message, input, params: { got: true } });
+  return z.NEVER;
+}
+
 export const duration = z.string({ error: 'must be a duration such as 250ms, 2s, 1m or 1h' }).transform((text, ctx) => {
   const ms = parseDuration(text);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a duration such as 250ms, 2s, 1m or 1h (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return ms;
+  return ms ?? reject(ctx, 'must be a duration such as 250ms, 2s, 1m or 1h', text);
 });
 
 export const size = z.string({ error: 'must be a size such as 512b, 64kb or 10mb' }).transform((text, ctx) => {
   const bytes = parseSize(text);
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a size such as 512b, 64kb or 10mb (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return bytes;
+  return bytes ?? reject(ctx, 'must be a size such as 512b, 64kb or 10mb', text);
 });
 
 /** A secret-bearing value: wrapped at load time so nothing can print it by accident. */
@@ -48,11 +51,7 @@ export const method = z
 /** `host:port`, `[v6]:port`; port 0 asks the OS for a free one. */
 export const address = z.string({ error: 'must be host:port' }).transform((text, ctx) => {
   const parsed = parseAddress(text);
-  if (!parsed) {
-    ctx.addIssue({ code: 'custom', message: `must be host:port, e.g. 127.0.0.1:8080 (got ${JSON.stringify(text)})` });
-    return z.NEVER;
-  }
-  return parsed;
+  return parsed ?? reject(ctx, 'must be host:port, e.g. 127.0.0.1:8080', text);
 });
 
 export interface Address {
@@ -81,16 +80,19 @@ const cidr = z.string({ error: 'must be an IP address or CIDR block' }).refine((
   return /^\d+$/.test(prefix) && bits >= 0 && bits <= (family === 4 ? 32 : 128);
 }, 'must be an IP address or CIDR block such as 10.0.0.0/8');
 
-const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
-  let url: URL | undefined;
+/** `new URL()` without the throw (URL.parse needs Node 22). */
+function parseUrl(text: string): URL | undefined {
   try {
-    url = new URL(text);
+    return new URL(text);
   } catch {
-    url = undefined;
+    return undefined;
   }
+}
+
+const endpoint = z.string({ error: 'must be an http:// or https:// URL' }).transform((text, ctx) => {
+  const url = parseUrl(text);
   if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash || url.username) {
-    ctx.addIssue({ code: 'custom', message: `must be an http:// or https:// URL without query or credentials (got ${JSON.stringify(text)})` });
-    return z.NEVER;
+    return reject(ctx, 'must be an http:// or https:// URL without query or credentials', text);
   }
   return url;
 });
@@ -111,13 +113,156 @@ const headerRules = z.strictObject({
   remove: z.array(headerName).default([]),
 });
 
+// ---------------------------------------------------------------- security building blocks
+
+/**
+ * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
+ * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
+ * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
+ */
+export function readPem(source: string): string {
+  return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
+}
+
+const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
+const pemKey = z
+  .string({ error: 'must be a PEM file path or PEM text' })
+  .min(1)
+  .transform((s) => new Secret(s));
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'must be TLSv1.2 or TLSv1.3' });
+
+/** http:// is accepted only on loopback: keys, tokens and client secrets must not travel in clear. */
+const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((text, ctx) => {
+  const url = parseUrl(text);
+  if (url === undefined || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname)))) {
+    reject(ctx, 'must be an https:// URL (http:// only on loopback)', text);
+  }
+});
+
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
+}
+
+/** JWS algorithms for public keys. HMAC (HS*) and `none` are not accepted: no algorithm confusion. */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
+const ListenerTls = z
+  .strictObject({
+    cert: pemCert,
+    key: pemKey,
+    /** CA bundle that client certificates must chain to: mTLS, refused at the handshake without one. */
+    clientCa: pemCert.optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
+    forwardClientCert: z
+      .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })
+      .optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.forwardClientCert !== undefined && t.clientCa === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['forwardClientCert'], message: 'needs clientCa: only verified client certificates are forwarded' });
+    }
+  });
+
+/** Limits against slow or oversized requests (slowloris, header floods). */
+const ListenerLimits = z.strictObject({
+  maxHeaderSize: size.prefault('16kb'),
+  maxHeaders: positiveInt.default(100),
+  headersTimeout: duration.prefault('10s'),
+  requestTimeout: duration.prefault('5m'),
+});
+
+const UpstreamTls = z
+  .strictObject({
+    ca: pemCert.optional(),
+    cert: pemCert.optional(),
+    key: pemKey.optional(),
+    serverName: z.string().min(1).optional(),
+    minVersion: tlsVersion.default('TLSv1.2'),
+    insecureSkipVerify: z.boolean().default(false),
+  })
+  .superRefine((t, ctx) => {
+    if ((t.cert === undefined) !== (t.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [t.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together (client certificate for mTLS)' });
+    }
+  });
+
+const OAuth2 = z.strictObject({
+  tokenUrl: secureUrl,
+  clientId: z.string().min(1),
+  clientSecret: secret,
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]),
+  authMethod: z.enum(['basic', 'post']).default('basic'),
+  audience: z.string().min(1).optional(),
+  timeout: duration.prefault('10s'),
+});
+
+const Credentials = z
+  .strictObject({
+    header: z.strictObject({ name: headerName, value: secret }).optional(),
+    oauth2: OAuth2.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if ((c.header === undefined) === (c.oauth2 === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and oauth2' });
+  });
+
+const claimValue = z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' });
+
+const Jwt = z
+  .strictObject({
+    issuer: z.string().min(1).optional(),
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    jwksUri: secureUrl.optional(),
+    /** A local JWKS file, re-read on every reload. */
+    jwks: z.string().min(1).optional(),
+    algorithms: z
+      .array(
+        z
+          .string({ error: 'must be a JWS algorithm name' })
+          .refine((a) => (JWT_ALGORITHMS as readonly string[]).includes(a), {
+            error: `must be one of ${JWT_ALGORITHMS.join(', ')}; HMAC and none are never accepted`,
+            params: { got: true },
+          }),
+      )
+      .min(1)
+      .default(['RS256', 'ES256']),
+    clockTolerance: duration.prefault('30s'),
+    requiredScopes: z.array(z.string().min(1)).default([]),
+    requiredClaims: z.record(z.string().min(1), claimValue).default({}),
+    forwardClaims: z.record(z.string().min(1), headerName).default({}),
+    /** Where the token is: `Authorization: Bearer` by default, or a named header or cookie. */
+    from: z
+      .strictObject({ header: headerName.optional(), cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').optional() })
+      .superRefine((f, ctx) => {
+        if ((f.header === undefined) === (f.cookie === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and cookie' });
+      })
+      .optional(),
+    /** Verified tokens remembered until they expire (0 = verify every request). */
+    cacheSize: z.int({ error: 'must be an integer >= 0' }).min(0, 'must be an integer >= 0').default(1000),
+    /** Remote key set: re-fetched after maxAge, on an unknown kid at most once per cooldown. */
+    jwksCache: z
+      .strictObject({ maxAge: duration.prefault('10m'), cooldown: duration.prefault('30s'), timeout: duration.prefault('5s') })
+      .prefault({}),
+  })
+  .superRefine((j, ctx) => {
+    if (j.jwksUri !== undefined && j.jwks !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'use either jwksUri or jwks, not both' });
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'needs jwksUri, jwks, or issuer (keys found by OIDC discovery)' });
+    }
+    if (j.jwksUri === undefined && j.jwks === undefined && j.issuer !== undefined && !secureUrl.safeParse(j.issuer).success) {
+      ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'OIDC discovery needs an https:// issuer (http:// only on loopback); or set jwksUri/jwks' });
+    }
+  });
+
 // ---------------------------------------------------------------- sections
 
 const Listener = z.strictObject({
   name,
   address,
-  tls: notBuilt('listeners[].tls (HTTPS listeners)').optional(),
+  tls: ListenerTls.optional(),
   trustedProxies: z.array(cidr).default([]),
+  limits: ListenerLimits.prefault({}),
 });
 
 /**
@@ -172,12 +317,16 @@ const Upstream = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
   connectTimeout: duration.prefault('1s'),
   maxConnections: positiveInt.default(256),
-  tls: notBuilt('upstreams.*.tls').optional(),
-  credentials: notBuilt('upstreams.*.credentials').optional(),
+  tls: UpstreamTls.optional(),
+  credentials: Credentials.optional(),
   loadBalancing: notBuilt('upstreams.*.loadBalancing').optional(),
   circuitBreaker: notBuilt('upstreams.*.circuitBreaker').optional(),
   maxConcurrent: notBuilt('upstreams.*.maxConcurrent').optional(),
   healthCheck: notBuilt('upstreams.*.healthCheck').optional(),
+}).superRefine((u, ctx) => {
+  if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
+    ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
+  }
 });
 
 /**
@@ -254,6 +403,81 @@ const Rewrite = z
     }
   });
 
+/** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
+export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
+
+const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).transform((text, ctx): KeySource => {
+  const colon = text.indexOf(':');
+  const kind = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  if (kind === 'header' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(rest)) return { from: 'header', name: rest.toLowerCase() };
+  if (kind === 'json' && rest !== '' && rest.split('.').every((p) => p !== '')) return { from: 'json', path: rest.split('.') };
+  return reject(ctx, 'must be header:<name> or json:<path> such as json:data.object.id', text);
+});
+
+/** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
+const webhookCommon = {
+  secret: secret.optional(),
+  secrets: z.array(secret).min(1, 'must list at least one secret').optional(),
+  dedupe: z
+    .strictObject({
+      ttl: duration.prefault('72h'),
+      /** Also where events wait for delivery; default: the first sqlite store, else <dataDir>/gatehouse.db. */
+      store: name.optional(),
+    })
+    .prefault({}),
+  delivery: z
+    .strictObject({
+      attempts: positiveInt.default(8),
+      backoff: z.strictObject({ base: duration.prefault('1s'), max: duration.prefault('10m') }).prefault({}),
+      deadLetter: z.boolean().default(true),
+      orderBy: keySource.optional(),
+      concurrency: positiveInt.default(8),
+    })
+    .prefault({}),
+  /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
+  inspect: z.boolean().default(false),
+};
+
+const Webhook = z
+  .discriminatedUnion(
+    'provider',
+    [
+      z.strictObject({ provider: z.literal('stripe'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({ provider: z.literal('shopify'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('github'), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('standard'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({
+        provider: z.literal('hmac'),
+        ...webhookCommon,
+        header: headerName.transform((h) => h.toLowerCase()),
+        algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256'),
+        encoding: z.enum(['hex', 'base64']).default('hex'),
+        prefix: z.string().default(''),
+        eventId: keySource,
+      }),
+    ],
+    { error: 'provider must be one of "stripe", "shopify", "github", "standard", "hmac"' },
+  )
+  .superRefine((w, ctx) => {
+    if ((w.secret === undefined) === (w.secrets === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'set either secret or secrets (a list, during rotation)' });
+      return;
+    }
+    if (w.provider !== 'standard') return;
+    const list = w.secrets ?? [w.secret!];
+    list.forEach((s, i) => {
+      const b64 = s.reveal().replace(/^whsec_/, '');
+      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
+        ctx.addIssue({
+          code: 'custom',
+          path: w.secrets ? ['secrets', i] : ['secret'],
+          message: 'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 16 bytes)',
+        });
+      }
+    });
+  });
+
 const Route = z.strictObject({
   name,
   listener: z.string({ error: 'must name a listener' }),
@@ -269,14 +493,14 @@ const Route = z.strictObject({
     })
     .prefault({}),
   websocket: z.boolean().default(false),
-  jwt: notBuilt('routes[].jwt').optional(),
+  jwt: Jwt.optional(),
   /** Quota names (from `quotas:`) or inline quotas; every one applies. */
   quota: z.array(z.union([name, Quota])).min(1, 'must list at least one quota').optional(),
   /** Order in which queued requests of shared quotas are released. */
   priority: z.enum(['high', 'normal', 'low']).default('normal'),
   retry: notBuilt('routes[].retry').optional(),
   idempotencyKey: notBuilt('routes[].idempotencyKey').optional(),
-  webhook: notBuilt('routes[].webhook').optional(),
+  webhook: Webhook.optional(),
 });
 
 export const ConfigSchema = z
@@ -296,9 +520,10 @@ export const ConfigSchema = z
 /**
  * References between sections (route -> listener, route -> upstream), names that must be unique.
  * Runs on the raw value, not inside the schema, so these problems are reported together with the
- * schema's own instead of only once the rest is valid.
+ * schema's own instead of only once the rest is valid. Values in messages go through `quote`, which
+ * the loader makes print `***` for secrets.
  */
-export function crossCheck(value: unknown): { path: PropertyKey[]; message: string }[] {
+export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(v)): { path: PropertyKey[]; message: string }[] {
   const problems: { path: PropertyKey[]; message: string }[] = [];
   const root = asRecord(value);
   const listeners = new Set<string>();
@@ -306,14 +531,15 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.listeners).forEach((l, i) => {
     const { name: n, address: a } = asRecord(l);
     if (typeof n === 'string') {
-      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name "${n}"` });
+      if (listeners.has(n)) problems.push({ path: ['listeners', i, 'name'], message: `duplicate listener name ${quote(n, ['listeners', i, 'name'])}` });
       listeners.add(n);
     }
     const parsed = typeof a === 'string' ? parseAddress(a) : undefined;
     if (parsed && parsed.port !== 0) {
       const key = `${parsed.host}:${parsed.port}`;
       const other = addresses.get(key);
-      if (other !== undefined) problems.push({ path: ['listeners', i, 'address'], message: `address ${key} is already used by listeners[${other}]` });
+      const path = ['listeners', i, 'address'];
+      if (other !== undefined) problems.push({ path, message: `address ${quote(key, path)} is already used by listeners[${other}]` });
       addresses.set(key, i);
     }
   });
@@ -324,24 +550,29 @@ export function crossCheck(value: unknown): { path: PropertyKey[]; message: stri
   asArray(root.routes).forEach((r, i) => {
     const route = asRecord(r);
     if (typeof route.name === 'string') {
-      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name "${route.name}"` });
+      if (routes.has(route.name)) problems.push({ path: ['routes', i, 'name'], message: `duplicate route name ${quote(route.name, ['routes', i, 'name'])}` });
       routes.add(route.name);
     }
     if (typeof route.listener === 'string' && !listeners.has(route.listener)) {
-      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener "${route.listener}" (defined: ${[...listeners].join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'listener'], message: `unknown listener ${quote(route.listener, ['routes', i, 'listener'])} (defined: ${[...listeners].join(', ') || 'none'})` });
     }
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
-      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream "${route.upstream}" (defined: ${upstreams.join(', ') || 'none'})` });
+      problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream ${quote(route.upstream, ['routes', i, 'upstream'])} (defined: ${upstreams.join(', ') || 'none'})` });
+    }
+    const store = asRecord(asRecord(route.webhook).dedupe).store;
+    if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
+      const defined = Object.keys(asRecord(root.stores));
+      problems.push({ path: ['routes', i, 'webhook', 'dedupe', 'store'], message: `unknown store "${store}" (defined: ${defined.join(', ') || 'none'})` });
     }
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
-    checkRouteQuotas(route, i, quotas, problems);
+    checkRouteQuotas(route, i, quotas, quote, problems);
   });
-  for (const [q, def] of Object.entries(quotas)) checkQuotaStore(asRecord(def), ['quotas', q], stores, problems);
+  for (const [q, def] of Object.entries(quotas)) checkQuotaStore(asRecord(def), ['quotas', q], stores, quote, problems);
   asArray(root.routes).forEach((r, i) => {
     asArray(asRecord(r).quota).forEach((item, j) => {
-      if (item !== null && typeof item === 'object') checkQuotaStore(asRecord(item), ['routes', i, 'quota', j], stores, problems);
+      if (item !== null && typeof item === 'object') checkQuotaStore(asRecord(item), ['routes', i, 'quota', j], stores, quote, problems);
     });
   });
   return problems;
@@ -352,6 +583,7 @@ function checkRouteQuotas(
   route: Record<string, unknown>,
   i: number,
   quotas: Record<string, unknown>,
+  quote: Quote,
   problems: { path: PropertyKey[]; message: string }[],
 ): void {
   const seen = new Set<string>();
@@ -360,10 +592,10 @@ function checkRouteQuotas(
     let def: Record<string, unknown>;
     if (typeof item === 'string') {
       if (!Object.hasOwn(quotas, item)) {
-        problems.push({ path, message: `unknown quota "${item}" (defined: ${Object.keys(quotas).join(', ') || 'none'})` });
+        problems.push({ path, message: `unknown quota ${quote(item, path)} (defined: ${Object.keys(quotas).join(', ') || 'none'})` });
         return;
       }
-      if (seen.has(item)) problems.push({ path, message: `quota "${item}" is listed twice` });
+      if (seen.has(item)) problems.push({ path, message: `quota ${quote(item, path)} is listed twice` });
       seen.add(item);
       def = asRecord(quotas[item]);
     } else {
@@ -374,8 +606,9 @@ function checkRouteQuotas(
       }
     }
     if (typeof def.key === 'string' && def.key.startsWith('jwt:') && route.jwt === undefined) {
-      const which = typeof item === 'string' ? `quota "${item}" counts` : 'counts';
-      problems.push({ path: typeof item === 'string' ? path : [...path, 'key'], message: `${which} by ${def.key}, which needs jwt on this route` });
+      const at = typeof item === 'string' ? path : [...path, 'key'];
+      const which = typeof item === 'string' ? `quota ${quote(item, path)} counts` : 'counts';
+      problems.push({ path: at, message: `${which} by ${quote(def.key, at)}, which needs jwt on this route` });
     }
   });
 }
@@ -385,18 +618,22 @@ function checkQuotaStore(
   def: Record<string, unknown>,
   path: PropertyKey[],
   stores: Record<string, unknown>,
+  quote: Quote,
   problems: { path: PropertyKey[]; message: string }[],
 ): void {
   if (typeof def.store !== 'string') return;
+  const at = [...path, 'store'];
   if (!Object.hasOwn(stores, def.store)) {
-    problems.push({ path: [...path, 'store'], message: `unknown store "${def.store}" (defined: ${Object.keys(stores).join(', ') || 'none'})` });
+    problems.push({ path: at, message: `unknown store ${quote(def.store, at)} (defined: ${Object.keys(stores).join(', ') || 'none'})` });
     return;
   }
   const type = asRecord(stores[def.store]).type;
   if (type !== 'memory' && type !== 'redis') {
-    problems.push({ path: [...path, 'store'], message: `store "${def.store}" is ${String(type)}: quotas use a memory or redis store` });
+    problems.push({ path: at, message: `store ${quote(def.store, at)} is ${String(type)}: quotas use a memory or redis store` });
   }
 }
+/** Quotes a config value for an error message; the loader's version prints `***` for secrets. */
+export type Quote = (value: unknown, path: readonly PropertyKey[]) => string;
 
 const asRecord = (v: unknown): Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
@@ -409,3 +646,8 @@ export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
 export type QuotaConfig = Config['quotas'][string];
+export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
+export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
+export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
+export type JwtConfig = NonNullable<RouteConfig['jwt']>;
+export type WebhookConfig = NonNullable<RouteConfig['webhook']>;

@@ -10,12 +10,14 @@ export const ERRORS = {
   forbidden: { status: 403, title: 'Forbidden' },
   request_timeout: { status: 408, title: 'Request timeout' },
   payload_too_large: { status: 413, title: 'Payload too large' },
+  headers_too_large: { status: 431, title: 'Request header fields too large' },
   rate_limited: { status: 429, title: 'Rate limited' },
   bad_gateway: { status: 502, title: 'Bad gateway' },
   circuit_open: { status: 503, title: 'Upstream circuit open' },
   overloaded: { status: 503, title: 'Upstream overloaded' },
   no_healthy_upstream: { status: 503, title: 'No healthy upstream' },
   auth_unavailable: { status: 503, title: 'Authentication unavailable' },
+  store_unavailable: { status: 503, title: 'Webhook store unavailable' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

@@ -20,6 +20,15 @@ export type Stage = (ex: Exchange) => GatehouseError | undefined | Promise<Gateh
 
 export type ResponseFilter = (statusCode: number, rawHeaders: readonly Buffer[]) => boolean;
 
+/** The attempt in flight, as the exchange may steer it. */
+export interface AttemptControl {
+  /**
+   * Ends the attempt with `reason`: at once when it is still waiting for a connection, else by
+   * aborting the upstream request. Once response headers went to the client it cuts the stream.
+   */
+  abort(reason: Error): void;
+}
+
 /**
  * One request's state, from arrival to the access-log line. One object per request with a fixed
  * shape: stages and policies read and write these fields instead of allocating their own.
@@ -78,8 +87,8 @@ export class Exchange {
   errorCode: ErrorCode | undefined = undefined;
   /** Set when the exchange was cancelled: by the client going away or by the route deadline. */
   cancelled: FailureKind | undefined = undefined;
-  /** Aborts the attempt in flight, if any (undici's abort). */
-  abortAttempt: ((reason: Error) => void) | undefined = undefined;
+  /** The attempt in flight, if any. */
+  attempt: AttemptControl | undefined = undefined;
   span: Span | undefined = undefined;
   traceId = '';
   /** Set for an HTTP Upgrade (WebSocket) request: the socket to relay once stages pass. */
@@ -108,7 +117,7 @@ export class Exchange {
     if (this.cancelled) return;
     this.cancelled = kind;
     this.#controller?.abort(reason);
-    this.abortAttempt?.(reason);
+    this.attempt?.abort(reason);
   }
 
   /** The first value of a request header, by lowercase name. */

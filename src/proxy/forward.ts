@@ -1,10 +1,11 @@
 import type { Attributes, Span } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
-import type { Exchange } from './exchange.js';
+import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
@@ -14,6 +15,8 @@ export interface AttemptDeps {
   readonly metrics: Metrics;
   /** True while the server drains: answers then carry `Connection: close`. */
   readonly isDraining: () => boolean;
+  /** TLS failures are logged (with their reason) as well as counted and traced. */
+  readonly logger?: Logger;
 }
 
 /**
@@ -46,13 +49,15 @@ export function createAttempt(
       const path = ep.basePath + ex.target;
       let span: Span | undefined;
       if (deps.tracing !== undefined) {
-        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path });
+        const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
+        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
         deps.tracing.inject(span, headers);
       }
       const body = ex.body;
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
   };
@@ -62,8 +67,12 @@ export function createAttempt(
  * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
  * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
  */
-class AttemptHandler implements Dispatcher.DispatchHandler {
+class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private statusCode = 0;
+  /** undici's abort, once the request has a connection. */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  /** Set when the attempt was ended while still waiting for a connection. */
+  private abandoned: Error | undefined = undefined;
   private rawHeaders: Buffer[] = [];
   private committed = false;
   private discard = false;
@@ -81,13 +90,29 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     private readonly reject: (e: unknown) => void,
   ) {}
 
+  abort(reason: Error): void {
+    if (this.done) return;
+    if (this.abortRequest !== undefined) {
+      this.abortRequest(reason); // undici answers with onError
+      return;
+    }
+    // Still queued for a connection (connecting, or the pool is busy): answer now rather than
+    // when a socket frees up; the queued request is dropped in onConnect.
+    this.abandoned = reason;
+    this.onError(reason);
+  }
+
   onConnect(abort: (err?: Error) => void): void {
+    if (this.abandoned !== undefined) {
+      abort(this.abandoned);
+      return;
+    }
     const ex = this.ex;
     if (ex.cancelled) {
       abort(new UpstreamError(ex.cancelled, 'request cancelled'));
       return;
     }
-    ex.abortAttempt = abort;
+    this.abortRequest = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -124,24 +149,38 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    if (this.done) return; // an abandoned attempt's queued request, dropped later
     const failure = toUpstreamError(err, this.ex);
     this.settle(failure);
     if (this.committed) {
       // The client already has a status line: cut the connection so it cannot mistake a
-      // truncated body for a whole one (never a fake 200).
-      this.ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
-      this.ex.res.destroy();
+      // truncated body for a whole one (never a fake 200). Unless the client itself left, the
+      // failure is the upstream's: the access log, metrics and span say so.
+      const ex = this.ex;
+      if (!(failure instanceof UpstreamError && failure.kind === 'aborted')) {
+        ex.errorCode = failure instanceof UpstreamError ? (failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway') : (failure as GatehouseError).code;
+        ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+      }
+      ex.res.destroy();
       this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
       return;
     }
     this.reject(failure);
   }
 
+  /** A certificate that fails verification: the reason goes to the log and the client span. */
+  private reportTls(failure: UpstreamError): void {
+    const code = (failure.cause as { code?: unknown } | undefined)?.code;
+    const reason = typeof code === 'string' ? code : 'handshake failed';
+    this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
+    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
+  }
+
   private settle(failure: Error | undefined): void {
     if (this.done) return;
     this.done = true;
     const ex = this.ex;
-    ex.abortAttempt = undefined;
+    if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
@@ -149,13 +188,17 @@ class AttemptHandler implements Dispatcher.DispatchHandler {
     if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;
     if (errorType !== undefined) attributes['error.type'] = errorType;
     this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, attributes);
+    if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
+
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
+  // llhttp errors without a mapped code still carry the class name
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'invalid-response';
   if (typeof code !== 'string') return 'reset';
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

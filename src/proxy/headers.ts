@@ -52,6 +52,8 @@ export function connectionTokens(value: string | undefined): Set<string> | undef
 /** What the first pass over the request headers learned; the route is not known yet. */
 export interface RequestFacts {
   host: string | undefined;
+  /** How many Host fields came: more than one is refused. */
+  hostCount: number;
   requestId: string | undefined;
   forwardedFor: string | undefined;
   forwardedProto: string | undefined;
@@ -67,6 +69,7 @@ export interface RequestFacts {
 export function scanRequestHeaders(raw: readonly string[]): RequestFacts {
   const facts: RequestFacts = {
     host: undefined,
+    hostCount: 0,
     requestId: undefined,
     forwardedFor: undefined,
     forwardedProto: undefined,
@@ -82,6 +85,7 @@ export function scanRequestHeaders(raw: readonly string[]): RequestFacts {
     switch (lowerName(raw[i]!)) {
       case 'host':
         facts.host ??= value;
+        facts.hostCount++;
         break;
       case 'x-request-id':
         facts.requestId ??= value;
@@ -175,6 +179,8 @@ export function buildUpstreamHeaders(
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
         continue; // set below, from what gatehouse knows and trusts
+      case 'expect':
+        continue; // node:http already answered `100 Continue`; undici refuses the header
       case 'traceparent':
       case 'tracestate':
         if (plan.replaceTraceContext) continue;

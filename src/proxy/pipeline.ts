@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Attributes } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import { normalizePath } from '../routing/normalize.js';
@@ -30,6 +31,7 @@ export interface PipelineDeps {
   readonly metrics: Metrics;
   readonly accessLog: AccessLog;
   readonly webSockets: WebSocketProxy;
+  readonly logger: Logger;
 }
 
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
@@ -68,6 +70,16 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
 
     const facts = scanRequestHeaders(req.rawHeaders);
+    let url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      // absolute-form (`GET http://host/path`, as clients send to a proxy): RFC 9112 §3.2.2 says
+      // accept it, and its authority replaces the Host header.
+      const absolute = splitAbsoluteForm(url);
+      if (absolute !== undefined) {
+        url = absolute.pathAndQuery;
+        facts.host = absolute.authority;
+      }
+    }
     ex.requestId = acceptRequestId(facts.requestId) ? facts.requestId : randomUUID();
     ex.hostHeader = facts.host ?? '';
     ex.host = hostWithoutPort(facts.host);
@@ -78,24 +90,31 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       ex.forwardedHost = facts.forwardedHost;
     }
     ex.clientIp = clientAddress(peer, facts.forwardedFor, listener.trusted);
+    if (req.rawHeaders.length > listener.maxHeaders * 2) {
+      respondError(ex, new GatehouseError('headers_too_large', `the request has more than ${listener.maxHeaders} header fields (limits.maxHeaders)`), state, true);
+      return;
+    }
+    if (facts.hostCount > 1) {
+      // RFC 9112 §3.2: more than one Host is refused, not guessed at (a request-smuggling vector).
+      respondError(ex, new GatehouseError('bad_request', 'the request has more than one Host header'), state, true);
+      return;
+    }
 
-    const url = req.url ?? '/';
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
     ex.query = q < 0 ? '' : url.slice(q);
+    const path = normalizePath(rawPath);
+    ex.path = path ?? rawPath;
     if (deps.tracing !== undefined) {
-      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme, listener.config.address.port);
+      startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme);
     } else if (facts.traceparent !== undefined) {
       ex.traceId = traceIdOf(facts.traceparent);
     }
 
-    const path = normalizePath(rawPath);
     if (path === undefined) {
-      ex.path = rawPath;
       respondError(ex, new GatehouseError('bad_request', 'the request target is not a valid path'), state, hasBody(facts));
       return;
     }
-    ex.path = path;
 
     const route = matchRoute(listener, ex, req.rawHeaders);
     if (route === undefined) {
@@ -186,7 +205,8 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   ex.target = route.rewrite(ex.path) + ex.query;
   ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
   ex.outHeaderBase = ex.outHeaders.length;
-  route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, false));
+  // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
+  route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
 }
 
 /** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
@@ -229,7 +249,7 @@ function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefine
       case 'invalid-response':
         return new GatehouseError('bad_gateway', `upstream '${upstream}' sent an invalid HTTP response`);
       case 'tls':
-        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed`);
+        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed (${tlsReason(err)})`);
     }
   }
   if ((err as { code?: unknown } | null)?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || ex.cancelled === 'aborted') return undefined;
@@ -253,20 +273,26 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
   deps.metrics.serverDuration.record(durationMs / 1000, attributes);
   endServerSpan(ex, status);
   deps.accessLog({
-    route: routeName,
+    route: routeName ?? null,
     method: ex.method,
     path: ex.path,
     status,
     durationMs: Math.round(durationMs * 1000) / 1000,
-    upstream: ex.route?.upstream,
+    upstream: ex.route?.upstream ?? null,
     attempts: ex.attempts,
-    traceId: ex.traceId || undefined,
+    traceId: ex.traceId || null,
     requestId: ex.requestId,
-    error: ex.errorCode,
+    error: ex.errorCode ?? null,
     client: ex.clientIp,
   });
   state.inFlight--;
   if (state.inFlight === 0 && state.onIdle !== undefined) state.onIdle();
+}
+
+/** The TLS error's code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`, ...): no peer data. */
+export function tlsReason(err: UpstreamError): string {
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'handshake failed';
 }
 
 const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);
@@ -275,6 +301,13 @@ function hostWithoutPort(host: string | undefined): string {
   if (host === undefined) return '';
   const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
   return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+}
+
+function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: string } | undefined {
+  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url);
+  if (!m) return undefined;
+  const rest = m[2] ?? '/';
+  return { authority: m[1]!, pathAndQuery: rest.startsWith('?') ? `/${rest}` : rest };
 }
 
 const schemeOf = (ex: Exchange) => ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');

@@ -9,14 +9,21 @@ import { deadline } from '../resilience/deadline.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { compileMatch, httpRouteOf, type Matcher } from '../routing/match.js';
 import { compileRewrite, type PathRewrite } from '../routing/rewrite.js';
+import { createCredentials } from '../security/credentials.js';
+import { createKeySet, keySetId, type KeySet } from '../security/jwks.js';
+import { compileJwt } from '../security/jwt.js';
+import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
+import { createAuthObserver } from '../telemetry/auth-observer.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { createQuotaObserver } from '../telemetry/quota-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
+import type { AuthObserver } from '../security/jwt.js';
 import type { Exchange, RouteInfo, Stage } from './exchange.js';
 import { createAttempt } from './forward.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from './send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
+import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
 
 /**
  * The compiled, immutable form of a config (STYLE §2): every matcher, Set, header list and
@@ -32,6 +39,10 @@ export interface Plan {
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
   /** Quota runtimes (buckets, queues) and provider pauses; handed on to the next plan. */
   readonly quotas: QuotaRegistry;
+  /** JWT key sets by source (`keySetId`): shared by routes, kept across reloads. */
+  readonly keySets: ReadonlyMap<string, KeySet>;
+  /** Webhook routes: activated (their delivery workers run) once this plan is live. */
+  readonly webhooks: readonly WebhookRoute[];
 }
 
 export interface ListenerPlan {
@@ -40,6 +51,8 @@ export interface ListenerPlan {
   readonly scheme: 'http' | 'https';
   /** undefined when no `trustedProxies`: every peer's X-Forwarded-* is then replaced. */
   readonly trusted: BlockList | undefined;
+  /** `limits.maxHeaders`: more header fields than this -> 431. */
+  readonly maxHeaders: number;
   readonly routes: readonly RoutePlan[];
 }
 
@@ -73,6 +86,7 @@ export interface PlanDeps {
   readonly rand: () => number;
   readonly stores: StoreRegistry;
   readonly isDraining: () => boolean;
+  readonly webhooks: WebhookRegistry;
 }
 
 /**
@@ -84,17 +98,48 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
 
   const upstreams = new Map<string, UpstreamRuntime>();
   for (const [name, cfg] of Object.entries(config.upstreams)) {
-    const print = fingerprint(cfg);
+    // TLS files are part of the fingerprint: a reload after a certificate change rebuilds the pools.
+    const tls = cfg.tls === undefined ? undefined : loadUpstreamTls(cfg.tls);
+    if (tls?.insecure) deps.logger.warn({ upstream: name }, 'upstream TLS certificate verification is OFF (insecureSkipVerify: true)');
+    const print = fingerprint([cfg, tls?.digest]);
     const old = previous?.upstreams.get(name);
-    upstreams.set(name, old !== undefined && old.fingerprint === print ? old : createUpstream(name, cfg, print));
+    upstreams.set(
+      name,
+      old !== undefined && old.fingerprint === print
+        ? old
+        : createUpstream(name, cfg, print, {
+            tls,
+            credentials: cfg.credentials === undefined ? undefined : createCredentials(name, cfg.credentials, deps),
+          }),
+    );
   }
 
   const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: createQuotaObserver(deps.metrics, deps.logger) };
   const quotas = compileQuotas(config, quotaDeps, previous?.quotas);
+  const keySets = new Map<string, KeySet>();
+  const keySetFor = (jwt: NonNullable<RouteConfig['jwt']>): KeySet => {
+    const id = keySetId(jwt);
+    let keys = keySets.get(id) ?? previous?.keySets.get(id);
+    keys ??= createKeySet(jwt, deps.clock);
+    keySets.set(id, keys);
+    return keys;
+  };
+  const listenerConfigs = new Map(config.listeners.map((l) => [l.name, l]));
+  const authObserver = createAuthObserver(deps.metrics);
 
   const routesByListener = new Map<string, RoutePlan[]>();
+  const webhooks: WebhookRoute[] = [];
   for (const route of config.routes) {
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, quotas, quotaDeps);
+    const security: RouteSecurity = {
+      listener: listenerConfigs.get(route.listener)!,
+      keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
+      authObserver,
+    };
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, quotas, quotaDeps, (input) => {
+      const webhook = deps.webhooks.compile({ ...input, config });
+      webhooks.push(webhook);
+      return webhook.handler;
+    });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
     routesByListener.set(route.listener, list);
@@ -105,18 +150,41 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     listeners.set(l.name, {
       name: l.name,
       config: l,
-      scheme: 'http',
+      scheme: l.tls === undefined ? 'http' : 'https',
       trusted: compileTrusted(l.trustedProxies),
+      maxHeaders: l.limits.maxHeaders,
       routes: routesByListener.get(l.name) ?? [],
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, quotas };
+  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks };
 }
 
-function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanDeps, quotas: QuotaRegistry, quotaDeps: QuotaDeps): RoutePlan {
+/** What compileRoute needs for the route's security stages. */
+interface RouteSecurity {
+  readonly listener: ListenerConfig;
+  readonly keys: KeySet | undefined;
+  readonly authObserver: AuthObserver;
+}
+
+type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
+
+function compileRoute(
+  route: RouteConfig,
+  upstream: UpstreamRuntime,
+  deps: PlanDeps,
+  security: RouteSecurity,
+  quotas: QuotaRegistry,
+  quotaDeps: QuotaDeps,
+  webhook: WebhookSlot,
+): RoutePlan {
+  // [security] headers gatehouse asserts are stripped from the client's request at compile time
+  const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
+  const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
+  const credentials = upstream.credentials;
+  const asserted = [...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
-    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set)].map((h) => h.toLowerCase())),
+    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
     replaceTraceContext: deps.tracing !== undefined,
   };
@@ -125,17 +193,28 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     set: Object.entries(route.headers.response.set).flat(),
   };
   const host = route.rewrite?.host;
+  const rewrite = compileRewrite(route);
+  // A webhook's body is read whole to verify it: it always has a limit.
+  const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
   // [security] jwt: authenticate first, so quotas can key on claims
+  if (clientCert !== undefined) stages.push(clientCert.stage);
+  if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
   const quota = compileRouteQuota(route, quotas, quotaDeps);
   if (quota !== undefined) stages.push(quota.stage);
+  // [security] outbound credentials last: no token is fetched for a request refused before
+  // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
+  // down must not turn providers away)
+  if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry, circuit breaker, bulkhead
+  // [security] innermost: a 401 refreshes the OAuth2 token and replays this one attempt
+  if (credentials?.policy !== undefined) policies.push(credentials.policy);
   // [quota] innermost: limits a provider announces are read from every attempt's answer
   if (quota?.observe !== undefined) policies.push(quota.observe);
 
@@ -143,15 +222,25 @@ function compileRoute(route: RouteConfig, upstream: UpstreamRuntime, deps: PlanD
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
     config: route,
     match: compileMatch(route.match),
-    rewrite: compileRewrite(route),
+    rewrite,
     upstream,
     stages,
     // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler: undefined,
+    handler:
+      route.webhook === undefined
+        ? undefined
+        : webhook({
+            route,
+            target: { upstream, rewrite, host, timeoutMs: route.timeout },
+            strip: requestHeaders.strip,
+            set: requestHeaders.set,
+            maxBodyBytes: maxBodyBytes!,
+            isDraining: deps.isDraining,
+          }),
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
-    maxBodyBytes: route.maxBodySize,
+    maxBodyBytes,
     websocket: route.websocket,
     host,
   };

@@ -47,3 +47,16 @@ export function sendProblem(res: ServerResponse, err: GatehouseError, ctx: Probl
   res.writeHead(status, headers);
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
+
+/**
+ * The same answer for a connection that has no ServerResponse (the HTTP parser refused the
+ * request: bad framing, oversized headers, too slow): raw bytes, then the connection closes.
+ */
+export function problemResponseBytes(err: GatehouseError): string {
+  const { status, title } = ERRORS[err.code];
+  const body = JSON.stringify({ type: `urn:gatehouse:error:${err.code}`, title, status, code: err.code, detail: err.message });
+  return (
+    `HTTP/1.1 ${status} ${title}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `cache-control: no-store\r\ngatehouse-error: ${err.code}\r\nconnection: close\r\n\r\n${body}`
+  );
+}

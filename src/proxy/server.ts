@@ -1,43 +1,67 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Server as TlsServer } from 'node:tls';
+import type { Logger } from 'pino';
+import { fingerprint } from '../config/fingerprint.js';
 import type { ListenerConfig } from '../config/schema.js';
+import { loadServerTls, watchServerTls } from '../security/tls.js';
+import { GatehouseError } from './errors.js';
 import type { Plan } from './plan.js';
 import { createRequestHandler, type PipelineDeps, type ProxyState } from './pipeline.js';
+import { problemResponseBytes } from './problem.js';
 
 interface Bound {
   readonly key: string;
   readonly server: Server;
+  readonly https: boolean;
+  /** Fingerprint of the `tls` and `limits` last applied. */
+  applied: string;
+  stopWatching: (() => void) | undefined;
 }
 
 /**
  * The traffic listeners. A reload reconciles them with the new plan: unchanged ones keep their
- * socket, new ones are bound before the plan is swapped (a bind failure rejects the reload), and
- * removed ones stop accepting and drain.
+ * socket (new limits and TLS settings are applied to it), new ones are bound before the plan is
+ * swapped (a bind failure rejects the reload), and removed ones stop accepting and drain.
  */
 export function createListeners(state: ProxyState, deps: PipelineDeps) {
   const bound = new Map<string, Bound>();
 
   async function open(cfg: ListenerConfig): Promise<Bound> {
     const handlers = createRequestHandler(state, cfg.name, deps);
-    const server = createServer(
-      {
-        // Longer than the usual client pool idle time, so the client closes first (no reuse race).
-        keepAliveTimeout: 65_000,
-        noDelay: true,
-      },
-      handlers.handleRequest,
-    );
+    const options = {
+      // Longer than the usual client pool idle time, so the client closes first (no reuse race).
+      keepAliveTimeout: 65_000,
+      noDelay: true,
+      maxHeaderSize: cfg.limits.maxHeaderSize,
+      headersTimeout: cfg.limits.headersTimeout,
+      requestTimeout: cfg.limits.requestTimeout,
+      // How often Node checks the two timeouts above (default 30 s would let them overrun by that).
+      connectionsCheckingInterval: 1_000,
+    };
+    const server: Server =
+      cfg.tls === undefined ? createServer(options, handlers.handleRequest) : createHttpsServer({ ...options, ...loadServerTls(cfg.tls).options }, handlers.handleRequest);
     server.on('upgrade', handlers.handleUpgrade);
+    server.on('clientError', refuseUnparsable);
     server.listen(cfg.address.port, cfg.address.host);
-    await Promise.race([
-      once(server, 'listening'),
-      once(server, 'error').then(([err]) => {
-        throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
-      }),
-    ]);
-    return { key: keyOf(cfg), server };
+    try {
+      await once(server, 'listening'); // rejects with the 'error' event
+    } catch (err) {
+      throw new Error(`cannot listen on ${cfg.address.text} for listener '${cfg.name}': ${(err as Error).message}`);
+    }
+    const b: Bound = { key: keyOf(cfg), server, https: cfg.tls !== undefined, applied: '', stopWatching: undefined };
+    apply(b, cfg, deps.logger);
+    return b;
   }
+
+  const close = (b: Bound) => {
+    b.stopWatching?.();
+    b.server.close();
+    b.server.closeIdleConnections();
+  };
 
   return {
     /** Binds what `plan` adds or changes; returns a commit that closes what it removes. */
@@ -46,25 +70,31 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
       try {
         for (const l of plan.config.listeners) {
           const current = bound.get(l.name);
+          if (current !== undefined && current.key === keyOf(l) && current.https !== (l.tls !== undefined)) {
+            throw new Error(`listener '${l.name}' cannot switch between http and https on the same address without a restart`);
+          }
           if (current === undefined || current.key !== keyOf(l)) opened.set(l.name, await open(l));
         }
       } catch (err) {
-        for (const b of opened.values()) b.server.close();
+        for (const b of opened.values()) close(b);
         throw err;
       }
       return {
         commit() {
           for (const [name, b] of bound) {
             if (!plan.listeners.has(name) || opened.has(name)) {
-              b.server.close();
-              b.server.closeIdleConnections();
+              close(b);
               bound.delete(name);
             }
           }
           for (const [name, b] of opened) bound.set(name, b);
+          for (const l of plan.config.listeners) {
+            const b = bound.get(l.name);
+            if (b !== undefined && !opened.has(l.name)) apply(b, l, deps.logger);
+          }
         },
         abort() {
-          for (const b of opened.values()) b.server.close();
+          for (const b of opened.values()) close(b);
         },
       };
     },
@@ -75,16 +105,63 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
 
     /** Stop accepting connections; idle keep-alive connections close now, busy ones after their answer. */
     stopAccepting(): void {
-      for (const b of bound.values()) {
-        b.server.close();
-        b.server.closeIdleConnections();
-      }
+      for (const b of bound.values()) close(b);
     },
 
     closeAll(): void {
       for (const b of bound.values()) b.server.closeAllConnections();
     },
   };
+}
+
+/** Installs a listener's limits and TLS settings on its server (at bind, and on reloads that change them). */
+function apply(b: Bound, cfg: ListenerConfig, logger: Logger): void {
+  const print = fingerprint([cfg.tls, cfg.limits]);
+  if (print === b.applied) return;
+  const { server } = b;
+  server.headersTimeout = cfg.limits.headersTimeout;
+  server.requestTimeout = cfg.limits.requestTimeout;
+  // Node would silently drop the fields past its count (Host among them, if it came last):
+  // it keeps them all, maxHeaderSize bounds their bytes, and the pipeline answers 431 past maxHeaders.
+  server.maxHeadersCount = 0;
+  if (b.applied !== '' && (server as Server & { maxHeaderSize?: number }).maxHeaderSize !== cfg.limits.maxHeaderSize) {
+    logger.warn({ listener: cfg.name }, 'a change to limits.maxHeaderSize takes effect at the next restart');
+  }
+  if (cfg.tls !== undefined) {
+    const tlsServer = server as unknown as TlsServer;
+    if (b.applied !== '') {
+      try {
+        const { options } = loadServerTls(cfg.tls);
+        tlsServer.setSecureContext(options);
+        Object.assign(tlsServer, { requestCert: options.requestCert, rejectUnauthorized: true });
+      } catch (err) {
+        logger.error({ listener: cfg.name, err: (err as Error).message }, 'cannot apply the new TLS settings; the previous ones stay in use');
+      }
+    }
+    b.stopWatching?.();
+    b.stopWatching = watchServerTls(tlsServer, cfg.tls, cfg.name, logger);
+  }
+  b.applied = print;
+}
+
+/**
+ * Requests Node's HTTP parser refuses before gatehouse sees them — ambiguous framing (both
+ * Content-Length and Transfer-Encoding, duplicate or invalid Content-Length, unknown
+ * Transfer-Encoding), oversized headers, headers or body too slow — get problem+json too, and
+ * the connection closes. Nothing is forwarded.
+ */
+function refuseUnparsable(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || err.code === 'ECONNRESET' || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const refusal =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new GatehouseError('headers_too_large', 'the request headers are larger than this listener accepts (limits.maxHeaderSize)')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new GatehouseError('request_timeout', 'the request was not received in time (limits.headersTimeout / limits.requestTimeout)')
+        : new GatehouseError('bad_request', `the request is not valid HTTP/1.1 (${err.code ?? 'parse error'})`);
+  socket.end(problemResponseBytes(refusal));
 }
 
 export type Listeners = ReturnType<typeof createListeners>;

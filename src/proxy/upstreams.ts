@@ -1,5 +1,8 @@
+import { Agent as HttpsAgent } from 'node:https';
 import { Pool } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
+import type { Credentials } from '../security/credentials.js';
+import type { UpstreamTls } from '../security/tls.js';
 
 /** One `endpoints` entry: its warm connection pool and live counters. */
 export interface Endpoint {
@@ -13,6 +16,8 @@ export interface Endpoint {
   /** The endpoint URL's path without a trailing slash ('' for none), put before every request path. */
   readonly basePath: string;
   readonly pool: Pool;
+  /** For WebSocket upgrades to an https:// endpoint: the same TLS settings as the pool. */
+  readonly wsAgent: HttpsAgent | undefined;
   inFlight: number;
 }
 
@@ -21,6 +26,8 @@ export interface UpstreamRuntime {
   /** Hash of the config that built it: a reload keeps the runtime (and its pools) when unchanged. */
   readonly fingerprint: string;
   readonly endpoints: readonly Endpoint[];
+  /** `credentials`: added to every request; undefined when none are configured. */
+  readonly credentials: Credentials | undefined;
   inFlight: number;
   /** The endpoint for the next attempt, or undefined when none can take traffic. */
   pick(): Endpoint | undefined;
@@ -36,7 +43,13 @@ export interface UpstreamView {
   readonly endpoints: readonly { readonly url: string; readonly healthy: boolean; readonly ejected: boolean; readonly inFlight: number }[];
 }
 
-export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string): UpstreamRuntime {
+export interface UpstreamParts {
+  readonly tls?: UpstreamTls | undefined;
+  readonly credentials?: Credentials | undefined;
+}
+
+export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, parts: UpstreamParts = {}): UpstreamRuntime {
+  const tls = parts.tls?.connect;
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
@@ -49,7 +62,8 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,
-        connect: { timeout: cfg.connectTimeout },
+        // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
+        connect: scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout },
         // Keep connections warm between bursts; undici still honours the upstream's own hint.
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
@@ -57,6 +71,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
         headersTimeout: 0,
         bodyTimeout: 0,
       }),
+      wsAgent: scheme === 'https' && tls !== undefined ? new HttpsAgent(tls) : undefined,
       inFlight: 0,
     };
   });
@@ -66,6 +81,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     name,
     fingerprint,
     endpoints,
+    credentials: parts.credentials,
     inFlight: 0,
     pick() {
       const ep = endpoints[next]!;
@@ -81,6 +97,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     },
     async close() {
       await Promise.all(endpoints.map((e) => e.pool.close()));
+      for (const e of endpoints) e.wsAgent?.destroy();
     },
   };
   return runtime;

@@ -46,7 +46,13 @@ export function createWebSocketProxy() {
         ep.inFlight--;
         route.upstream.inFlight--;
       });
-      proxy.ws(req, socket, head, { target: `${ep.scheme}://${ep.authority}`, headers, secure: true }, (err) => onFailure(err));
+      proxy.ws(req, socket, head, {
+        target: `${ep.scheme}://${ep.authority}`,
+        headers,
+        secure: true,
+        // https:// upstreams: the upstream's TLS settings (CA, client certificate, serverName)
+        ...(ep.wsAgent === undefined ? {} : { agent: ep.wsAgent }),
+      }, (err) => onFailure(err));
     },
     close: () => proxy.close(),
   };

@@ -78,8 +78,11 @@ export function compileMatch(match: RouteConfig['match']): Matcher {
 }
 
 function hasHeaderValue(raw: readonly string[], lowerName: string, value: string): boolean {
+  const len = lowerName.length;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === lowerName && raw[i + 1] === value) return true;
+    const name = raw[i]!;
+    // compare lengths first: most names differ there, and toLowerCase() allocates
+    if (name.length === len && raw[i + 1] === value && (name === lowerName || name.toLowerCase() === lowerName)) return true;
   }
   return false;
 }

@@ -3,11 +3,17 @@
  * unreserved characters decoded (RFC 3986 §6.2.2.2), other escapes upper-cased, then dot
  * segments removed (§5.2.4). `/api/../admin` and `/%61dmin` become `/admin` before any route
  * sees them, so no prefix can be bypassed. Returns undefined for a path that is not one.
+ *
+ * Encoded slashes (`%2F`) and backslashes (`%5C`) are data, not separators: they are kept
+ * encoded and never split a segment for matching (RFC 3986; what Envoy does by default). Many
+ * upstreams decode them and resolve dots afterwards, so a path where a `.` or `..` segment
+ * appears only once `%2F`, `%5C` or `\` count as separators (`/api/..%2Fadmin`) is refused:
+ * the prefix it matched here would not be the path the upstream serves.
  */
 export function normalizePath(path: string): string | undefined {
   if (path.charCodeAt(0) !== 47 /* / */) return undefined;
   // Fast path: nothing to decode and no dot segment.
-  if (!path.includes('%') && !path.includes('/.')) return path;
+  if (!path.includes('%') && !path.includes('/.') && !path.includes('\\')) return path;
 
   let decoded = path;
   if (path.includes('%')) {
@@ -25,7 +31,17 @@ export function normalizePath(path: string): string | undefined {
       i += 2;
     }
   }
-  return removeDotSegments(decoded);
+  const normalized = removeDotSegments(decoded);
+  return hasHiddenDotSegment(normalized) ? undefined : normalized;
+}
+
+const ALT_SEPARATOR = /\\|%2F|%5C/;
+const ANY_SEPARATOR = /\/|\\|%2F|%5C/;
+
+/** A `.`/`..` segment that appears when encoded slashes or backslashes are read as separators. */
+function hasHiddenDotSegment(path: string): boolean {
+  if (!ALT_SEPARATOR.test(path)) return false;
+  return path.split(ANY_SEPARATOR).some((s) => s === '.' || s === '..');
 }
 
 function isUnreserved(code: number): boolean {

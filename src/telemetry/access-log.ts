@@ -1,18 +1,27 @@
 import type { DestinationStream } from 'pino';
 
-/** One JSON line per request (SPEC §8). Never headers: no Authorization, no cookies. */
+/**
+ * One JSON line per request (SPEC §8). Never headers: no Authorization, no cookies. Every key is
+ * always present (null when it does not apply), so log pipelines see one fixed shape.
+ */
 export interface AccessLogEntry {
-  readonly route: string | undefined;
+  readonly route: string | null;
   readonly method: string;
   readonly path: string;
   readonly status: number;
   readonly durationMs: number;
-  readonly upstream: string | undefined;
+  readonly upstream: string | null;
   readonly attempts: number;
-  readonly traceId: string | undefined;
+  readonly traceId: string | null;
   readonly requestId: string;
-  readonly error: string | undefined;
+  /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
+  readonly error: string | null;
   readonly client: string;
+  /** Set on the lines of background work that no client request carries (webhook deliveries). */
+  readonly kind?: 'webhook-delivery';
+  readonly webhookId?: string;
+  readonly eventId?: string;
+  readonly result?: string;
 }
 
 export type AccessLog = (entry: AccessLogEntry) => void;

@@ -14,7 +14,6 @@ export function startServerSpan(
   traceparent: string | undefined,
   tracestate: string | undefined,
   scheme: string,
-  port: number,
 ): void {
   const parent = tracing.extract(traceparent, tracestate);
   const span = tracing.tracer.startSpan(
@@ -26,7 +25,7 @@ export function startServerSpan(
         [ATTR.urlPath]: ex.path,
         [ATTR.urlScheme]: scheme,
         [ATTR.serverAddress]: ex.host || undefined,
-        [ATTR.serverPort]: port,
+        [ATTR.serverPort]: ex.req.socket.localPort,
         [ATTR.peerAddress]: ex.req.socket.remoteAddress,
         [ATTR.requestId]: ex.requestId,
       },

@@ -4,13 +4,19 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
-import { DURATION_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
+import { DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
 
 export interface Metrics {
   readonly meter: Meter;
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
+  readonly authDecisions: Counter;
+  /** `gatehouse_webhook_events_total{route,result}`. */
+  readonly webhookEvents: Counter;
+  /** Time from a webhook's receipt to its delivery to the upstream. */
+  readonly webhookDeliveryLag: Histogram;
   /** `gatehouse_ratelimit_decisions_total{route,result}`: allowed, rejected, queued, fallback. */
   readonly ratelimitDecisions: CounterCells;
   /** `gatehouse_ratelimit_queue_depth{quota}`: requests waiting in a quota's queue. */
@@ -37,6 +43,10 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
   }
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter('gatehouse');
+  const configReloads = meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' });
+  // Both series exist from the start, so `increase(...{result="failure"}[5m])` alerts work before the first failure.
+  configReloads.add(0, { result: 'success' });
+  configReloads.add(0, { result: 'failure' });
   return {
     meter,
     serverDuration: meter.createHistogram(METRICS.serverDuration, {
@@ -49,7 +59,16 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       description: 'Duration of each upstream attempt, by upstream and status.',
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
-    configReloads: meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' }),
+    configReloads,
+    authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
+    webhookEvents: meter.createCounter(METRICS.webhookEvents, {
+      description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
+    }),
+    webhookDeliveryLag: meter.createHistogram(METRICS.webhookDeliveryLag, {
+      unit: 's',
+      description: 'Time from receiving a webhook to its delivery to the upstream, retries included.',
+      advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
+    }),
     ratelimitDecisions: createCounterCells(meter, METRICS.ratelimitDecisions, 'Quota decisions by route and result (allowed, rejected, queued, fallback).'),
     ratelimitQueueDepth: meter.createUpDownCounter(METRICS.ratelimitQueueDepth, { description: 'Requests waiting in a quota queue, by quota.' }),
     ratelimitQueueWait: meter.createHistogram(METRICS.ratelimitQueueWait, {

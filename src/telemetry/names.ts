@@ -15,6 +15,8 @@ export const METRICS = {
   circuitState: 'gatehouse.circuit.state',
   upstreamHealthy: 'gatehouse.upstream.healthy',
   webhookEvents: 'gatehouse.webhook.events',
+  webhookDeliveryLag: 'gatehouse.webhook.delivery.lag',
+  webhookPending: 'gatehouse.webhook.pending',
   authDecisions: 'gatehouse.auth.decisions',
   storeUp: 'gatehouse.store.up',
 } as const;
@@ -34,6 +36,10 @@ export const ATTR = {
   gatehouseRoute: 'gatehouse.route',
   gatehouseUpstream: 'gatehouse.upstream',
   requestId: 'gatehouse.request_id',
+  webhookId: 'gatehouse.webhook.id',
+  webhookEventId: 'gatehouse.webhook.event_id',
+  webhookAttempt: 'gatehouse.webhook.attempt',
+  webhookResult: 'gatehouse.webhook.result',
   quota: 'gatehouse.quota',
   quotaResult: 'gatehouse.quota.result',
   quotaRetryAfter: 'gatehouse.quota.retry_after_s',
@@ -54,5 +60,7 @@ export const EVENTS = {
 /** Bucket boundaries for request durations in seconds (the semconv advice). */
 export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
+/** Bucket boundaries for webhook delivery lag in seconds: from a prompt delivery to hours of retries. */
+export const LAG_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400];
 /** Bucket boundaries for quota queue waits in seconds: from a refill tick to a long maxWait. */
 export const QUEUE_WAIT_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];

@@ -47,7 +47,8 @@ export interface TestGatehouse {
 
 /**
  * Starts gatehouse in this process from YAML text, exactly as a user writes it, with listeners
- * and the admin API on port 0. `admin` defaults to 127.0.0.1:0 when the YAML sets none.
+ * and the admin API on port 0. `admin` defaults to 127.0.0.1:0, `dataDir` to a temp folder and
+ * `shutdown.drainTimeout` to 2s when the YAML sets none.
  */
 export async function startGatehouse(
   yaml: string,
@@ -58,7 +59,9 @@ export async function startGatehouse(
   for (const [name, content] of Object.entries(options.files ?? {})) writeFileSync(join(dir, name), content);
   const withAdmin = (text: string) => (/^admin:/m.test(text) ? text : `${text}\nadmin: { address: 127.0.0.1:0 }\n`);
   const withDataDir = (text: string) => (/^dataDir:/m.test(text) ? text : `${text}\ndataDir: ${join(dir, 'data')}\n`);
-  const prepare = (text: string) => withDataDir(withAdmin(text));
+  // a test that leaves a request stalled must not wait the default 20 s drain at cleanup
+  const withDrain = (text: string) => (/^shutdown:/m.test(text) ? text : `${text}\nshutdown: { drainTimeout: 2s }\n`);
+  const prepare = (text: string) => withDrain(withDataDir(withAdmin(text)));
   writeFileSync(file, prepare(yaml));
   const accessLog = new LineSink();
   const log = new LineSink();

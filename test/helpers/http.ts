@@ -49,3 +49,17 @@ export async function eventually<T>(check: () => T | undefined | false | Promise
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+/** Opens a WebSocket, sends one message and resolves with the first message back. */
+export async function webSocketRoundTrip(url: string, message: string, headers: Record<string, string> = {}): Promise<string> {
+  const { default: WebSocket } = await import('ws');
+  return new Promise<string>((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.on('open', () => ws.send(message));
+    ws.on('message', (m) => {
+      resolve((m as Buffer).toString());
+      ws.close();
+    });
+    ws.on('error', reject);
+  });
+}

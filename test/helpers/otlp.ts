@@ -16,6 +16,8 @@ export interface ReceivedSpan {
   readonly kind: number;
   readonly attributes: Record<string, string | number | boolean | undefined>;
   readonly events: { name: string; attributes: Record<string, unknown> }[];
+  /** Span links: the spans this one relates to outside its parent (a webhook delivery -> its intake). */
+  readonly links: { traceId: string; spanId: string; attributes: Record<string, unknown> }[];
   readonly status: { code?: number; message?: string };
   readonly resource: Record<string, string | number | boolean | undefined>;
 }
@@ -84,6 +86,11 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
               kind: s.kind,
               attributes: attrs(s.attributes),
               events: (s.events ?? []).map((e: { name: string; attributes?: KeyValue[] }) => ({ name: e.name, attributes: attrs(e.attributes) })),
+              links: (s.links ?? []).map((l: { traceId: string; spanId: string; attributes?: KeyValue[] }) => ({
+                traceId: l.traceId,
+                spanId: l.spanId,
+                attributes: attrs(l.attributes),
+              })),
               status: s.status ?? {},
               resource,
             });

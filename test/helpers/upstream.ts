@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { onCleanup } from './cleanup.js';
 
@@ -49,6 +50,8 @@ export interface Upstream {
   readonly received: Received[];
   /** Open sockets, to count connections. */
   readonly sockets: Set<Socket>;
+  /** Requests whose connection closed before their answer was complete (cancelled by the proxy). */
+  readonly closedEarly: string[];
   close(): Promise<void>;
 }
 
@@ -57,7 +60,7 @@ export interface Upstream {
  * repeats); a function instead of a list handles every request. Bodies are read before replying
  * unless `streaming` is set (then the handler gets an empty body and may read `req` itself).
  */
-export async function startUpstream(script: Reply | Reply[] = echo, options: { streaming?: boolean } = {}): Promise<Upstream> {
+export async function startUpstream(script: Reply | Reply[] = echo, options: { streaming?: boolean; tls?: HttpsOptions } = {}): Promise<Upstream> {
   const received: Received[] = [];
   const sockets = new Set<Socket>();
   let i = 0;
@@ -67,7 +70,11 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
     i++;
     return r;
   };
-  const server = createServer((req, res) => {
+  const closedEarly: string[] = [];
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    res.on('close', () => {
+      if (!res.writableFinished) closedEarly.push(req.url!);
+    });
     const handle = next();
     if (options.streaming) {
       received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.alloc(0) });
@@ -81,8 +88,9 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
       received.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body });
       void handle(req, res, body);
     });
-  });
-  server.on('connection', (s: Socket) => {
+  };
+  const server: Server = options.tls === undefined ? createServer(onRequest) : createHttpsServer(options.tls, onRequest);
+  server.on(options.tls === undefined ? 'connection' : 'secureConnection', (s: Socket) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
@@ -94,7 +102,7 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
   onCleanup(close);
-  return { url: `http://127.0.0.1:${port}`, port, server, received, sockets, close };
+  return { url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`, port, server, received, sockets, closedEarly, close };
 }
 
 /** A port that refuses connections: bound, then closed. */

@@ -82,8 +82,8 @@ routes:
   - { name: r, listener: in, upstream: app, quota: [per-user, { limit: 5, per: 1s, key: "jwt:tenant" }] }
 `),
     ).toEqual([
-      'gatehouse.yaml:10:53 routes[0].quota[0]: quota "per-user" counts by jwt:sub, which needs jwt on this route',
-      'gatehouse.yaml:10:89 routes[0].quota[1].key: counts by jwt:tenant, which needs jwt on this route',
+      'gatehouse.yaml:10:53 routes[0].quota[0]: quota "per-user" counts by "jwt:sub", which needs jwt on this route',
+      'gatehouse.yaml:10:89 routes[0].quota[1].key: counts by "jwt:tenant", which needs jwt on this route',
     ]);
   });
 

@@ -1,0 +1,55 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { readPem, type Config } from './schema.js';
+
+/**
+ * The files a valid config names — TLS certificates, keys and CAs, local JWKS — checked once the
+ * schema passed, so `gatehouse validate` and a reload report an unreadable or unparsable file at
+ * its key's position instead of failing later at bind or on the first request. Kept out of the
+ * schema itself so that the schema does no I/O. A problem never quotes key material.
+ */
+export function fileProblems(config: Config): { path: PropertyKey[]; message: string }[] {
+  const problems: { path: PropertyKey[]; message: string }[] = [];
+  const pem = (path: PropertyKey[], source: string | undefined, what: 'certificate' | 'key') => {
+    if (source === undefined) return;
+    let text: string;
+    try {
+      text = readPem(source);
+    } catch (err) {
+      problems.push({ path, message: `cannot read ${what} file ${source} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+      return;
+    }
+    try {
+      if (what === 'key') createPrivateKey(text);
+      else new X509Certificate(text);
+    } catch (err) {
+      const kind = what === 'key' ? 'an unencrypted PEM private key' : 'a PEM certificate';
+      problems.push({ path, message: `must be ${kind} (${(err as { code?: string }).code ?? 'unparsable'})` });
+    }
+  };
+
+  config.listeners.forEach((l, i) => {
+    if (l.tls === undefined) return;
+    pem(['listeners', i, 'tls', 'cert'], l.tls.cert, 'certificate');
+    pem(['listeners', i, 'tls', 'key'], l.tls.key.reveal(), 'key');
+    pem(['listeners', i, 'tls', 'clientCa'], l.tls.clientCa, 'certificate');
+  });
+  for (const [name, u] of Object.entries(config.upstreams)) {
+    if (u.tls === undefined) continue;
+    pem(['upstreams', name, 'tls', 'ca'], u.tls.ca, 'certificate');
+    pem(['upstreams', name, 'tls', 'cert'], u.tls.cert, 'certificate');
+    pem(['upstreams', name, 'tls', 'key'], u.tls.key?.reveal(), 'key');
+  }
+  config.routes.forEach((r, i) => {
+    const file = r.jwt?.jwks;
+    if (file === undefined) return;
+    const path = ['routes', i, 'jwt', 'jwks'];
+    try {
+      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys?: unknown } | null;
+      if (!Array.isArray(parsed?.keys)) problems.push({ path, message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
+    } catch (err) {
+      problems.push({ path, message: `cannot read JWKS file ${file} (${(err as NodeJS.ErrnoException).code ?? 'not JSON'})` });
+    }
+  });
+  return problems;
+}

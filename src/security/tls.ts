@@ -1,0 +1,155 @@
+import { createHash, X509Certificate } from 'node:crypto';
+import { unwatchFile, watchFile } from 'node:fs';
+import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { readPem, type ListenerTlsConfig, type UpstreamTlsConfig } from '../config/schema.js';
+import type { Stage } from '../proxy/exchange.js';
+import { toHeaderValue } from './header-value.js';
+
+/*
+ * TLS both ways. Inbound: an HTTPS listener's secure context, re-read when its files change
+ * (certificate rotation without a restart), mTLS when `clientCa` is set. Outbound: the connect
+ * options an upstream's pools and WebSocket relay use: system CAs plus `ca`, a client
+ * certificate, SNI / verification name, and verification on unless explicitly skipped.
+ */
+
+/** What https.createServer needs for a listener; files are read now. */
+export interface ServerTls {
+  readonly options: SecureContextOptions & { requestCert: boolean; rejectUnauthorized: true };
+}
+
+export function loadServerTls(cfg: ListenerTlsConfig): ServerTls {
+  const clientCa = cfg.clientCa === undefined ? undefined : readPem(cfg.clientCa);
+  return {
+    options: {
+      cert: readPem(cfg.cert),
+      key: readPem(cfg.key.reveal()),
+      ...(clientCa === undefined ? {} : { ca: clientCa }),
+      minVersion: cfg.minVersion,
+      // Without clientCa no certificate is asked for; with it, a client without a valid one is
+      // refused during the handshake, before any HTTP byte is read.
+      requestCert: clientCa !== undefined,
+      rejectUnauthorized: true,
+    },
+  };
+}
+
+/**
+ * Applies a listener's TLS config to a running server and keeps it current: the cert, key and
+ * clientCa files are polled, and a change installs a new secure context for new connections.
+ * A file caught half-written (unparsable) is skipped; the next change tries again. Returns stop().
+ */
+export function watchServerTls(server: TlsServer, cfg: ListenerTlsConfig, listener: string, logger: Logger, intervalMs = 1000): () => void {
+  const files = [cfg.cert, cfg.key.reveal(), cfg.clientCa].filter((f): f is string => f !== undefined && !f.trimStart().startsWith('-----BEGIN'));
+  const reload = () => {
+    try {
+      const { options } = loadServerTls(cfg);
+      server.setSecureContext(options);
+      const s = server as TlsServer & { requestCert: boolean; rejectUnauthorized: boolean };
+      s.requestCert = options.requestCert;
+      s.rejectUnauthorized = true;
+      logger.info({ listener, certificate: describeCertificate(options.cert as string) }, 'TLS certificate reloaded');
+    } catch (err) {
+      // The message names the file and the parse error, never key material.
+      logger.error({ listener, err: (err as Error).message }, 'TLS certificate reload failed; the previous certificate stays in use');
+    }
+  };
+  let debounce: NodeJS.Timeout | undefined;
+  const onChange = (curr: { mtimeMs: number; size: number; ino: number }, prev: { mtimeMs: number; size: number; ino: number }) => {
+    if (curr.mtimeMs === prev.mtimeMs && curr.size === prev.size && curr.ino === prev.ino) return;
+    clearTimeout(debounce);
+    // cert and key are usually replaced together: wait for the pair
+    debounce = setTimeout(reload, 100);
+  };
+  for (const f of files) watchFile(f, { interval: intervalMs, persistent: false }, onChange);
+  return () => {
+    clearTimeout(debounce);
+    for (const f of files) unwatchFile(f, onChange);
+  };
+}
+
+/** `CN=...` and expiry of a PEM certificate, for logs. */
+export function describeCertificate(pem: string): string {
+  try {
+    const c = new X509Certificate(pem);
+    return `${c.subject.replaceAll('\n', ', ')} (valid to ${c.validTo})`;
+  } catch {
+    return 'unparsable certificate';
+  }
+}
+
+export interface UpstreamTls {
+  /** undici `connect` / https.Agent options. */
+  readonly connect: ConnectionOptions;
+  /** Hash of the material read from files: a reload rebuilds the pools when a file changed. */
+  readonly digest: string;
+  readonly insecure: boolean;
+}
+
+export function loadUpstreamTls(cfg: UpstreamTlsConfig): UpstreamTls {
+  const ca = cfg.ca === undefined ? undefined : readPem(cfg.ca);
+  const cert = cfg.cert === undefined ? undefined : readPem(cfg.cert);
+  const key = cfg.key === undefined ? undefined : readPem(cfg.key.reveal());
+  // Built once: passing `ca` per connection would make every new connection parse the ~140
+  // system roots again. `ca` replaces Node's trust store, so the roots go along with the extra CA.
+  const secureContext = createSecureContext({
+    ...(ca === undefined ? {} : { ca: [...rootCertificates, ca] }),
+    ...(cert === undefined || key === undefined ? {} : { cert, key }),
+    minVersion: cfg.minVersion,
+  });
+  const connect: ConnectionOptions = {
+    secureContext,
+    // tls.connect checks the certificate against `servername` when given: SNI and verification
+    // name are one setting (without it: the endpoint's host name; no SNI for an IP address).
+    ...(cfg.serverName === undefined ? {} : { servername: cfg.serverName }),
+    rejectUnauthorized: !cfg.insecureSkipVerify,
+  };
+  const digest = createHash('sha256')
+    .update(JSON.stringify([ca, cert, key, cfg.serverName, cfg.minVersion, cfg.insecureSkipVerify]))
+    .digest('hex')
+    .slice(0, 16);
+  return { connect, digest, insecure: cfg.insecureSkipVerify };
+}
+
+
+/** A verified client certificate's facts, computed once per connection (a keep-alive connection carries many requests). */
+export interface ClientCertFacts {
+  readonly subject: string;
+  readonly fingerprint: string;
+}
+
+const factsBySocket = new WeakMap<TLSSocket, ClientCertFacts | null>();
+
+export function clientCertFacts(socket: TLSSocket): ClientCertFacts | undefined {
+  let facts = factsBySocket.get(socket);
+  if (facts === undefined) {
+    const cert = socket.authorized ? socket.getPeerX509Certificate() : undefined;
+    facts =
+      cert === undefined
+        ? null
+        : { subject: toHeaderValue(cert.subject.split('\n').join(',')), fingerprint: cert.fingerprint256.replaceAll(':', '').toLowerCase() };
+    factsBySocket.set(socket, facts);
+  }
+  return facts ?? undefined;
+}
+
+/**
+ * `listeners[].tls.forwardClientCert`: a stage that tells the upstream who the (verified) client
+ * is. Client-sent copies of these headers are stripped on every route of the listener.
+ */
+export function compileClientCertForwarding(
+  cfg: ListenerTlsConfig['forwardClientCert'],
+): { readonly stage: Stage; readonly strip: readonly string[] } | undefined {
+  if (cfg === undefined || (cfg.subject === undefined && cfg.fingerprint === undefined)) return undefined;
+  const { subject, fingerprint } = cfg;
+  return {
+    strip: [subject, fingerprint].filter((h): h is string => h !== undefined),
+    stage: function clientCert(ex) {
+      const facts = clientCertFacts(ex.req.socket as TLSSocket);
+      if (facts === undefined) return undefined;
+      if (subject !== undefined) ex.setUpstreamHeader(subject, facts.subject);
+      if (fingerprint !== undefined) ex.setUpstreamHeader(fingerprint, facts.fingerprint);
+      return undefined;
+    },
+  };
+}

@@ -1,0 +1,300 @@
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { WebhookConfig } from '../config/schema.js';
+import type { Clock } from '../resilience/clock.js';
+import type { StoredEvent, WebhookStore } from './store.js';
+
+/** One endpoint of the route's upstream, as the upstream runtime has it (warm undici pool). */
+export interface DeliveryEndpoint {
+  readonly pool: Dispatcher;
+  readonly scheme: 'http' | 'https';
+  readonly hostname: string;
+  readonly port: number;
+  readonly authority: string;
+  readonly basePath: string;
+  inFlight: number;
+}
+
+export interface DeliveryUpstream {
+  readonly name: string;
+  inFlight: number;
+  pick(): DeliveryEndpoint | undefined;
+}
+
+/** Where the route's events go, from the plan that is live now (a reload may change it). */
+export interface DeliveryTarget {
+  readonly upstream: DeliveryUpstream;
+  /** The route's path rewrite. */
+  readonly rewrite: (path: string) => string;
+  /** `rewrite.host`: undefined = the endpoint's authority, 'preserve' = the provider's Host. */
+  readonly host: string | undefined;
+  /** The route `timeout`: bounds each delivery attempt. */
+  readonly timeoutMs: number;
+}
+
+export type AttemptResult = 'delivered' | 'retried' | 'dead' | 'released';
+
+export interface AttemptReport {
+  readonly status: number;
+  readonly error: string | undefined;
+  readonly result: AttemptResult;
+  readonly durationMs: number;
+  /** Wall-clock ms from receipt to delivery, for a delivered event. */
+  readonly lagMs: number | undefined;
+}
+
+/** What delivery tells telemetry (implemented in src/telemetry/webhook-observer.ts). */
+export interface DeliveryObserver {
+  /** An attempt starts: returns the traceparent to send (undefined when tracing is off) and its end. */
+  attempt(ev: StoredEvent, upstream: string, ep: DeliveryEndpoint, path: string): { traceparent: string | undefined; end(report: AttemptReport): void };
+  pending(route: string, count: number): void;
+}
+
+export interface DeliveryWorker {
+  start(): void;
+  /** Something became due (an intake, a replay): look now instead of at the next poll. */
+  notify(): void;
+  /** Stops claiming; in-flight deliveries get `graceMs` to finish, then are handed back to the store. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export interface DeliveryWorkerOptions {
+  readonly route: string;
+  readonly cfg: WebhookConfig;
+  readonly store: () => WebhookStore;
+  /** This process's lease owner id. */
+  readonly owner: string;
+  readonly target: () => DeliveryTarget | undefined;
+  readonly clock: Clock;
+  readonly rand: () => number;
+  readonly observer: DeliveryObserver;
+  readonly logger: Logger;
+}
+
+/** How often a worker looks for work it was not told about (other replicas, expired leases). */
+const POLL_MS = 1_000;
+const MAINTAIN_EVERY_MS = 60_000;
+
+/**
+ * Exponential back-off with equal jitter: after the n-th failed attempt, wait between half and
+ * all of min(max, base * 2^(n-1)). Never zero, unlike full jitter: a store that just failed is
+ * not hit again at once.
+ */
+export function retryDelayMs(failedAttempts: number, baseMs: number, maxMs: number, rand: () => number): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, failedAttempts - 1));
+  return Math.round(ceiling / 2 + (rand() * ceiling) / 2);
+}
+
+/**
+ * How long a claimed event stays leased to this process: the attempt's timeout twice over plus
+ * a margin, so a live worker always finishes first and a dead one's events come back soon.
+ */
+export const leaseMs = (timeoutMs: number) => timeoutMs * 2 + 1_000;
+
+class Stopped extends Error {}
+
+/**
+ * Delivers one route's stored events to its upstream in the background, `delivery.concurrency`
+ * at a time: claim (lease) due events, POST each, then mark it delivered, due again later, or
+ * dead. Events of every process sharing the store are worked on; a lease makes each one go out
+ * from one process at a time.
+ */
+export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
+  const { route, cfg, owner, clock, observer, logger } = o;
+  const { attempts: maxAttempts, backoff, deadLetter, concurrency } = cfg.delivery;
+  const inFlight = new Map<string, { readonly abort: AbortController; readonly done: Promise<void> }>();
+  let running = false;
+  let pumping = false;
+  let again = false;
+  let timer: NodeJS.Timeout | undefined;
+  let nextMaintainAt = 0;
+  let nextGaugeAt = 0;
+  let storeDown = false;
+  let notified = false;
+
+  const schedule = (delayMs: number) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void pump(), Math.max(0, delayMs));
+  };
+
+  async function pump(): Promise<void> {
+    if (!running) return;
+    if (pumping) {
+      again = true;
+      return;
+    }
+    pumping = true;
+    let delay = POLL_MS;
+    try {
+      const store = o.store();
+      const now = clock.now();
+      if (now >= nextMaintainAt) {
+        nextMaintainAt = now + MAINTAIN_EVERY_MS;
+        await store.maintain(now);
+      }
+      const target = o.target();
+      const free = concurrency - inFlight.size;
+      let full = free <= 0;
+      if (free > 0 && target !== undefined && running) {
+        const batch = await store.claim(route, owner, now, now + leaseMs(target.timeoutMs), free);
+        for (const ev of batch) begin(ev, store);
+        full = batch.length === free; // maybe more is due: look again once a slot frees up
+      }
+      // the gauge: at most once a second under load, and whenever the worker falls idle
+      if (now >= nextGaugeAt || inFlight.size === 0) {
+        nextGaugeAt = now + POLL_MS;
+        observer.pending(route, await store.pending(route));
+      }
+      if (!full) {
+        const next = await store.nextDueAt(route);
+        if (next !== undefined) delay = Math.min(POLL_MS, next - clock.now());
+      }
+      if (storeDown) logger.info({ route }, 'webhook store answers again; delivery resumed');
+      storeDown = false;
+    } catch (err) {
+      if (!storeDown) logger.warn({ route, err: (err as Error).message }, 'webhook store unavailable; delivery paused until it answers');
+      storeDown = true;
+    } finally {
+      pumping = false;
+    }
+    if (!running) return;
+    if (again) {
+      again = false;
+      delay = 0;
+    }
+    schedule(delay);
+  }
+
+  function begin(ev: StoredEvent, store: WebhookStore): void {
+    const abort = new AbortController();
+    const done = deliver(ev, store, abort.signal)
+      .catch((err: unknown) => {
+        // The store failed to record the outcome: the lease runs out and the event goes again.
+        logger.warn({ route, id: ev.id, err: (err as Error).message }, 'could not record a webhook delivery outcome');
+      })
+      .finally(() => {
+        inFlight.delete(ev.id);
+        if (running) api.notify();
+      });
+    inFlight.set(ev.id, { abort, done });
+  }
+
+  async function deliver(ev: StoredEvent, store: WebhookStore, signal: AbortSignal): Promise<void> {
+    const target = o.target();
+    if (target === undefined) {
+      await store.release(ev.id, owner, clock.now());
+      return;
+    }
+    const ep = target.upstream.pick();
+    if (ep === undefined) {
+      await fail(ev, store, `no endpoint of upstream '${target.upstream.name}' can take traffic`, 0);
+      return;
+    }
+    const q = ev.path.indexOf('?');
+    const path = ep.basePath + (q < 0 ? target.rewrite(ev.path) : target.rewrite(ev.path.slice(0, q)) + ev.path.slice(q));
+    const span = observer.attempt(ev, target.upstream.name, ep, path);
+    const headers = [...ev.headers];
+    headers.push(
+      'host',
+      target.host === undefined ? ep.authority : target.host === 'preserve' ? (hostOf(ev.headers) ?? ep.authority) : target.host,
+      'gatehouse-webhook-id',
+      ev.id,
+      'gatehouse-webhook-event-id',
+      ev.eventId,
+      'gatehouse-webhook-attempt',
+      String(ev.attempts),
+    );
+    if (span.traceparent !== undefined) headers.push('traceparent', span.traceparent);
+
+    const startedMs = clock.monotonic();
+    const attempt = new AbortController();
+    const timeout = setTimeout(() => attempt.abort(new Error(`no answer within the route timeout of ${target.timeoutMs}ms`)), target.timeoutMs);
+    const onStop = () => attempt.abort(new Stopped('gatehouse is stopping'));
+    signal.addEventListener('abort', onStop, { once: true });
+    let status = 0;
+    let error: string | undefined;
+    ep.inFlight++;
+    target.upstream.inFlight++;
+    try {
+      const res = await ep.pool.request({ path, method: ev.method, headers, body: ev.body, signal: attempt.signal });
+      status = res.statusCode;
+      await res.body.dump();
+      if (status < 200 || status > 299) error = `HTTP ${status}`;
+    } catch (err) {
+      const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : err;
+      error = reason instanceof Error ? reason.message : String(reason);
+      if (reason instanceof Stopped) {
+        await store.release(ev.id, owner, clock.now());
+        span.end({ status, error, result: 'released', durationMs: clock.monotonic() - startedMs, lagMs: undefined });
+        return;
+      }
+    } finally {
+      clearTimeout(timeout);
+      signal.removeEventListener('abort', onStop);
+      ep.inFlight--;
+      target.upstream.inFlight--;
+    }
+
+    const durationMs = clock.monotonic() - startedMs;
+    if (error === undefined) {
+      const now = clock.now();
+      await store.delivered(ev.id, now, cfg.inspect);
+      span.end({ status, error, result: 'delivered', durationMs, lagMs: now - ev.receivedAt });
+      return;
+    }
+    const result = await fail(ev, store, error, status);
+    span.end({ status, error, result, durationMs, lagMs: undefined });
+  }
+
+  /** A failed attempt: due again after the back-off, or dead once it was the last one. */
+  async function fail(ev: StoredEvent, store: WebhookStore, error: string, status: number): Promise<'retried' | 'dead'> {
+    const now = clock.now();
+    if (ev.attempts < maxAttempts) {
+      await store.retry(ev.id, owner, now + retryDelayMs(ev.attempts, backoff.base, backoff.max, o.rand), error);
+      return 'retried';
+    }
+    await store.dead(ev.id, owner, now, error, deadLetter);
+    logger.error(
+      { route, id: ev.id, eventId: ev.eventId, attempts: ev.attempts, status, lastError: error, deadLetter },
+      deadLetter ? 'webhook event moved to the dead-letter list' : 'webhook event dropped after its last attempt (deadLetter: false)',
+    );
+    return 'dead';
+  }
+
+  const api: DeliveryWorker = {
+    start() {
+      if (running) return;
+      running = true;
+      schedule(0);
+    },
+    notify() {
+      // many intakes in one turn of the event loop make one look at the store
+      if (!running || notified) return;
+      notified = true;
+      setImmediate(() => {
+        notified = false;
+        void pump();
+      });
+    },
+    async stop(graceMs) {
+      running = false;
+      clearTimeout(timer);
+      if (inFlight.size === 0) return;
+      let graceTimer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...inFlight.values()].map((f) => f.done)),
+        new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(graceTimer);
+      const left = [...inFlight.values()];
+      for (const f of left) f.abort.abort();
+      await Promise.allSettled(left.map((f) => f.done));
+    },
+  };
+  return api;
+}
+
+function hostOf(headers: readonly string[]): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === 'x-forwarded-host') return headers[i + 1];
+  return undefined;
+}

@@ -1,0 +1,194 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { WebhookConfig } from '../config/schema.js';
+import { GatehouseError } from '../proxy/errors.js';
+import type { Exchange } from '../proxy/exchange.js';
+import { findHeader } from '../proxy/exchange.js';
+import { sendProblem } from '../proxy/problem.js';
+import type { Clock } from '../resilience/clock.js';
+import { readKey, type SignedRequest, type Verifier } from './signature.js';
+import type { IncomingEvent, WebhookStore } from './store.js';
+
+export type IntakeResult = 'verified' | 'invalid' | 'duplicate';
+
+export interface IntakeObserver {
+  intake(route: string, result: IntakeResult): void;
+  /** The intake's span as a traceparent, stored so delivery spans can link to it. */
+  traceparent(ex: Exchange): string | undefined;
+}
+
+export interface IntakeOptions {
+  readonly route: string;
+  readonly cfg: WebhookConfig;
+  readonly verify: Verifier;
+  readonly store: () => WebhookStore;
+  /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
+  readonly stored: () => void;
+  /** Request headers the route removes or sets (`headers.request`), lowercase. */
+  readonly strip: ReadonlySet<string>;
+  readonly set: readonly string[];
+  readonly maxBodyBytes: number;
+  readonly clock: Clock;
+  readonly observer: IntakeObserver;
+  readonly logger: Logger;
+  readonly isDraining: () => boolean;
+}
+
+/** Headers never kept for delivery: hop-by-hop, framing, gatehouse's own, and trace context. */
+const DROPPED = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
+  'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect', 'traceparent', 'tracestate',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
+  'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt',
+]);
+
+/**
+ * The route handler of a webhook route: read the raw body (bounded by maxBodySize), verify the
+ * provider's signature, then store the event durably and de-duplicated in one atomic step, and
+ * only then answer 200. Nothing unverified is stored; nothing is forwarded from here: the
+ * delivery worker does that in the background.
+ */
+export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
+  const { route, cfg, verify, clock, observer, logger } = o;
+  const orderBy = cfg.delivery.orderBy;
+
+  const fail = (ex: Exchange, err: GatehouseError, closing = false) => {
+    ex.status = err.status;
+    ex.errorCode = err.code;
+    sendProblem(ex.res, err, {
+      route,
+      traceId: ex.traceId,
+      requestId: ex.requestId,
+      extraHeaders: ex.responseHeaders,
+      closing: closing || o.isDraining(),
+    });
+  };
+
+  const answer = (ex: Exchange, outcome: 'accepted' | 'duplicate', id: string | undefined, eventId: string) => {
+    const body = JSON.stringify({ status: outcome, id, eventId });
+    const headers = [
+      'content-type', 'application/json',
+      'content-length', String(Buffer.byteLength(body)),
+      'cache-control', 'no-store',
+      'gatehouse-webhook', outcome,
+      'x-request-id', ex.requestId,
+    ];
+    if (id !== undefined) headers.push('gatehouse-webhook-id', id);
+    if (ex.responseHeaders !== undefined) headers.push(...ex.responseHeaders);
+    if (o.isDraining()) headers.push('connection', 'close');
+    ex.status = 200;
+    ex.res.writeHead(200, headers);
+    ex.res.end(body);
+  };
+
+  async function receive(ex: Exchange): Promise<void> {
+    let body: Buffer;
+    try {
+      body = await readBody(ex.body, o.maxBodyBytes);
+    } catch (err) {
+      if (err instanceof GatehouseError) fail(ex, err, true);
+      return; // the provider went away mid-body: nobody to answer
+    }
+    const req = signedRequest(ex, body);
+    const verdict = verify(req, clock.now());
+    if (!verdict.ok) {
+      observer.intake(route, 'invalid');
+      ex.event('gatehouse.webhook.invalid', { reason: verdict.reason });
+      fail(ex, new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${verdict.reason}`));
+      return;
+    }
+    observer.intake(route, 'verified');
+    const eventId = verdict.eventId ?? `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    const receivedAt = clock.now();
+    const event: IncomingEvent = {
+      id: randomUUID(),
+      route,
+      provider: cfg.provider,
+      eventId,
+      receivedAt,
+      method: ex.method,
+      path: ex.path + ex.query,
+      headers: deliveryHeaders(ex, o.strip, o.set),
+      body,
+      orderKey: orderBy === undefined ? undefined : readKey(req, orderBy),
+      requestId: ex.requestId,
+      trace: observer.traceparent(ex),
+    };
+    let result;
+    try {
+      result = await o.store().accept(event, cfg.dedupe.ttl, receivedAt);
+    } catch (err) {
+      logger.error({ route, eventId, err: (err as Error).message }, 'could not store a webhook event; the provider was told to retry');
+      fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored durably; try again later', { 'retry-after': '5' }));
+      return;
+    }
+    ex.event('gatehouse.webhook.stored', { 'gatehouse.webhook.id': event.id, 'gatehouse.webhook.event_id': eventId, 'gatehouse.webhook.result': result });
+    if (result === 'duplicate') {
+      observer.intake(route, 'duplicate');
+      answer(ex, 'duplicate', undefined, eventId);
+      return;
+    }
+    answer(ex, 'accepted', event.id, eventId);
+    o.stored();
+  }
+
+  return function webhookIntake(ex: Exchange): void {
+    receive(ex).catch((err: unknown) => {
+      logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
+      if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
+    });
+  };
+}
+
+async function readBody(stream: Readable | Buffer | null, max: number): Promise<Buffer> {
+  if (stream === null) return Buffer.alloc(0);
+  if (Buffer.isBuffer(stream)) return stream;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new GatehouseError('payload_too_large', `the request body is larger than the route's maxBodySize of ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+}
+
+function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
+  let parsed: { value: unknown } | undefined;
+  return {
+    body,
+    header: (name) => findHeader(ex.req.rawHeaders, name),
+    json() {
+      if (parsed === undefined) {
+        try {
+          parsed = { value: JSON.parse(body.toString('utf8')) as unknown };
+        } catch {
+          parsed = { value: undefined };
+        }
+      }
+      return parsed.value;
+    },
+  };
+}
+
+/** The provider's headers as the store should see them (signature included), plus forwarding facts. */
+function deliveryHeaders(ex: Exchange, strip: ReadonlySet<string>, set: readonly string[]): string[] {
+  const raw = ex.req.rawHeaders;
+  const connection = findHeader(raw, 'connection')?.toLowerCase().split(',').map((t) => t.trim());
+  const out: string[] = [];
+  let hasRequestId = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    if (DROPPED.has(lower) || strip.has(lower) || connection?.includes(lower)) continue;
+    if (lower === 'x-request-id') hasRequestId = true;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  if (!hasRequestId) out.push('x-request-id', ex.requestId);
+  const peer = ex.req.socket.remoteAddress ?? '';
+  out.push('x-forwarded-for', ex.forwardedFor === undefined ? peer : `${ex.forwardedFor}, ${peer}`);
+  out.push('x-forwarded-proto', ex.forwardedProto ?? ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'));
+  if (ex.hostHeader !== '') out.push('x-forwarded-host', ex.forwardedHost ?? ex.hostHeader);
+  out.push(...set);
+  return out;
+}

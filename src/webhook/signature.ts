@@ -1,0 +1,76 @@
+/*
+ * Signature building blocks shared by every provider (one compare helper for all of them).
+ */
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+
+/** What a verifier sees of a request: the raw body bytes and its headers. */
+export interface SignedRequest {
+  readonly body: Buffer;
+  /** First value of a request header, by lowercase name. */
+  header(lowerName: string): string | undefined;
+  /** The body parsed as JSON (once, memoised); undefined when it is not JSON. */
+  json(): unknown;
+}
+
+/** ok: the provider signed it (eventId when the provider names one); otherwise why not, safe to show. */
+export type Verdict = { readonly ok: true; readonly eventId: string | undefined } | { readonly ok: false; readonly reason: string };
+
+export type Verifier = (req: SignedRequest, nowMs: number) => Verdict;
+
+export const reject = (reason: string): Verdict => ({ ok: false, reason });
+
+/** A secret as an HMAC key: a KeyObject never prints its bytes. */
+export const keyOf = (bytes: Buffer): KeyObject => createSecretKey(bytes);
+
+/** HMAC of the parts, concatenated: no copy of the body is made. */
+export function hmac(algorithm: string, key: KeyObject, ...parts: (string | Buffer)[]): Buffer {
+  const mac = createHmac(algorithm, key);
+  for (const part of parts) mac.update(part);
+  return mac.digest();
+}
+
+/**
+ * THE signature comparison for every provider: constant time over equal lengths (a length
+ * mismatch is not secret: every provider's signature has a fixed size).
+ */
+export function safeEqual(expected: Buffer, given: Buffer): boolean {
+  return expected.length === given.length && timingSafeEqual(expected, given);
+}
+
+/** Decodes a signature as sent: hex (either case) or base64; undefined when it is not valid. */
+export function decodeSignature(text: string, encoding: 'hex' | 'base64'): Buffer | undefined {
+  const t = text.trim();
+  if (encoding === 'hex') return /^(?:[0-9a-fA-F]{2})+$/.test(t) ? Buffer.from(t, 'hex') : undefined;
+  return /^[A-Za-z0-9+/]+={0,2}$/.test(t) ? Buffer.from(t, 'base64') : undefined;
+}
+
+/** True when any signature matches the MAC made with any key (secret rotation: any one is enough). */
+export function anyMatches(keys: readonly KeyObject[], signatures: readonly Buffer[], mac: (key: KeyObject) => Buffer): boolean {
+  let matched = false;
+  for (const key of keys) {
+    const expected = mac(key);
+    // no early exit: the time taken does not tell which secret or signature matched
+    for (const sig of signatures) if (safeEqual(expected, sig)) matched = true;
+  }
+  return matched;
+}
+
+/** A Unix-seconds timestamp inside `toleranceMs` of now (both ways: a future stamp is as suspect). */
+export function checkTimestamp(text: string | undefined, toleranceMs: number, nowMs: number): string | undefined {
+  if (text === undefined || !/^\d{1,12}$/.test(text)) return 'the timestamp is missing or not a number';
+  if (toleranceMs > 0 && Math.abs(nowMs - Number(text) * 1000) > toleranceMs) {
+    return `the timestamp is outside the replay window of ${toleranceMs / 1000}s`;
+  }
+  return undefined;
+}
+
+/** Reads `header:<name>` or `json:<path>` from a request; undefined when absent or not a scalar. */
+export function readKey(req: SignedRequest, source: { from: 'header'; name: string } | { from: 'json'; path: readonly string[] }): string | undefined {
+  if (source.from === 'header') return req.header(source.name) || undefined;
+  let node = req.json();
+  for (const part of source.path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return typeof node === 'string' ? node || undefined : typeof node === 'number' || typeof node === 'boolean' ? String(node) : undefined;
+}

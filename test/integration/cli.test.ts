@@ -1,0 +1,137 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import '../helpers/cleanup.js';
+import { eventually, request } from '../helpers/http.js';
+import { runCli, spawnGatehouse, writeConfig } from '../helpers/process.js';
+import { delay, echo, reply, startUpstream } from '../helpers/upstream.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const valid = (upstream = 'http://127.0.0.1:3000', extra = '') => `version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+admin: { address: 127.0.0.1:0 }
+upstreams: { app: { endpoints: [${upstream}] } }
+routes: [{ name: api, listener: in, match: { pathPrefix: / }, upstream: app }]
+${extra}`;
+
+describe('gatehouse validate', () => {
+  it('exits 0 for a valid config and says so on stdout', async () => {
+    const file = writeConfig(valid());
+    const r = await runCli(['validate', '-c', file]);
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    expect(r.stdout).toBe(`${file}: ok (1 listeners, 1 upstreams, 1 routes)\n`);
+  });
+
+  it('exits 1 and prints every problem with file:line:col on stderr, secrets masked', async () => {
+    const file = writeConfig(`version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+upstreams:
+  store:
+    endpoints: [http://127.0.0.1:3000]
+    conectTimeout: 1s
+    connectTimeout: \${env:CT}
+routes:
+  - name: r
+    listener: in
+    upstream: store
+    timeout: three
+`);
+    const r = await runCli(['validate', '-c', file], { env: { PATH: process.env.PATH, CT: 'secret-ct-value' } });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `${file}:6:5 upstreams.store.conectTimeout: unknown key`,
+      `${file}:7:21 upstreams.store.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)`,
+      `${file}:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "three")`,
+    ]);
+  });
+
+  it('uses $GATEHOUSE_CONFIG when no -c is given, and reports a missing file', async () => {
+    const file = writeConfig(valid());
+    expect((await runCli(['validate'], { env: { PATH: process.env.PATH, GATEHOUSE_CONFIG: file } })).code).toBe(0);
+    const missing = await runCli(['validate', '-c', '/nonexistent/gh.yaml']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('/nonexistent/gh.yaml:1:1 (root): cannot read config file (ENOENT)\n');
+  });
+});
+
+describe('gatehouse run', () => {
+  it('refuses to start on an invalid config with exit 1', async () => {
+    const file = writeConfig(valid().replace('pathPrefix: /', 'pathPrefix: nope'));
+    const r = await runCli(['run', '-c', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('refusing to start, the config is invalid');
+    expect(r.stderr).toContain(`${file}:5:58 routes[0].match.pathPrefix: must start with / (got "nope")`);
+  });
+
+  it('exits 1 with a clear message when a listener cannot bind', async () => {
+    const up = await startUpstream(reply(200, 'x'));
+    const file = writeConfig(valid(up.url).replace('address: 127.0.0.1:0 }]', `address: 127.0.0.1:${up.port} }]`));
+    const r = await runCli(['run', '-c', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`cannot start: cannot listen on 127\\.0\\.0\\.1:${up.port} for listener 'in': .*EADDRINUSE`));
+  });
+
+  it('reloads on SIGHUP, re-reading the files the config names (a rotated secret)', async () => {
+    const up = await startUpstream(echo);
+    // only the referenced file changes, so the file watcher has nothing to see: this is SIGHUP's doing
+    const g = await spawnGatehouse(valid(up.url).replace('upstream: app }', 'upstream: app, headers: { request: { set: { x-api-key: "${file:api-key}" } } } }'), {
+      files: { 'api-key': 'key-one\n' },
+    });
+    expect((await request(g.url('in') + '/x')).json().headers['x-api-key']).toBe('key-one');
+    writeFileSync(join(dirname(g.file), 'api-key'), 'key-two\n');
+    g.child.kill('SIGHUP');
+    await eventually(async () => (await request(g.url('in') + '/x')).json().headers['x-api-key'] === 'key-two', 5_000, 50);
+    expect(g.logLines().find((l) => l.msg === 'config reloaded')).toMatchObject({ trigger: 'signal', version: 2 });
+  });
+
+  it('drains on SIGTERM: /readyz 503, new connections refused, the slow request completes, exit 0', async () => {
+    const slow = await startUpstream(delay(1_000, reply(200, 'slow and complete')));
+    const g = await spawnGatehouse(valid(slow.url, 'shutdown: { drainTimeout: 10s }'));
+    const inFlight = request(g.url('in') + '/slow');
+    await eventually(() => slow.received.length === 1);
+    g.child.kill('SIGTERM');
+    await eventually(async () => (await request(g.admin('/readyz'))).status === 503, 2_000, 20);
+    await eventually(
+      () =>
+        request(g.url('in') + '/new').then(
+          () => false,
+          (err: Error) => /ECONNREFUSED/.test(err.message),
+        ),
+      2_000,
+      20,
+    );
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('slow and complete');
+    expect(await g.exited).toEqual({ code: 0, signal: null });
+    const msgs = g.logLines().map((l) => l.msg);
+    expect(msgs).toContain('draining requests in flight');
+    expect(msgs.at(-1)).toBe('gatehouse stopped');
+    expect(g.accessLog().at(-1)).toMatchObject({ path: '/slow', status: 200 }); // flushed before exit
+  });
+
+  it('stops on SIGINT with exit 0 when idle', async () => {
+    const g = await spawnGatehouse(valid());
+    g.child.kill('SIGINT');
+    expect(await g.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('gatehouse --version and --help', () => {
+  it('prints the version', async () => {
+    expect(await runCli(['--version'])).toEqual({ code: 0, stdout: `gatehouse ${VERSION}\n`, stderr: '' });
+  });
+
+  it('prints usage for --help, and exits 2 on an unknown command or option', async () => {
+    const help = await runCli(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^gatehouse .*\n\nUsage:\n/);
+    expect(help.stdout).toContain('gatehouse validate [-c FILE]');
+    const unknown = await runCli(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);
+    expect((await runCli(['--bogus'])).code).toBe(2);
+  });
+});

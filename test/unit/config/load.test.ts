@@ -1,0 +1,249 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../../src/config/errors.js';
+import { loadConfigFile, loadConfigText, type LoadOptions } from '../../../src/config/load.js';
+import { notBuilt } from '../../../src/config/schema.js';
+import { Secret } from '../../../src/config/secret.js';
+import { z } from 'zod';
+
+/** The problems of an invalid config, as the CLI prints them (`file:line:col path: message`). */
+function problems(yaml: string, options: LoadOptions = {}): string[] {
+  try {
+    loadConfigText(yaml, 'gh.yaml', { env: {}, ...options });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message.split('\n');
+    throw err;
+  }
+  throw new Error('expected the config to be rejected');
+}
+
+const load = (yaml: string, options: LoadOptions = {}) => loadConfigText(yaml, 'gh.yaml', { env: {}, ...options });
+
+const MINIMAL = `version: 1
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+upstreams:
+  app:
+    endpoints: [http://127.0.0.1:3000]
+routes:
+  - name: r
+    listener: in
+    upstream: app
+`;
+
+describe('config loading', () => {
+  it('accepts a minimal config and fills in the documented defaults', () => {
+    const { config } = load(MINIMAL);
+    expect(config.admin.address).toMatchObject({ host: '127.0.0.1', port: 9901 });
+    expect(config.shutdown.drainTimeout).toBe(20_000);
+    expect(config.upstreams.app!.connectTimeout).toBe(1_000);
+    expect(config.routes[0]!.timeout).toBe(30_000);
+    expect(config.telemetry.accessLog).toBe('stdout');
+    expect(config.telemetry.metrics.prometheus).toBe(true);
+    expect(config.dataDir).toBe('./data');
+  });
+
+  it('reports an unknown key at the key, with its full path', () => {
+    expect(
+      problems(`version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+upstreams:
+  store:
+    endpoints: [http://127.0.0.1:3000]
+    conectTimeout: 1s
+`),
+    ).toEqual(['gh.yaml:6:5 upstreams.store.conectTimeout: unknown key']);
+  });
+
+  it('reports a bad duration at the value with what was written', () => {
+    expect(problems(MINIMAL + '    timeout: fast\n')).toEqual([
+      'gh.yaml:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "fast")',
+    ]);
+  });
+
+  it('rejects a bare number where a duration or size is expected, so 5 never means 5 ms', () => {
+    expect(problems(MINIMAL + '    timeout: 5\n    maxBodySize: 1024\n')).toEqual([
+      'gh.yaml:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got 5)',
+      'gh.yaml:13:18 routes[0].maxBodySize: must be a size such as 512b, 64kb or 10mb (got 1024)',
+    ]);
+  });
+
+  it('reports a missing environment variable at the value that names it', () => {
+    expect(problems(MINIMAL.replace('[http://127.0.0.1:3000]', '["${env:STORE_URL}"]'))).toEqual([
+      'gh.yaml:7:17 upstreams.app.endpoints[0]: environment variable STORE_URL is not set',
+    ]);
+  });
+
+  it('explains that ${...} must be quoted inside a flow sequence or mapping', () => {
+    const lines = problems(MINIMAL.replace('http://127.0.0.1:3000', '${env:STORE_URL}'));
+    expect(lines[0]).toContain('invalid YAML');
+    expect(lines[0]).toContain('quote a value that uses ${...}');
+  });
+
+  it('reports a missing ${file:} at the value that names it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    const lines = problems(MINIMAL + 'admin:\n  token: ${file:./missing-token}\n', { baseDir: dir });
+    expect(lines).toEqual([`gh.yaml:13:10 admin.token: cannot read file ${join(dir, 'missing-token')} (ENOENT)`]);
+  });
+
+  it('reads ${env:} and ${file:} values, dropping one trailing newline of the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    writeFileSync(join(dir, 'token'), 's3cret-from-file\n\n');
+    const { config } = load(MINIMAL.replace('[http://127.0.0.1:3000]', '["http://${env:HOST}:3000"]') + 'admin:\n  token: ${file:token}\n', {
+      env: { HOST: '127.0.0.2' },
+      baseDir: dir,
+    });
+    expect(config.upstreams.app!.endpoints[0]!.href).toBe('http://127.0.0.2:3000/');
+    expect(config.admin.token?.reveal()).toBe('s3cret-from-file\n');
+  });
+
+  it('reports every problem at once, in file order', () => {
+    const lines = problems(`version: 2
+listeners:
+  - name: in
+    address: nowhere
+    bogus: true
+upstreams:
+  app:
+    connectTimeout: 1s
+routes:
+  - name: r
+    listener: out
+    upstream: app
+    timeout: soon
+`);
+    expect(lines).toEqual([
+      'gh.yaml:1:10 version: must be 1 (got 2)',
+      'gh.yaml:4:14 listeners[0].address: must be host:port, e.g. 127.0.0.1:8080 (got "nowhere")',
+      'gh.yaml:5:5 listeners[0].bogus: unknown key',
+      'gh.yaml:7:3 upstreams.app.endpoints: is required',
+      'gh.yaml:11:15 routes[0].listener: unknown listener "out" (defined: in)',
+      'gh.yaml:13:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "soon")',
+    ]);
+  });
+
+  it('points at the key when a value is missing, and at the owning key when a required key is absent', () => {
+    expect(problems(MINIMAL + '    timeout:\n')).toEqual([
+      'gh.yaml:12:5 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got null)',
+    ]);
+    expect(problems(MINIMAL.replace('    endpoints: [http://127.0.0.1:3000]\n', '    connectTimeout: 2s\n'))).toEqual([
+      'gh.yaml:6:3 upstreams.app.endpoints: is required',
+    ]);
+    expect(problems(MINIMAL.replace('    upstream: app\n', ''))).toEqual(['gh.yaml:9:5 routes[0].upstream: is required']);
+    expect(problems('version: 1\n')).toEqual(['gh.yaml:1:1 listeners: is required']);
+  });
+
+  it('counts columns inside flow mappings', () => {
+    expect(problems(`version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+upstreams: { app: { endpoints: [http://127.0.0.1:1], maxConnections: 0 } }
+`)).toEqual(['gh.yaml:3:70 upstreams.app.maxConnections: must be an integer >= 1 (got 0)']);
+  });
+
+  it('reports invalid YAML with its position', () => {
+    const lines = problems('version: 1\nlisteners: [\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^gh\.yaml:\d+:\d+ \(root\): invalid YAML: /);
+  });
+
+  it('rejects keys of capabilities this build does not have, clearly, instead of ignoring them', () => {
+    // which keys are not built changes as capabilities land: test the building block itself
+    const schema = z.strictObject({ quotas: notBuilt('quotas').optional() });
+    expect(schema.safeParse({}).success).toBe(true);
+    const parsed = schema.safeParse({ quotas: { q: { limit: 1 } } });
+    expect(parsed.success).toBe(false);
+    expect(parsed.error!.issues).toMatchObject([{ path: ['quotas'], message: 'quotas is not supported by this build of gatehouse' }]);
+  });
+
+  it('never echoes a secret in an error message: secret keys and ${env:}/${file:} values print ***', () => {
+    const secret = 'hunter2-very-secret';
+    const lines = problems(
+      `version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+admin: { token: 12345 }
+upstreams:
+  app:
+    endpoints: [http://127.0.0.1:1]
+    connectTimeout: \${env:CONNECT}
+routes:
+  - { name: r, listener: in, upstream: "\${env:UP}" }
+`,
+      { env: { CONNECT: secret, UP: `${secret}-up` } },
+    );
+    const text = lines.join('\n');
+    expect(text).not.toContain(secret);
+    expect(text).not.toContain('12345');
+    expect(lines).toEqual([
+      'gh.yaml:3:17 admin.token: must be a string (got ***)',
+      'gh.yaml:7:21 upstreams.app.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)',
+      'gh.yaml:9:40 routes[0].upstream: unknown upstream *** (defined: app)',
+    ]);
+  });
+
+  it('has no schema message that quotes its value itself (only the loader may, as *** for secrets)', () => {
+    // a message like `(got ${JSON.stringify(text)})` would print an ${env:} value; use reject()
+    const source = readFileSync(new URL('../../../src/config/schema.ts', import.meta.url), 'utf8');
+    expect(source.match(/\(got \$\{/g) ?? []).toEqual([]);
+  });
+
+  it('wraps secrets so that printing the config never shows them', () => {
+    const { config, redacted } = load(MINIMAL + 'admin:\n  token: literal-admin-token\n', {});
+    expect(config.admin.token).toBeInstanceOf(Secret);
+    expect(JSON.stringify(config)).not.toContain('literal-admin-token');
+    expect(inspect(config, { depth: 10 })).not.toContain('literal-admin-token');
+    expect(String(config.admin.token)).toBe('***');
+    expect((redacted as any).admin.token).toBe('***');
+  });
+
+  it('redacts every ${env:} value in the admin view, even under keys that are not secret', () => {
+    const { redacted } = load(MINIMAL.replace('[http://127.0.0.1:3000]', '["${env:STORE}"]'), { env: { STORE: 'http://10.1.2.3:80' } });
+    expect((redacted as any).upstreams.app.endpoints).toEqual(['***']);
+    expect((redacted as any).routes[0].name).toBe('r');
+  });
+
+  it('rejects duplicate keys, names and addresses', () => {
+    expect(problems(MINIMAL + '    name: again\n')[0]).toMatch(/^gh\.yaml:\d+:\d+ \(root\): invalid YAML: Map keys must be unique/);
+    expect(
+      problems(`version: 1
+listeners:
+  - { name: in, address: 127.0.0.1:8080 }
+  - { name: in, address: 127.0.0.1:8080 }
+`),
+    ).toEqual([
+      'gh.yaml:4:13 listeners[1].name: duplicate listener name "in"',
+      'gh.yaml:4:26 listeners[1].address: address "127.0.0.1:8080" is already used by listeners[0]',
+    ]);
+  });
+
+  it('rejects more than one of path, pathPrefix and pathRegex, and rewrite.prefix without a pathPrefix', () => {
+    expect(problems(MINIMAL + '    match: { path: /a, pathPrefix: /b }\n')).toEqual([
+      'gh.yaml:12:12 routes[0].match: use only one of path, pathPrefix and pathRegex',
+    ]);
+    expect(problems(MINIMAL + '    rewrite: { prefix: /v2 }\n')).toEqual([
+      'gh.yaml:12:24 routes[0].rewrite.prefix: needs match.pathPrefix: it replaces the matched prefix',
+    ]);
+    expect(problems(MINIMAL + '    match: { pathRegex: "/a(" }\n')).toEqual([
+      'gh.yaml:12:25 routes[0].match.pathRegex: must be a valid regular expression',
+    ]);
+  });
+
+  it('reports an unreadable config file as a problem, not a crash', () => {
+    expect(() => loadConfigFile('/nonexistent/gatehouse.yaml')).toThrow(
+      /^\/nonexistent\/gatehouse\.yaml:1:1 \(root\): cannot read config file \(ENOENT\)$/,
+    );
+  });
+
+  it('hashes the interpolated config, so a rotated ${file:} secret counts as a change and a comment does not', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    writeFileSync(join(dir, 'token'), 'one');
+    const yaml = MINIMAL + 'admin:\n  token: ${file:token}\n';
+    const a = load(yaml, { baseDir: dir });
+    expect(load('# a comment\n' + yaml, { baseDir: dir }).hash).toBe(a.hash);
+    writeFileSync(join(dir, 'token'), 'two');
+    expect(load(yaml, { baseDir: dir }).hash).not.toBe(a.hash);
+  });
+});

@@ -1,0 +1,160 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { isMap, parseAllDocuments, parseDocument, stringify } from 'yaml';
+import { ConfigError } from '../../../src/config/errors.js';
+import { loadConfigFile, loadConfigText, type LoadOptions } from '../../../src/config/load.js';
+
+/*
+ * The docs cannot drift from the loader: every shipped config file and every YAML block in
+ * README.md goes through the real loader (schema, cross-checks, interpolation).
+ *
+ * The rules for README blocks:
+ * - A block fenced ```yaml is gatehouse config.
+ *   - With a top-level `version:` key it is a whole config file and is validated as it is.
+ *   - Otherwise it is a fragment, laid over BASE below: a top-level mapping whose key BASE
+ *     also has as a mapping (upstreams) is merged into BASE's, any other key is set as
+ *     written. A fragment that is a list is taken as the `routes:` list. So a fragment can
+ *     use BASE's listeners `inbound`/`outbound` and upstreams `store`/`stripe`, or bring its own.
+ * - A block fenced ```yaml WORD (```yaml kubernetes) is another tool's YAML: it must parse,
+ *   and each `*.yaml` entry of a ConfigMap's `data` in it is validated as a whole config.
+ * - Every `${env:NAME}` resolves to a placeholder string, every `${file:PATH}` to placeholder
+ *   content, so examples may reference secrets that only exist in production.
+ */
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+const BASE = {
+  version: 1,
+  listeners: [
+    { name: 'inbound', address: '127.0.0.1:8080' },
+    { name: 'outbound', address: '127.0.0.1:15001' },
+  ],
+  upstreams: {
+    store: { endpoints: ['http://127.0.0.1:3000'] },
+    stripe: { endpoints: ['https://api.stripe.com'] },
+  },
+};
+
+const PLACEHOLDER = 'placeholder-value';
+const anyEnv = new Proxy<Record<string, string>>({}, { get: (_target, key) => (typeof key === 'string' ? PLACEHOLDER : undefined) });
+// Examples name certificate and JWKS files of a production machine: those are not checked here.
+const DOC_OPTIONS: LoadOptions = { env: anyEnv, readFile: () => PLACEHOLDER, checkFiles: false };
+
+interface Block {
+  readonly line: number;
+  readonly info: string;
+  readonly text: string;
+}
+
+/** Fenced blocks whose info string starts with `yaml`, with the README line they start on. */
+function yamlBlocks(markdown: string): Block[] {
+  const blocks: Block[] = [];
+  const lines = markdown.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(`{3,}|~{3,})\s*(yaml\b.*)$/.exec(lines[i]!);
+    if (!open) continue;
+    const fence = open[1]!;
+    const body: string[] = [];
+    let j = i + 1;
+    while (j < lines.length && !lines[j]!.startsWith(fence)) body.push(lines[j++]!);
+    blocks.push({ line: i + 1, info: open[2]!.trim(), text: body.join('\n') + '\n' });
+    i = j;
+  }
+  return blocks;
+}
+
+/** A README fragment as a whole config, by the rules above. */
+function asWholeConfig(text: string): string {
+  const doc = parseDocument(text);
+  if (isMap(doc.contents) && doc.contents.has('version')) return text;
+  const fragment: unknown = doc.toJS();
+  const config: Record<string, unknown> = structuredClone(BASE);
+  if (Array.isArray(fragment)) {
+    config.routes = fragment;
+  } else if (fragment !== null && typeof fragment === 'object') {
+    for (const [key, value] of Object.entries(fragment)) {
+      const base = config[key];
+      config[key] = isPlainObject(base) && isPlainObject(value) ? { ...base, ...value } : value;
+    }
+  } else {
+    throw new Error('a yaml block must be a mapping or a list');
+  }
+  return stringify(config);
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function problemsOf(load: () => unknown): string {
+  try {
+    load();
+    return '';
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
+    throw err;
+  }
+}
+
+describe('shipped config files', () => {
+  const examples = readdirSync(`${ROOT}config/examples`).filter((f) => f.endsWith('.yaml'));
+  const files = ['config/gatehouse.yaml', ...examples.map((f) => `config/examples/${f}`)];
+
+  it('ships the annotated default and the demo config', () => {
+    expect(files).toContain('config/gatehouse.yaml');
+    expect(files).toContain('config/examples/demo.yaml');
+    expect(examples.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it.each(files)('%s is a valid config', (file) => {
+    expect(problemsOf(() => loadConfigFile(`${ROOT}${file}`, DOC_OPTIONS))).toBe('');
+  });
+
+  it.each(['config/gatehouse.yaml', 'config/examples/demo.yaml'])('%s runs as it is: no variable or file to provide', (file) => {
+    expect(problemsOf(() => loadConfigFile(`${ROOT}${file}`, { env: {}, readFile: () => PLACEHOLDER }))).toBe('');
+  });
+});
+
+describe('README.md yaml blocks', () => {
+  const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+  const blocks = yamlBlocks(readme);
+
+  it('has yaml examples to check (the extractor finds them)', () => {
+    expect(blocks.filter((b) => b.info === 'yaml').length).toBeGreaterThanOrEqual(5);
+  });
+
+  it.each(blocks.map((b) => [`line ${b.line} (${b.info})`, b] as const))('block at %s is valid', (_name, block) => {
+    if (block.info === 'yaml') {
+      const whole = asWholeConfig(block.text);
+      const problems = problemsOf(() => loadConfigText(whole, `README.md block at line ${block.line}`, DOC_OPTIONS));
+      expect(problems, `validated as:\n${whole}`).toBe('');
+      return;
+    }
+    const docs = parseAllDocuments(block.text);
+    for (const doc of Array.isArray(docs) ? docs : [docs]) {
+      expect(doc.errors.map((e) => e.message)).toEqual([]);
+      const value = doc.toJS() as { kind?: unknown; data?: Record<string, unknown> } | null;
+      if (value?.kind !== 'ConfigMap') continue;
+      for (const [name, text] of Object.entries(value.data ?? {})) {
+        if (!name.endsWith('.yaml') || typeof text !== 'string') continue;
+        expect(problemsOf(() => loadConfigText(text, `README.md line ${block.line} ConfigMap ${name}`, DOC_OPTIONS))).toBe('');
+      }
+    }
+  });
+});
+
+describe('the fragment rules', () => {
+  it('validates a whole config as written and lays a fragment over BASE', () => {
+    const whole = 'version: 1\nlisteners: [{ name: a, address: 127.0.0.1:1 }]\n';
+    expect(asWholeConfig(whole)).toBe(whole);
+    const merged = parseDocument(asWholeConfig('upstreams: { erp: { endpoints: [http://erp:80] } }\nshutdown: { drainTimeout: 5s }\n')).toJS();
+    expect(Object.keys(merged.upstreams)).toEqual(['store', 'stripe', 'erp']);
+    expect(merged.shutdown).toEqual({ drainTimeout: '5s' });
+    expect(parseDocument(asWholeConfig('- { name: r, listener: inbound, upstream: store }\n')).toJS().routes).toHaveLength(1);
+  });
+
+  it('reports a wrong fragment, so a broken README example fails the suite', () => {
+    const problems = problemsOf(() => loadConfigText(asWholeConfig('routes: [{ name: r, listener: inbound, upstream: nowhere, timeout: 5 }]\n'), 'x', DOC_OPTIONS));
+    expect(problems).toContain('routes[0].timeout: must be a duration');
+    expect(problems).toContain('routes[0].upstream: unknown upstream "nowhere"');
+  });
+});

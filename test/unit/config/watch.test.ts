@@ -1,0 +1,48 @@
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import '../../helpers/cleanup.js';
+import { onCleanup } from '../../helpers/cleanup.js';
+import { eventually } from '../../helpers/http.js';
+import { fileVersion, watchConfigFile } from '../../../src/config/watch.js';
+
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-watch-'));
+  const file = join(dir, 'gatehouse.yaml');
+  writeFileSync(file, 'version: 1\n');
+  return { dir, file };
+}
+
+describe('config file watching', () => {
+  it('sees a change made after the version was taken but before watching started', async () => {
+    const { file } = setup();
+    const since = fileVersion(file);
+    writeFileSync(file, 'version: 1 # changed while starting\n');
+    let changes = 0;
+    onCleanup(watchConfigFile(file, since, 20, () => changes++, 10));
+    await eventually(() => changes === 1, 2_000);
+  });
+
+  it('sees an in-place write and a replacement by rename, once each after the file settles', async () => {
+    const { dir, file } = setup();
+    let changes = 0;
+    onCleanup(watchConfigFile(file, fileVersion(file), 20, () => changes++, 60));
+    writeFileSync(file, 'version: 1\n# a\n');
+    await eventually(() => changes === 1, 2_000);
+    writeFileSync(join(dir, 'next'), 'version: 1\n# b\n');
+    renameSync(join(dir, 'next'), file);
+    await eventually(() => changes === 2, 2_000);
+  });
+
+  it('reports a deleted file as a change, and its return as another', async () => {
+    const { file } = setup();
+    let changes = 0;
+    onCleanup(watchConfigFile(file, fileVersion(file), 20, () => changes++, 10));
+    rmSync(file);
+    await eventually(() => changes === 1, 2_000);
+    writeFileSync(file, 'version: 1\n');
+    await eventually(() => changes === 2, 2_000);
+    expect(fileVersion(join(file, 'missing'))).toBe('');
+  });
+});
