@@ -199,11 +199,13 @@ function compileRoute(
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
+  const quota = compileRouteQuota(route, quotas, quotaDeps);
+  // [quota] RateLimit-Policy goes on every answer of the route, a 401 included
+  if (quota !== undefined) stages.push(quota.announce);
   // [security] jwt: authenticate first, so quotas can key on claims
   if (clientCert !== undefined) stages.push(clientCert.stage);
   if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
-  const quota = compileRouteQuota(route, quotas, quotaDeps);
   if (quota !== undefined) stages.push(quota.stage);
   // [security] outbound credentials last: no token is fetched for a request refused before
   // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is

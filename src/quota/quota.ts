@@ -236,8 +236,11 @@ function compileKey(key: string, prefix: string, shared: boolean): (ex: Exchange
 
 // ---------------------------------------------------------------- per route
 
-/** What a route's quotas add to it: a stage, and a policy when it honours provider limits. */
+/** What a route's quotas add to it: two stages, and a policy when it honours provider limits. */
 export interface RouteQuota {
+  /** Runs first: `RateLimit-Policy` on every answer, refusals of earlier stages (401) included. */
+  readonly announce: Stage;
+  /** The quota decision itself, after authentication. */
   readonly stage: Stage;
   readonly observe: Policy | undefined;
 }
@@ -432,8 +435,12 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
     return refusal(ex, 0, leftMs, `upstream '${route.upstream}' announced a limit (${pause!.source}); new requests wait for its reset`);
   }
 
-  const stage: Stage = function quota(ex) {
+  const announce: Stage = function announceQuota(ex) {
     ex.setResponseHeader(POLICY_HEADER, policyValue);
+    return undefined;
+  };
+
+  const stage: Stage = function quota(ex) {
     const keys = new Array<string>(n);
     for (let i = 0; i < n; i++) keys[i] = limits[i]!.keyOf(ex);
     if (pause !== undefined && pause.until !== 0) {
@@ -446,7 +453,7 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
     return outcome instanceof Promise ? outcome.then((o) => decide(ex, keys, o)) : decide(ex, keys, outcome);
   };
 
-  return { stage, observe: pause === undefined ? undefined : observeUpstreamLimits(registry.upstreams, pause) };
+  return { announce, stage, observe: pause === undefined ? undefined : observeUpstreamLimits(registry.upstreams, pause) };
 }
 
 /** 429 `rate_limited` with `Retry-After`; the detail says when, too. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
 import { startGatehouse } from '../helpers/gatehouse.js';
 import { request } from '../helpers/http.js';
+import { makeKey, sign, startJwksServer } from '../helpers/jwks.js';
 import { sample, scrape } from '../helpers/metrics.js';
 import { closedPort, echo, reply, startUpstream } from '../helpers/upstream.js';
 
@@ -60,6 +61,30 @@ describe('quotas', () => {
     expect(await as(undefined, '203.0.113.7')).toBe(200);
     expect(await as(undefined, '203.0.113.7')).toBe(429);
     expect(await as(undefined, '203.0.113.8')).toBe(200);
+  });
+
+  it('counts key jwt:<claim> by the verified claim, after the JWT stage, and never lets an unauthenticated request count', async () => {
+    const key = await makeKey('k1');
+    const idp = await startJwksServer([key]);
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(
+      base(
+        up.url,
+        `    jwt: { issuer: "${idp.issuer}", audiences: [store-api], jwksUri: "${idp.jwksUri}" }
+    quota: [{ limit: 1, per: 1h, key: "jwt:sub" }]`,
+      ),
+    );
+    const as = async (sub: string) =>
+      (await g.fetch('in', '/x', { headers: { authorization: `Bearer ${await sign(key, { iss: idp.issuer, aud: 'store-api', sub })}` } })).status;
+    expect(await as('alice')).toBe(200);
+    expect(await as('alice')).toBe(429);
+    expect(await as('bob')).toBe(200);
+    const anonymous = await g.fetch('in', '/x');
+    expect(anonymous.status).toBe(401); // refused by jwt before the quota: it takes no token
+    expect(anonymous.headers['ratelimit-policy']).toBe('"api-0";q=1;w=3600');
+    expect(anonymous.headers.ratelimit).toBeUndefined();
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'api', result: 'allowed' })).toBe(2);
+    expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_ratelimit_decisions_total', { route: 'api', result: 'rejected' })).toBe(1);
   });
 
   it('counts key ip by the client address behind a trusted proxy', async () => {
