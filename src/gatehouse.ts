@@ -16,6 +16,7 @@ import { METRICS } from './telemetry/names.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
+import { observeUpstreams } from './telemetry/resilience-observer.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
@@ -83,6 +84,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
   state.plan = compilePlan(first, planDeps, 1);
+  observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
 
   const listeners = createListeners(state, pipelineDeps);
 

@@ -313,16 +313,49 @@ const Telemetry = z.strictObject({
   accessLog: z.enum(['stdout', 'off']).default('stdout'),
 });
 
+/**
+ * Traefik's CircuitBreaker, per upstream. With neither trigger written, `consecutiveFailures: 5`
+ * applies; with one or both written, exactly those apply.
+ */
+const CircuitBreaker = z
+  .strictObject({
+    consecutiveFailures: positiveInt.optional(),
+    failureRatio: z.number({ error: 'must be a number between 0 and 1' }).gt(0, 'must be > 0 and <= 1').max(1, 'must be > 0 and <= 1').optional(),
+    minRequests: positiveInt.default(20),
+    window: duration.prefault('30s'),
+    openFor: duration.prefault('30s'),
+    halfOpenRequests: positiveInt.default(1),
+  })
+  .transform((b) => (b.consecutiveFailures === undefined && b.failureRatio === undefined ? { ...b, consecutiveFailures: 5 } : b));
+
+/** Active checks, per endpoint: GET `path` every `interval`; 2xx and 3xx are healthy. */
+const HealthCheck = z.strictObject({
+  path: z.string({ error: 'must be a path such as /healthz' }).startsWith('/', 'must start with /'),
+  interval: duration.prefault('5s'),
+  timeout: duration.prefault('1s'),
+  unhealthyThreshold: positiveInt.default(3),
+  healthyThreshold: positiveInt.default(2),
+});
+
+/** Passive checks (Envoy's outlier detection): endpoints failing in live traffic leave the rotation. */
+const Ejection = z.strictObject({
+  consecutiveFailures: positiveInt.default(5),
+  baseTime: duration.prefault('30s'),
+  maxTime: duration.prefault('5m'),
+  maxPercent: z.int({ error: 'must be an integer between 0 and 100' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').default(50),
+});
+
 const Upstream = z.strictObject({
   endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
   connectTimeout: duration.prefault('1s'),
   maxConnections: positiveInt.default(256),
   tls: UpstreamTls.optional(),
   credentials: Credentials.optional(),
-  loadBalancing: notBuilt('upstreams.*.loadBalancing').optional(),
-  circuitBreaker: notBuilt('upstreams.*.circuitBreaker').optional(),
-  maxConcurrent: notBuilt('upstreams.*.maxConcurrent').optional(),
-  healthCheck: notBuilt('upstreams.*.healthCheck').optional(),
+  loadBalancing: z.enum(['round-robin', 'least-request'], { error: 'must be "round-robin" or "least-request"' }).default('round-robin'),
+  circuitBreaker: CircuitBreaker.optional(),
+  maxConcurrent: positiveInt.optional(),
+  healthCheck: HealthCheck.optional(),
+  ejection: z.union([z.literal(false), Ejection], { error: 'must be false or an object' }).prefault({}),
 }).superRefine((u, ctx) => {
   if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
     ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
@@ -402,6 +435,33 @@ const Rewrite = z
       ctx.addIssue({ code: 'custom', message: 'use either stripPrefix or prefix, not both' });
     }
   });
+
+/** What `retry.on` accepts besides status codes (`503`) and classes (`5xx`). */
+export const RETRY_FAILURES = ['connect-failure', 'reset', 'timeout', 'invalid-response'] as const;
+const RETRY_ON_MESSAGE = `must be ${RETRY_FAILURES.join(', ')}, a status code such as 503 or a class such as 5xx`;
+
+const retryCondition = z.union([z.int(), z.string()], { error: RETRY_ON_MESSAGE }).superRefine((v, ctx) => {
+  const ok =
+    typeof v === 'number'
+      ? v >= 100 && v <= 599
+      : (RETRY_FAILURES as readonly string[]).includes(v) || /^[1-5](?:xx|\d\d)$/i.test(v);
+  if (!ok) reject(ctx, RETRY_ON_MESSAGE, v);
+});
+
+const Retry = z.strictObject({
+  attempts: positiveInt.default(3),
+  on: z.array(retryCondition).min(1, 'must list at least one condition').default(['connect-failure', 'reset', 'timeout', 502, 503, 504]),
+  backoff: z
+    .strictObject({ base: duration.prefault('100ms'), max: duration.prefault('2s') })
+    .prefault({})
+    .superRefine((b, ctx) => {
+      if (b.max < b.base) ctx.addIssue({ code: 'custom', path: ['max'], message: 'must not be shorter than backoff.base' });
+    }),
+  perTryTimeout: duration.optional(),
+  respectRetryAfter: z.boolean().default(true),
+  budget: z.number({ error: 'must be a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').default(0.2),
+  maxBodySize: size.prefault('64kb'),
+});
 
 /** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
 export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
@@ -498,8 +558,8 @@ const Route = z.strictObject({
   quota: z.array(z.union([name, Quota])).min(1, 'must list at least one quota').optional(),
   /** Order in which queued requests of shared quotas are released. */
   priority: z.enum(['high', 'normal', 'low']).default('normal'),
-  retry: notBuilt('routes[].retry').optional(),
-  idempotencyKey: notBuilt('routes[].idempotencyKey').optional(),
+  retry: Retry.optional(),
+  idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional(),
   webhook: Webhook.optional(),
 });
 
@@ -646,6 +706,10 @@ export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
 export type QuotaConfig = Config['quotas'][string];
+export type RetryConfig = NonNullable<RouteConfig['retry']>;
+export type CircuitBreakerConfig = NonNullable<UpstreamConfig['circuitBreaker']>;
+export type HealthCheckConfig = NonNullable<UpstreamConfig['healthCheck']>;
+export type EjectionConfig = Exclude<UpstreamConfig['ejection'], false>;
 export type ListenerTlsConfig = NonNullable<ListenerConfig['tls']>;
 export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
 export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;

@@ -18,7 +18,12 @@ export interface RouteInfo {
  */
 export type Stage = (ex: Exchange) => GatehouseError | undefined | Promise<GatehouseError | undefined>;
 
-export type ResponseFilter = (statusCode: number, rawHeaders: readonly Buffer[]) => boolean;
+/**
+ * Decides, on an upstream answer's status line and headers and before anything reaches the
+ * client, whether that answer is discarded for another try. Compiled once per route; whatever it
+ * decides per request it keeps on the exchange (`retryDelayMs`).
+ */
+export type ResponseFilter = (ex: Exchange, statusCode: number, rawHeaders: readonly Buffer[]) => boolean;
 
 /** The attempt in flight, as the exchange may steer it. */
 export interface AttemptControl {
@@ -81,6 +86,8 @@ export class Exchange {
    * discarded and tried again. Unset on the last attempt, whose answer always goes to the client.
    */
   retryable: ResponseFilter | undefined = undefined;
+  /** Set by `retryable` when it claims an answer: the wait before the next try; -1 = none claimed. */
+  retryDelayMs = -1;
 
   attempts = 0;
   status = 0;
@@ -93,10 +100,13 @@ export class Exchange {
   traceId = '';
   /** Set for an HTTP Upgrade (WebSocket) request: the socket to relay once stages pass. */
   upgrade: { readonly socket: Duplex; readonly head: Buffer } | undefined = undefined;
+  /** The forwarding chain (policies and attempts), settled once every policy is done; never rejects. */
+  sending: Promise<void> | undefined = undefined;
   /** Outcome notes for the access log, e.g. a reset after the headers went out. */
   note: string | undefined = undefined;
 
   #controller: AbortController | undefined = undefined;
+  #cancelReason: Error | undefined = undefined;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -108,7 +118,7 @@ export class Exchange {
   /** Aborted when the exchange is cancelled. Created on first use: most requests never ask. */
   get signal(): AbortSignal {
     this.#controller ??= new AbortController();
-    if (this.cancelled && !this.#controller.signal.aborted) this.#controller.abort(this.cancelled);
+    if (this.cancelled && !this.#controller.signal.aborted) this.#controller.abort(this.#cancelReason);
     return this.#controller.signal;
   }
 
@@ -116,6 +126,7 @@ export class Exchange {
   cancel(kind: FailureKind, reason: Error): void {
     if (this.cancelled) return;
     this.cancelled = kind;
+    this.#cancelReason = reason;
     this.#controller?.abort(reason);
     this.attempt?.abort(reason);
   }

@@ -5,6 +5,7 @@ import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
+import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
 import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
@@ -57,6 +58,7 @@ export function createAttempt(
       const handler = new AttemptHandler(ex, ep, upstream, responsePlan, deps, span, resolve, reject);
       ep.inFlight++;
       upstream.inFlight++;
+      if (handler.isRetry) upstream.retryAttemptsInFlight++;
       ex.attempt = handler;
       ep.pool.dispatch({ path, method: ex.method, headers, body, blocking: false }, handler);
     });
@@ -78,6 +80,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private discard = false;
   private done = false;
   private readonly startMs = performance.now();
+  /** A second or later try: counted apart for the retry budget. */
+  readonly isRetry: boolean;
 
   constructor(
     private readonly ex: Exchange,
@@ -88,7 +92,9 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     private readonly span: Span | undefined,
     private readonly resolve: (r: AttemptResult) => void,
     private readonly reject: (e: unknown) => void,
-  ) {}
+  ) {
+    this.isRetry = ex.attempts > 1;
+  }
 
   abort(reason: Error): void {
     if (this.done) return;
@@ -120,7 +126,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     const ex = this.ex;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
-    if (ex.retryable !== undefined && ex.retryable(statusCode, rawHeaders)) {
+    if (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
       return true;
     }
@@ -183,6 +189,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     if (ex.attempt === this) ex.attempt = undefined;
     this.ep.inFlight--;
     this.upstream.inFlight--;
+    if (this.isRetry) this.upstream.retryAttemptsInFlight--;
+    this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
     const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };
     if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;

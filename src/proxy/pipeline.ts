@@ -62,7 +62,7 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     const ex = new Exchange(req, res, performance.now());
     ex.upgrade = upgrade;
     state.inFlight++;
-    (upgrade?.socket ?? res).once('close', () => finish(ex, state, deps));
+    (upgrade?.socket ?? res).once('close', () => closed(ex, state, deps));
     if (listener === undefined) {
       // The listener was removed by a reload while this connection was open.
       respondError(ex, new GatehouseError('no_route', 'this listener is no longer configured'), state, true);
@@ -206,7 +206,7 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
   ex.outHeaderBase = ex.outHeaders.length;
   // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
-  route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
+  ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
 }
 
 /** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
@@ -257,16 +257,29 @@ function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefine
   return new GatehouseError('bad_gateway', `upstream '${upstream}' could not be reached`);
 }
 
-function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
-  const res = ex.res;
-  if (!res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
+/**
+ * The response is over (sent, or the client is gone). The span and the log line wait for the
+ * policies to settle too, so what they record about this request (a breaker transition on its
+ * last answer, the final attempt count) is part of it.
+ */
+function closed(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
+  if (!ex.res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
   if (ex.deadlineTimer !== undefined) {
     clearTimeout(ex.deadlineTimer);
     ex.deadlineTimer = undefined;
   }
+  const durationMs = performance.now() - ex.startMs;
+  if (ex.sending === undefined) finish(ex, state, deps, durationMs);
+  else {
+    const done = () => finish(ex, state, deps, durationMs);
+    ex.sending.then(done, done);
+  }
+}
+
+function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs: number): void {
+  const res = ex.res;
   // 499: the client went away before an answer (nginx's convention)
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
-  const durationMs = performance.now() - ex.startMs;
   const routeName = ex.route?.name;
   const attributes: Attributes = { route: routeName ?? '', 'http.request.method': ex.method, 'http.response.status_code': status };
   if (ex.errorCode !== undefined) attributes['error.type'] = ex.errorCode;

@@ -6,6 +6,7 @@ import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
 import { compileQuotas, compileRouteQuota, type QuotaDeps, type QuotaRegistry } from '../quota/quota.js';
 import type { Clock } from '../resilience/clock.js';
 import { deadline } from '../resilience/deadline.js';
+import { compileResilience } from '../resilience/policies.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { compileMatch, httpRouteOf, type Matcher } from '../routing/match.js';
 import { compileRewrite, type PathRewrite } from '../routing/rewrite.js';
@@ -16,10 +17,12 @@ import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js
 import { createAuthObserver } from '../telemetry/auth-observer.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { createQuotaObserver } from '../telemetry/quota-observer.js';
+import { createResilienceObserver, type ResilienceObserver } from '../telemetry/resilience-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
 import type { Exchange, RouteInfo, Stage } from './exchange.js';
 import { createAttempt } from './forward.js';
+import { idempotencyKey } from './idempotency.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from './send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
@@ -95,6 +98,7 @@ export interface PlanDeps {
  */
 export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: number, previous?: Plan): Plan {
   const { config } = loaded;
+  const observer = createResilienceObserver(deps.metrics, deps.logger);
 
   const upstreams = new Map<string, UpstreamRuntime>();
   for (const [name, cfg] of Object.entries(config.upstreams)) {
@@ -108,6 +112,9 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       old !== undefined && old.fingerprint === print
         ? old
         : createUpstream(name, cfg, print, {
+            clock: deps.clock,
+            rand: deps.rand,
+            observer,
             tls,
             credentials: cfg.credentials === undefined ? undefined : createCredentials(name, cfg.credentials, deps),
           }),
@@ -135,7 +142,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
     };
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, quotas, quotaDeps, (input) => {
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
       webhooks.push(webhook);
       return webhook.handler;
@@ -174,6 +181,7 @@ function compileRoute(
   upstream: UpstreamRuntime,
   deps: PlanDeps,
   security: RouteSecurity,
+  observer: ResilienceObserver,
   quotas: QuotaRegistry,
   quotaDeps: QuotaDeps,
   webhook: WebhookSlot,
@@ -215,6 +223,8 @@ function compileRoute(
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry, circuit breaker, bulkhead
+  if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
+  policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer }));
   // [security] innermost: a 401 refreshes the OAuth2 token and replays this one attempt
   if (credentials?.policy !== undefined) policies.push(credentials.policy);
   // [quota] innermost: limits a provider announces are read from every attempt's answer

@@ -1,10 +1,18 @@
 import { Agent as HttpsAgent } from 'node:https';
-import { Pool } from 'undici';
+import { Client, Pool } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
+import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.js';
+import { createBreaker, type Breaker, type BreakerObserver, type BreakerStateName } from '../resilience/breaker.js';
+import { createBulkhead, type Bulkhead } from '../resilience/bulkhead.js';
+import type { Clock } from '../resilience/clock.js';
+import { createHealthChecker, ejectionTimeMs, mayEject, type EjectionRules, type HealthObserver } from '../resilience/health.js';
+import type { Outcome } from '../resilience/outcome.js';
+import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
 import type { UpstreamTls } from '../security/tls.js';
+import type { Exchange } from './exchange.js';
 
-/** One `endpoints` entry: its warm connection pool and live counters. */
+/** One `endpoints` entry: its warm connection pool, live counters and health. */
 export interface Endpoint {
   /** `http://host:port` as configured, for admin and logs. */
   readonly url: string;
@@ -19,37 +27,61 @@ export interface Endpoint {
   /** For WebSocket upgrades to an https:// endpoint: the same TLS settings as the pool. */
   readonly wsAgent: HttpsAgent | undefined;
   inFlight: number;
+  /** Passes its active health checks (always true without `healthCheck`). */
+  healthy: boolean;
+  /** Taken out of rotation for failing in live traffic (passive ejection). */
+  ejected: boolean;
+  /** Failures in live traffic in a row. */
+  failures: number;
+  /** Ejections in a row: each one lasts twice as long as the one before. */
+  ejections: number;
+  /** Monotonic time it last rejoined the rotation after an ejection. */
+  restoredAt: number;
 }
 
-export interface UpstreamRuntime {
+export interface UpstreamRuntime extends RetryLoad {
   readonly name: string;
-  /** Hash of the config that built it: a reload keeps the runtime (and its pools) when unchanged. */
+  /** Hash of the config that built it: a reload keeps the runtime (pools, breaker, health) when unchanged. */
   readonly fingerprint: string;
   readonly endpoints: readonly Endpoint[];
   /** `credentials`: added to every request; undefined when none are configured. */
   readonly credentials: Credentials | undefined;
   inFlight: number;
+  retryAttemptsInFlight: number;
+  /** `circuitBreaker`, if configured. */
+  readonly breaker: Breaker | undefined;
+  /** `maxConcurrent`, if configured. */
+  readonly bulkhead: Bulkhead | undefined;
   /** The endpoint for the next attempt, or undefined when none can take traffic. */
   pick(): Endpoint | undefined;
+  /** What one attempt said about its endpoint: counts towards passive ejection. */
+  report(ep: Endpoint, outcome: Outcome, ex: Exchange): void;
   /** The `/admin/upstreams` entry (SPEC §9). */
   view(): UpstreamView;
-  /** Waits for requests in flight, then closes the pools. */
+  /** Stops health checks and ejection timers, waits for requests in flight, then closes the pools. */
   close(): Promise<void>;
 }
 
 export interface UpstreamView {
-  readonly breaker: { readonly state: 'closed' | 'open' | 'half-open'; readonly retryInMs: number } | null;
+  readonly breaker: { readonly state: BreakerStateName; readonly retryInMs: number } | null;
   readonly inFlight: number;
   readonly endpoints: readonly { readonly url: string; readonly healthy: boolean; readonly ejected: boolean; readonly inFlight: number }[];
 }
 
-export interface UpstreamParts {
+export interface UpstreamDeps {
+  readonly clock: Clock;
+  readonly rand: () => number;
+  readonly observer: BreakerObserver & HealthObserver;
   readonly tls?: UpstreamTls | undefined;
   readonly credentials?: Credentials | undefined;
 }
 
-export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, parts: UpstreamParts = {}): UpstreamRuntime {
-  const tls = parts.tls?.connect;
+export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, deps: UpstreamDeps): UpstreamRuntime {
+  const { clock, observer } = deps;
+  const tls = deps.tls?.connect;
+  // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
+  const connectOptions = (scheme: 'http' | 'https') =>
+    scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout };
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
@@ -62,8 +94,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,
-        // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
-        connect: scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout },
+        connect: connectOptions(scheme),
         // Keep connections warm between bursts; undici still honours the upstream's own hint.
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
@@ -73,32 +104,145 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       }),
       wsAgent: scheme === 'https' && tls !== undefined ? new HttpsAgent(tls) : undefined,
       inFlight: 0,
+      healthy: true,
+      ejected: false,
+      failures: 0,
+      ejections: 0,
+      restoredAt: -Infinity,
     };
   });
 
-  let next = 0;
+  // The rotation: rebuilt only when an endpoint's health or ejection changes.
+  let available: readonly Endpoint[] = endpoints;
+  const rebuild = () => {
+    available = endpoints.filter((e) => e.healthy && !e.ejected);
+  };
+  const balance: Balancer<Endpoint> = cfg.loadBalancing === 'least-request' ? leastRequest(deps.rand) : roundRobin();
+
+  // ---- passive ejection
+  const ejectionTimers = new Set<NodeJS.Timeout>();
+  const rules: EjectionRules | undefined =
+    cfg.ejection === false || endpoints.length < 2
+      ? undefined
+      : { consecutiveFailures: cfg.ejection.consecutiveFailures, baseTimeMs: cfg.ejection.baseTime, maxTimeMs: cfg.ejection.maxTime, maxPercent: cfg.ejection.maxPercent };
+
+  const restore = (ep: Endpoint) => {
+    ep.ejected = false;
+    ep.failures = 0;
+    ep.restoredAt = clock.monotonic();
+    rebuild();
+    observer.endpointChange(name, ep.url, 'restored', undefined, `endpoint ${ep.url} of upstream '${name}' is back in rotation`);
+  };
+
+  const eject = (ep: Endpoint, r: EjectionRules, ex: Exchange) => {
+    const now = clock.monotonic();
+    if (now - ep.restoredAt > r.maxTimeMs) ep.ejections = 0; // long enough in rotation: start over at baseTime
+    const forMs = ejectionTimeMs(ep.ejections, r);
+    ep.ejections++;
+    ep.ejected = true;
+    rebuild();
+    const timer = setTimeout(() => {
+      ejectionTimers.delete(timer);
+      restore(ep);
+    }, forMs);
+    timer.unref();
+    ejectionTimers.add(timer);
+    observer.endpointChange(name, ep.url, 'ejected', ex, `endpoint ${ep.url} of upstream '${name}' failed ${ep.failures} times in a row; out of rotation for ${forMs}ms`);
+  };
+
+  const report =
+    rules === undefined
+      ? noReport
+      : (ep: Endpoint, outcome: Outcome, ex: Exchange) => {
+          if (outcome === 'success') {
+            ep.failures = 0;
+            return;
+          }
+          if (outcome === 'ignored' || ep.ejected) return;
+          if (++ep.failures < rules.consecutiveFailures) return;
+          const ejected = endpoints.reduce((n, e) => (e.ejected ? n + 1 : n), 0);
+          if (mayEject(endpoints.length, ejected, available.length, rules)) eject(ep, rules, ex);
+        };
+
+  // ---- active health checks, on their own connections so a saturated pool cannot fail them
+  const hc = cfg.healthCheck;
+  const checkClients = new Map<Endpoint, Client>();
+  const checker =
+    hc === undefined
+      ? undefined
+      : createHealthChecker(
+          endpoints,
+          { intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold },
+          async (ep, signal) => {
+            let client = checkClients.get(ep);
+            if (client === undefined) {
+              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme), headersTimeout: 0, bodyTimeout: 0 });
+              checkClients.set(ep, client);
+            }
+            const res = await client.request({
+              path: ep.basePath + hc.path,
+              method: 'GET',
+              headers: { host: ep.authority, 'user-agent': 'gatehouse-health-check' },
+              signal,
+            });
+            await res.body.dump();
+            return res.statusCode >= 200 && res.statusCode < 400;
+          },
+          (ep, healthy) => {
+            ep.healthy = healthy;
+            rebuild();
+            const detail = healthy
+              ? `endpoint ${ep.url} of upstream '${name}' passed ${hc.healthyThreshold} health checks in a row`
+              : `endpoint ${ep.url} of upstream '${name}' failed ${hc.unhealthyThreshold} health checks in a row`;
+            observer.endpointChange(name, ep.url, healthy ? 'healthy' : 'unhealthy', undefined, detail);
+          },
+        );
+
+  const breaker =
+    cfg.circuitBreaker === undefined
+      ? undefined
+      : createBreaker(
+          name,
+          {
+            consecutiveFailures: cfg.circuitBreaker.consecutiveFailures,
+            failureRatio: cfg.circuitBreaker.failureRatio,
+            minRequests: cfg.circuitBreaker.minRequests,
+            windowMs: cfg.circuitBreaker.window,
+            openForMs: cfg.circuitBreaker.openFor,
+            halfOpenRequests: cfg.circuitBreaker.halfOpenRequests,
+          },
+          clock,
+          observer,
+        );
+
   const runtime: UpstreamRuntime = {
     name,
     fingerprint,
     endpoints,
-    credentials: parts.credentials,
+    credentials: deps.credentials,
     inFlight: 0,
-    pick() {
-      const ep = endpoints[next]!;
-      next = next + 1 === endpoints.length ? 0 : next + 1;
-      return ep;
-    },
+    retryAttemptsInFlight: 0,
+    retriesInFlight: 0,
+    breaker,
+    bulkhead: cfg.maxConcurrent === undefined ? undefined : createBulkhead(cfg.maxConcurrent),
+    pick: () => balance(available),
+    report,
     view() {
       return {
-        breaker: null,
+        breaker: breaker?.view() ?? null,
         inFlight: runtime.inFlight,
-        endpoints: endpoints.map((e) => ({ url: e.url, healthy: true, ejected: false, inFlight: e.inFlight })),
+        endpoints: endpoints.map((e) => ({ url: e.url, healthy: e.healthy, ejected: e.ejected, inFlight: e.inFlight })),
       };
     },
     async close() {
-      await Promise.all(endpoints.map((e) => e.pool.close()));
+      checker?.stop();
+      for (const t of ejectionTimers) clearTimeout(t);
+      ejectionTimers.clear();
+      await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
       for (const e of endpoints) e.wsAgent?.destroy();
     },
   };
   return runtime;
 }
+
+function noReport(): void {}

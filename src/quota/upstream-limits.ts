@@ -63,6 +63,55 @@ export function parseRateLimitField(value: string, nowMs: number): number | unde
   return pause;
 }
 
+/** The rate-limit headers of one answer, as sent (undefined when absent). */
+export interface LimitHeaders {
+  retryAfter: string | undefined;
+  /** `RateLimit` */
+  rateLimit: string | undefined;
+  /** `RateLimit-Remaining` / `RateLimit-Reset` (IETF drafts 03-07) */
+  remaining: string | undefined;
+  reset: string | undefined;
+  /** `X-RateLimit-Remaining` / `X-RateLimit-Reset` (GitHub, and many more) */
+  xRemaining: string | undefined;
+  xReset: string | undefined;
+}
+
+/**
+ * One pass over a raw header list ([name, value, ...], undici's Buffers or strings) for the
+ * headers that announce limits; the first of each counts. Names are filtered by their first
+ * character and length before any decoding: all of them start with r or x and are 9-21 long.
+ */
+export function scanLimitHeaders(raw: readonly (Buffer | string)[]): LimitHeaders {
+  const h: LimitHeaders = { retryAfter: undefined, rateLimit: undefined, remaining: undefined, reset: undefined, xRemaining: undefined, xReset: undefined };
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!;
+    const first = (typeof name === 'string' ? name.charCodeAt(0) : name[0]!) | 0x20;
+    if ((first !== 0x72 && first !== 0x78) || name.length < 9 || name.length > 21) continue;
+    const value = () => raw[i + 1]!.toString('latin1').trim();
+    switch ((typeof name === 'string' ? name : name.toString('latin1')).toLowerCase()) {
+      case 'retry-after':
+        h.retryAfter ??= value();
+        break;
+      case 'ratelimit':
+        h.rateLimit ??= value();
+        break;
+      case 'ratelimit-remaining':
+        h.remaining ??= value();
+        break;
+      case 'ratelimit-reset':
+        h.reset ??= value();
+        break;
+      case 'x-ratelimit-remaining':
+        h.xRemaining ??= value();
+        break;
+      case 'x-ratelimit-reset':
+        h.xReset ??= value();
+        break;
+    }
+  }
+  return h;
+}
+
 export interface Announcement {
   readonly pauseMs: number;
   /** Which header said so, for logs and /admin/quotas. */
@@ -75,47 +124,16 @@ export interface Announcement {
  * `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`. The longest announced pause wins, capped at
  * MAX_PAUSE_MS.
  */
-export function readAnnouncement(statusCode: number, rawHeaders: readonly Buffer[], nowMs: number): Announcement | undefined {
-  let retryAfter: string | undefined;
-  let rateLimit: string | undefined;
-  let remaining: string | undefined;
-  let reset: string | undefined;
-  let xRemaining: string | undefined;
-  let xReset: string | undefined;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!;
-    // cheap filter before decoding: every name read here starts with r or x and is 9-21 bytes
-    const first = name[0]! | 0x20;
-    if ((first !== 0x72 && first !== 0x78) || name.length < 9 || name.length > 21) continue;
-    switch (name.toString('latin1').toLowerCase()) {
-      case 'retry-after':
-        retryAfter = rawHeaders[i + 1]!.toString('latin1');
-        break;
-      case 'ratelimit':
-        rateLimit = rawHeaders[i + 1]!.toString('latin1');
-        break;
-      case 'ratelimit-remaining':
-        remaining = rawHeaders[i + 1]!.toString('latin1');
-        break;
-      case 'ratelimit-reset':
-        reset = rawHeaders[i + 1]!.toString('latin1');
-        break;
-      case 'x-ratelimit-remaining':
-        xRemaining = rawHeaders[i + 1]!.toString('latin1');
-        break;
-      case 'x-ratelimit-reset':
-        xReset = rawHeaders[i + 1]!.toString('latin1');
-        break;
-    }
-  }
+export function readAnnouncement(statusCode: number, rawHeaders: readonly (Buffer | string)[], nowMs: number): Announcement | undefined {
+  const h = scanLimitHeaders(rawHeaders);
   let best: Announcement | undefined;
   const consider = (ms: number | undefined, source: string) => {
     if (ms !== undefined && ms > 0 && (best === undefined || ms > best.pauseMs)) best = { pauseMs: Math.min(ms, MAX_PAUSE_MS), source };
   };
-  if (statusCode === 429) consider(parseRetryAfter(retryAfter, nowMs), '429 Retry-After');
-  if (rateLimit !== undefined) consider(parseRateLimitField(rateLimit, nowMs), 'RateLimit');
-  if (remaining?.trim() === '0') consider(parseResetSeconds(reset, nowMs), 'RateLimit-Remaining: 0');
-  if (xRemaining?.trim() === '0') consider(parseResetSeconds(xReset, nowMs), 'X-RateLimit-Remaining: 0');
+  if (statusCode === 429) consider(parseRetryAfter(h.retryAfter, nowMs), '429 Retry-After');
+  if (h.rateLimit !== undefined) consider(parseRateLimitField(h.rateLimit, nowMs), 'RateLimit');
+  if (h.remaining === '0') consider(parseResetSeconds(h.reset, nowMs), 'RateLimit-Remaining: 0');
+  if (h.xRemaining === '0') consider(parseResetSeconds(h.xReset, nowMs), 'X-RateLimit-Remaining: 0');
   return best;
 }
 

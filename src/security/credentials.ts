@@ -201,7 +201,7 @@ export function refreshOn401(tokens: TokenSource): Policy {
       const used = tokens.current();
       const replayable = ex.body === null || Buffer.isBuffer(ex.body);
       const outer = ex.retryable;
-      if (replayable) ex.retryable = (status, headers) => status === 401 || (outer !== undefined && outer(status, headers));
+      if (replayable) ex.retryable = (e, status, headers) => status === 401 || (outer !== undefined && outer(e, status, headers));
       let result;
       try {
         result = await next(ex);

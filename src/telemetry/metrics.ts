@@ -11,6 +11,8 @@ export interface Metrics {
   readonly serverDuration: Histogram;
   readonly clientDuration: Histogram;
   readonly configReloads: Counter;
+  /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
+  readonly retries: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
   readonly authDecisions: Counter;
   /** `gatehouse_webhook_events_total{route,result}`. */
@@ -60,6 +62,7 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
       advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
     }),
     configReloads,
+    retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
     authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',

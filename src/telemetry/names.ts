@@ -47,8 +47,12 @@ export const ATTR = {
   quotaWaited: 'gatehouse.quota.waited_ms',
 } as const;
 
-/** Span events on the SERVER span. */
+/** Span events (on the request's SERVER span) that explain what policies and quotas did. */
 export const EVENTS = {
+  retry: 'gatehouse.retry',
+  retrySkipped: 'gatehouse.retry.skipped',
+  breakerTransition: 'gatehouse.circuit_breaker.transition',
+  endpointEjected: 'gatehouse.endpoint.ejected',
   /** A quota decision: allowed or rejected, with the quota(s) concerned. */
   quotaDecision: 'gatehouse.quota.decision',
   /** The request joined a quota's queue. */
@@ -62,5 +66,6 @@ export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0
 
 /** Bucket boundaries for webhook delivery lag in seconds: from a prompt delivery to hours of retries. */
 export const LAG_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400];
+
 /** Bucket boundaries for quota queue waits in seconds: from a refill tick to a long maxWait. */
 export const QUEUE_WAIT_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { onCleanup } from './cleanup.js';
 
 export interface Received {
@@ -105,12 +105,22 @@ export async function startUpstream(script: Reply | Reply[] = echo, options: { s
   return { url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`, port, server, received, sockets, closedEarly, close };
 }
 
-/** A port that refuses connections: bound, then closed. */
+/**
+ * A port that refuses connections. Taken below the kernel's ephemeral range (32768+), where no
+ * test server (they all listen on port 0) can be handed it while the test runs, and checked to
+ * refuse. A port bound and closed again could be given to another test's server a moment later.
+ */
 export async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+    });
+    if (refused) return port;
+  }
 }

@@ -1,0 +1,20 @@
+import { randomUUID } from 'node:crypto';
+import type { Policy } from './send.js';
+
+/**
+ * `idempotencyKey: generate`: a POST or PATCH without an `Idempotency-Key` gets a fresh UUID v4
+ * key, added once before the first attempt so every retry of that request carries the same key
+ * (a retried payment is then not charged twice). A key the client sent is never replaced.
+ */
+export function idempotencyKey(generate: () => string = randomUUID): Policy {
+  return (next) =>
+    function withIdempotencyKey(ex) {
+      if ((ex.method === 'POST' || ex.method === 'PATCH') && ex.header('idempotency-key') === undefined) {
+        // part of the base headers every attempt starts from
+        ex.outHeaders.length = ex.outHeaderBase;
+        ex.outHeaders.push('idempotency-key', generate());
+        ex.outHeaderBase = ex.outHeaders.length;
+      }
+      return next(ex);
+    };
+}
