@@ -120,38 +120,50 @@ end
 `;
 
 /**
- * bucket.ts in Lua, for every key of one request at once; Redis runs a script atomically, so
- * no other gatehouse can take a token between the check and the write.
- * KEYS: the buckets. ARGV: now ms or '', then interval ms and burst per bucket.
- * Returns: allowed (1/0), then remaining, reset ms, retry-after ms per bucket.
+ * bucket.ts in Lua. One call carries every take that gatehouse had to make in one turn of its
+ * event loop; each take covers the keys of one request, all or nothing, and the takes are
+ * applied in order (two takes of the same bucket see each other). Redis runs a script
+ * atomically, so no other gatehouse can take a token between a check and its write.
+ * KEYS: the buckets of every take, in order. ARGV: now ms or '', the number of takes, then per
+ * take its number of keys and, per key, interval ms and burst.
+ * Returns, per take: allowed (1/0), then remaining, reset ms, retry-after ms per key.
  */
 const TAKE_SCRIPT = `${NOW}local eps = 0.000001
-local tats = {}
-local allowed = 1
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  tats[i] = tat
-  if tat + interval - now > interval * burst + eps then allowed = 0 end
-end
-local out = { allowed }
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local capacity = interval * tonumber(ARGV[2 * i + 1])
-  local tat = tats[i]
-  local retry = 0
-  if allowed == 1 then
-    tat = tat + interval
-    redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
-  else
-    local over = tat + interval - now - capacity
-    if over > eps then retry = math.ceil(over) end
+local out = {}
+local a = 3
+local k = 0
+for t = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local tats = {}
+  local allowed = 1
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 2])
+    local burst = tonumber(ARGV[a + 2 * i - 1])
+    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
+    if tat < now then tat = now end
+    tats[i] = tat
+    if tat + interval - now > interval * burst + eps then allowed = 0 end
   end
-  out[#out + 1] = math.max(0, math.floor((capacity - (tat - now)) / interval + eps))
-  out[#out + 1] = math.max(0, math.ceil(tat - now - eps))
-  out[#out + 1] = retry
+  out[#out + 1] = allowed
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 2 * i - 2])
+    local capacity = interval * tonumber(ARGV[a + 2 * i - 1])
+    local tat = tats[i]
+    local retry = 0
+    if allowed == 1 then
+      tat = tat + interval
+      redis.call('SET', KEYS[k + i], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
+    else
+      local over = tat + interval - now - capacity
+      if over > eps then retry = math.ceil(over) end
+    end
+    out[#out + 1] = math.max(0, math.floor((capacity - (tat - now)) / interval + eps))
+    out[#out + 1] = math.max(0, math.ceil(tat - now - eps))
+    out[#out + 1] = retry
+  end
+  a = a + 2 * n
+  k = k + n
 end
 return out
 `;
@@ -186,31 +198,79 @@ function commands(client: Redis): QuotaCommands {
   return client as unknown as QuotaCommands;
 }
 
+/** Most takes in one script call; a busier turn of the event loop sends several calls. */
+const MAX_BATCH = 128;
+
+interface PendingTake {
+  readonly shapes: readonly BucketShape[];
+  readonly keys: readonly string[];
+  readonly resolve: (outcome: TakeOutcome) => void;
+  readonly reject: (err: unknown) => void;
+}
+
 /**
- * Buckets in Redis, shared by every gatehouse pointing at it. Throws when Redis does not answer
+ * Buckets in Redis, shared by every gatehouse pointing at it. The takes of one turn of the event
+ * loop go to Redis together, in one script call (flushed by setImmediate, right after the turn's
+ * I/O): under load the per-command cost of the client (a command object, a timer, a write, a
+ * reply) is paid once per turn rather than once per request. Rejects when Redis does not answer
  * (the client fails fast: no offline queue, `commandTimeout`); `createFallbackQuotaStore` turns
  * that into a per-process decision.
  * @param client the shared ioredis client, asked for on every call (a reload may replace it)
  * @param now only for tests: the time to use instead of the Redis server's clock
  */
 export function createRedisQuotaStore(name: string, client: () => Redis, now?: () => number) {
-  const args = (shapes: readonly BucketShape[], keys: readonly string[], perBucket: (s: BucketShape) => (string | number)[]) => {
-    const out: (string | number)[] = [...keys, now === undefined ? '' : now()];
-    for (const s of shapes) out.push(...perBucket(s));
-    return out;
-  };
+  let pending: PendingTake[] = [];
+
+  function flush(): void {
+    const batch = pending;
+    pending = [];
+    for (let from = 0; from < batch.length; from += MAX_BATCH) send(batch.slice(from, from + MAX_BATCH));
+  }
+
+  function send(batch: readonly PendingTake[]): void {
+    const keys: string[] = [];
+    const argv: (string | number)[] = [now === undefined ? '' : now(), batch.length];
+    for (const p of batch) {
+      argv.push(p.keys.length);
+      for (let i = 0; i < p.keys.length; i++) {
+        keys.push(p.keys[i]!);
+        argv.push(p.shapes[i]!.intervalMs, p.shapes[i]!.burst);
+      }
+    }
+    let command: Promise<number[]>;
+    try {
+      command = commands(client()).gatehouseQuotaTake(keys.length, ...keys, ...argv);
+    } catch (err) {
+      command = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    command.then(
+      (reply) => {
+        let at = 0;
+        for (const p of batch) {
+          const allowed = reply[at++] === 1;
+          const buckets: BucketResult[] = new Array<BucketResult>(p.keys.length);
+          for (let i = 0; i < p.keys.length; i++, at += 3) buckets[i] = { remaining: reply[at]!, resetMs: reply[at + 1]!, retryAfterMs: reply[at + 2]! };
+          p.resolve({ allowed, buckets, fallback: false });
+        }
+      },
+      (err: unknown) => {
+        for (const p of batch) p.reject(err);
+      },
+    );
+  }
+
   return {
     name,
-    async take(shapes: readonly BucketShape[], keys: readonly string[]): Promise<TakeOutcome> {
-      const reply = await commands(client()).gatehouseQuotaTake(keys.length, ...args(shapes, keys, (s) => [s.intervalMs, s.burst]));
-      const buckets: BucketResult[] = [];
-      for (let i = 0; i < keys.length; i++) {
-        buckets.push({ remaining: reply[1 + 3 * i]!, resetMs: reply[2 + 3 * i]!, retryAfterMs: reply[3 + 3 * i]! });
-      }
-      return { allowed: reply[0] === 1, buckets, fallback: false };
+    take(shapes: readonly BucketShape[], keys: readonly string[]): Promise<TakeOutcome> {
+      return new Promise<TakeOutcome>((resolve, reject) => {
+        if (pending.length === 0) setImmediate(flush);
+        pending.push({ shapes, keys, resolve, reject });
+      });
     },
     async refund(shapes: readonly BucketShape[], keys: readonly string[]): Promise<void> {
-      await commands(client()).gatehouseQuotaRefund(keys.length, ...args(shapes, keys, (s) => [s.intervalMs]));
+      const argv: (string | number)[] = [now === undefined ? '' : now()];
+      for (const s of shapes) argv.push(s.intervalMs);
+      await commands(client()).gatehouseQuotaRefund(keys.length, ...keys, ...argv);
     },
   };
 }

@@ -111,6 +111,19 @@ export function runQuotaStoreSuite(label: string, makeStore: (now: () => number)
       expect(results.filter((o) => o.allowed)).toHaveLength(4);
     });
 
+    it('applies takes made together in the order they were made, each all or nothing', async () => {
+      const store = await setup();
+      const together = await Promise.all([
+        ...Array.from({ length: 4 }, () => take(store, 'x', 'y')),
+        take(store, 'x', 'z'), // x is empty by now: refused, z untouched
+        take(store, 'z'),
+        take(store, 'y'),
+      ]);
+      expect(together.map((o) => o.allowed)).toEqual([true, true, true, true, false, true, false]);
+      expect(together[4]!.buckets.map((b) => b.retryAfterMs)).toEqual([500, 0]);
+      expect(together[5]!.buckets[0]!.remaining).toBe(3);
+    });
+
     it('handles fractional intervals without drifting (3 per second)', async () => {
       const store = await setup();
       const third = shapeOf(3, 1000, 3);
