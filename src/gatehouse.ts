@@ -223,6 +223,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       admin.server.closeAllConnections();
     });
     logger.info('gatehouse stopped');
+    accessLog.flush();
     await flush(accessLogStream);
   }
 

@@ -1,8 +1,9 @@
-import type { Attributes, Span } from '@opentelemetry/api';
+import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
@@ -79,6 +80,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private committed = false;
   private discard = false;
   private done = false;
+  private resume: () => void = noop;
   private readonly startMs = performance.now();
   /** A second or later try: counted apart for the retry budget. */
   readonly isRetry: boolean;
@@ -139,13 +141,18 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     this.committed = true;
     ex.status = statusCode;
     res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining()));
-    res.on('drain', resume);
+    this.resume = resume;
     return true;
   }
 
   onData(chunk: Buffer): boolean {
     if (this.discard) return true;
-    return this.ex.res.write(chunk);
+    const res = this.ex.res;
+    if (res.write(chunk)) return true;
+    // Backpressure: undici stops reading until resume(). Listening only now spares most
+    // responses (one write) a listener.
+    res.once('drain', this.resume);
+    return false;
   }
 
   onComplete(): void {
@@ -192,14 +199,19 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     if (this.isRetry) this.upstream.retryAttemptsInFlight--;
     this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
-    const attributes: Attributes = { upstream: this.upstream.name, route: ex.route?.name ?? '', 'http.request.method': ex.method };
-    if (this.statusCode !== 0) attributes['http.response.status_code'] = this.statusCode;
-    if (errorType !== undefined) attributes['error.type'] = errorType;
-    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, attributes);
+    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
+      upstream: this.upstream.name,
+      route: ex.route?.name ?? '',
+      [ATTR.method]: ex.method,
+      [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
+      [ATTR.errorType]: errorType,
+    });
     if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
 }
+
+const noop = () => {};
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
 

@@ -39,7 +39,7 @@ export function isHopByHop(lower: string): boolean {
 
 /** Names listed in a `Connection` header, other than the usual close/keep-alive. */
 export function connectionTokens(value: string | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  if (value === undefined || value === 'keep-alive' || value === 'close') return undefined; // nearly every request
   let tokens: Set<string> | undefined;
   for (const raw of value.split(',')) {
     const t = raw.trim().toLowerCase();

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
-import type { Attributes } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
 import { Transform, type Duplex, type TransformCallback } from 'node:stream';
@@ -8,6 +7,7 @@ import { normalizePath } from '../routing/normalize.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { Exchange } from './exchange.js';
@@ -34,6 +34,10 @@ export interface PipelineDeps {
   readonly logger: Logger;
 }
 
+/** The request's Exchange, kept on the object whose 'close' ends it (the response, or an upgraded socket). */
+const EXCHANGE = Symbol('gatehouse.exchange');
+type Closable = (ServerResponse | Duplex) & { [EXCHANGE]?: Exchange | undefined };
+
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
 interface Upgrade {
   readonly socket: Duplex;
@@ -46,6 +50,12 @@ interface Upgrade {
  */
 export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
   const handleRequest = (req: IncomingMessage, res: ServerResponse) => handle(req, res, undefined);
+  function onClose(this: Closable): void {
+    const ex = this[EXCHANGE];
+    if (ex === undefined) return;
+    this[EXCHANGE] = undefined;
+    closed(ex, state, deps);
+  }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     // A ServerResponse on the raw socket lets refusals use the same problem+json writer.
@@ -62,7 +72,9 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     const ex = new Exchange(req, res, performance.now());
     ex.upgrade = upgrade;
     state.inFlight++;
-    (upgrade?.socket ?? res).once('close', () => closed(ex, state, deps));
+    const closer = (upgrade?.socket ?? res) as Closable;
+    closer[EXCHANGE] = ex;
+    closer.on('close', onClose); // one shared listener, no closure per request
     if (listener === undefined) {
       // The listener was removed by a reload while this connection was open.
       respondError(ex, new GatehouseError('no_route', 'this listener is no longer configured'), state, true);
@@ -281,9 +293,12 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
   // 499: the client went away before an answer (nginx's convention)
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
   const routeName = ex.route?.name;
-  const attributes: Attributes = { route: routeName ?? '', 'http.request.method': ex.method, 'http.response.status_code': status };
-  if (ex.errorCode !== undefined) attributes['error.type'] = ex.errorCode;
-  deps.metrics.serverDuration.record(durationMs / 1000, attributes);
+  deps.metrics.serverDuration.record(durationMs / 1000, {
+    route: routeName ?? '',
+    [ATTR.method]: ex.method,
+    [ATTR.status]: status,
+    [ATTR.errorType]: ex.errorCode,
+  });
   endServerSpan(ex, status);
   deps.accessLog({
     route: routeName ?? null,

@@ -24,16 +24,70 @@ export interface AccessLogEntry {
   readonly result?: string;
 }
 
-export type AccessLog = (entry: AccessLogEntry) => void;
+export type AccessLog = ((entry: AccessLogEntry) => void) & {
+  /** Hands the lines not written yet to the destination (they are batched per event-loop turn). */
+  readonly flush: () => void;
+};
 
-export const noAccessLog: AccessLog = () => {};
+export const noAccessLog: AccessLog = Object.assign(() => {}, { flush: () => {} });
+
+/** Above this many characters pending, the batch is written at once instead of at the end of the turn. */
+const BATCH_CHARS = 16 * 1024;
 
 /**
- * Lines go to a pino destination (sonic-boom: buffered, non-blocking, flushed at shutdown). The
- * entry is flat and its keys fixed, so JSON.stringify is all the formatting it needs.
+ * Lines go to a pino destination (sonic-boom: non-blocking, flushed at shutdown). The lines of
+ * one event-loop turn are joined and written once: a write per request cost about 6% of a proxied
+ * request's CPU (sonic-boom measures its whole pending buffer on every write).
  */
 export function createAccessLog(destination: DestinationStream): AccessLog {
-  return (entry) => {
-    destination.write(`{"time":"${new Date().toISOString()}",${JSON.stringify(entry).slice(1)}\n`);
+  let pending = '';
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === '') return;
+    const batch = pending;
+    pending = '';
+    destination.write(batch);
   };
+  let timeMs = 0;
+  let time = '';
+  const log = (entry: AccessLogEntry) => {
+    const now = new Date();
+    if (now.getTime() !== timeMs) {
+      timeMs = now.getTime();
+      time = now.toISOString(); // once per millisecond, not per line: it costs more than the rest of the line
+    }
+    pending += formatAccessLine(entry, time);
+    if (pending.length >= BATCH_CHARS) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+  return Object.assign(log, { flush });
+}
+
+/**
+ * The entry as one JSON line, every key in a fixed order: what `JSON.stringify({ time, ...entry })`
+ * gives, written out because this runs for every request.
+ */
+export function formatAccessLine(e: AccessLogEntry, time: string): string {
+  // Background lines (webhook deliveries) carry more keys; they are rare, the generic way is fine.
+  if (e.kind !== undefined) return `{"time":"${time}",${JSON.stringify(e).slice(1)}\n`;
+  return (
+    `{"time":"${time}","route":${orNull(e.route)},"method":${jsonString(e.method)},"path":${jsonString(e.path)},` +
+    `"status":${e.status},"durationMs":${e.durationMs},"upstream":${orNull(e.upstream)},"attempts":${e.attempts},` +
+    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${jsonString(e.client)}}\n`
+  );
+}
+
+const orNull = (s: string | null) => (s === null ? 'null' : jsonString(s));
+
+/** A JSON string literal; plain strings (the usual path, id or name) skip JSON.stringify. */
+function jsonString(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(s);
+  }
+  return `"${s}"`;
 }

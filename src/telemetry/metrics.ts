@@ -4,12 +4,17 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
-import { DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
+import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
+import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
+
+const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
+const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
 
 export interface Metrics {
   readonly meter: Meter;
-  readonly serverDuration: Histogram;
-  readonly clientDuration: Histogram;
+  /** Recorded once per request: keyed histograms, see histogram.ts. */
+  readonly serverDuration: KeyedHistogram<(typeof SERVER_ATTRIBUTES)[number]>;
+  readonly clientDuration: KeyedHistogram<(typeof CLIENT_ATTRIBUTES)[number]>;
   readonly configReloads: Counter;
   /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
   readonly retries: Counter;
@@ -31,15 +36,41 @@ export interface Metrics {
 }
 
 /** OTel metrics, read as Prometheus text at the admin /metrics and pushed by OTLP when configured. */
-export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics {
+export function createMetrics(
+  cfg: TelemetryConfig,
+  resource: Resource,
+  wallClockMs: () => number = () => performance.timeOrigin + performance.now(),
+): Metrics {
+  const serverDuration = createKeyedHistogram(
+    {
+      name: METRICS.serverDuration,
+      unit: 's',
+      description: 'Duration of requests gatehouse served, by route and status.',
+      boundaries: DURATION_BUCKETS_S,
+      attributeNames: SERVER_ATTRIBUTES,
+    },
+    wallClockMs,
+  );
+  const clientDuration = createKeyedHistogram(
+    {
+      name: METRICS.clientDuration,
+      unit: 's',
+      description: 'Duration of each upstream attempt, by upstream and status.',
+      boundaries: DURATION_BUCKETS_S,
+      attributeNames: CLIENT_ATTRIBUTES,
+    },
+    wallClockMs,
+  );
+  const metricProducers = [histogramProducer('gatehouse', [serverDuration, clientDuration], wallClockMs)];
   const readers: IMetricReader[] = [];
-  const prometheus = cfg.metrics.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true }) : undefined;
+  const prometheus = cfg.metrics.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers }) : undefined;
   if (prometheus) readers.push(prometheus);
   if (cfg.metrics.otlp) {
     readers.push(
       new PeriodicExportingMetricReader({
         exporter: new OTLPMetricExporter({ url: cfg.metrics.otlp.endpoint }),
         exportIntervalMillis: cfg.metrics.otlp.interval,
+        metricProducers,
       }),
     );
   }
@@ -51,16 +82,8 @@ export function createMetrics(cfg: TelemetryConfig, resource: Resource): Metrics
   configReloads.add(0, { result: 'failure' });
   return {
     meter,
-    serverDuration: meter.createHistogram(METRICS.serverDuration, {
-      unit: 's',
-      description: 'Duration of requests gatehouse served, by route and status.',
-      advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
-    }),
-    clientDuration: meter.createHistogram(METRICS.clientDuration, {
-      unit: 's',
-      description: 'Duration of each upstream attempt, by upstream and status.',
-      advice: { explicitBucketBoundaries: DURATION_BUCKETS_S },
-    }),
+    serverDuration,
+    clientDuration,
     configReloads,
     retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
     authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),

@@ -1,0 +1,68 @@
+// What `npm run bench` measures: the loads wrk sends and the targets it sends them to.
+//
+// Adding a scenario for a capability (retry+breaker+bulkhead configured but not triggered, JWT on
+// every request, quotas, webhook intake) is one entry in TARGETS:
+//
+//   {
+//     name: 'gatehouse-jwt',
+//     kind: 'gatehouse',
+//     config: 'bench/gatehouse-jwt.yaml',        // a real config; ports come from ${env:BENCH_*}
+//     baseline: 'gatehouse',                      // its cost is reported relative to this target
+//     loads: ['get-1k-c50', 'get-1k-c1'],         // which LOADS it runs (default: all)
+//     services: ['redis'],                        // started before it (see SERVICES in run.mjs)
+//     setup: async (ctx) => ({                    // optional: files, keys, extra env, headers
+//       env: { BENCH_JWKS: ctx.file('jwks.json', '...') },
+//       headers: { authorization: 'Bearer ...' }, // sent with every request of its loads
+//     }),
+//   }
+//
+// Everything in TARGETS runs interleaved with the others, in the same rounds, so a scenario's
+// cost against its baseline is measured under the same conditions.
+
+/** One wrk load. `path` is under /api, which every proxy forwards to the upstream unchanged. */
+export const LOADS = [
+  { id: 'get-1k-c50', label: 'GET 1 KiB c50', method: 'GET', path: '/api/1k.bin', connections: 50 },
+  { id: 'get-64k-c50', label: 'GET 64 KiB c50', method: 'GET', path: '/api/64k.bin', connections: 50 },
+  { id: 'post-16k-c50', label: 'POST 16 KiB c50', method: 'POST', path: '/api/post', bodyBytes: 16 * 1024, connections: 50 },
+  { id: 'get-1k-c10', label: 'GET 1 KiB c10', method: 'GET', path: '/api/1k.bin', connections: 10 },
+  { id: 'get-64k-c10', label: 'GET 64 KiB c10', method: 'GET', path: '/api/64k.bin', connections: 10 },
+  { id: 'post-16k-c10', label: 'POST 16 KiB c10', method: 'POST', path: '/api/post', bodyBytes: 16 * 1024, connections: 10 },
+  { id: 'get-1k-c1', label: 'GET 1 KiB c1', method: 'GET', path: '/api/1k.bin', connections: 1 },
+  { id: 'get-64k-c1', label: 'GET 64 KiB c1', method: 'GET', path: '/api/64k.bin', connections: 1 },
+  { id: 'post-16k-c1', label: 'POST 16 KiB c1', method: 'POST', path: '/api/post', bodyBytes: 16 * 1024, connections: 1 },
+];
+
+/** `--quick`: the two loads the targets of issue 2 are stated for. */
+export const QUICK_LOADS = ['get-1k-c50', 'get-1k-c1'];
+
+/**
+ * kind: 'upstream'    the origin itself (an nginx serving the same files, on the proxy's core)
+ *       'gatehouse'   node --max-semi-space-size=64 dist/main.js run -c <config>
+ *       'node'        node <script> PORT UPSTREAM_URL
+ *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (BENCHMARKING.md "A fair nginx")
+ * compare: part of the main comparison table (and its ratios).
+ */
+export const TARGETS = [
+  { name: 'direct', kind: 'upstream', label: 'upstream directly', compare: true },
+  { name: 'gatehouse', kind: 'gatehouse', config: 'bench/gatehouse.yaml', label: 'gatehouse', compare: true },
+  { name: 'reference', kind: 'node', script: 'bench/reference-proxy.mjs', label: 'reference (node:http + undici Pool.stream)', compare: true },
+  { name: 'fastify', kind: 'node', script: 'bench/fastify-proxy.mjs', label: 'fastify 5 + @fastify/http-proxy 11', compare: true },
+  { name: 'nginx', kind: 'nginx-proxy', label: 'nginx 1 worker', compare: true },
+  {
+    name: 'gatehouse-tracing',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-tracing.yaml',
+    label: 'gatehouse, tracing 100% to an OTLP sink',
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'get-1k-c1'],
+    services: ['otlp'],
+  },
+  {
+    name: 'gatehouse-resilience',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-resilience.yaml',
+    label: 'gatehouse, retry+breaker+bulkhead configured, not triggered',
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'post-16k-c50', 'get-1k-c1'],
+  },
+];
