@@ -343,6 +343,14 @@ const SERVICES = {
     ctx.sink = proc;
     return proc;
   },
+  /** A local redis-server beside the origin (quota and webhook stores); BENCH_REDIS_URL. */
+  async redis(ctx) {
+    const port = await freePort();
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    const proc = await startPinned('redis', LOAD_CPU, 'redis-server', args, { port });
+    ctx.env.BENCH_REDIS_URL = `redis://127.0.0.1:${port}`;
+    return proc;
+  },
 };
 
 /** `--profile DIR`: Node targets write a V8 CPU profile there when they stop. */

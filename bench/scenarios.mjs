@@ -65,4 +65,21 @@ export const TARGETS = [
     baseline: 'gatehouse',
     loads: ['get-1k-c50', 'post-16k-c50', 'get-1k-c1'],
   },
+  {
+    name: 'gatehouse-quota-memory',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-quota-memory.yaml',
+    label: 'gatehouse, a quota on every request, memory store',
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'get-1k-c1'],
+  },
+  {
+    name: 'gatehouse-quota-redis',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-quota-redis.yaml',
+    label: 'gatehouse, a quota on every request, local Redis store',
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'get-1k-c1'],
+    services: ['redis'],
+  },
 ];

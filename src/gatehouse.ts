@@ -1,12 +1,13 @@
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
+import { json, startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { fileVersion, watchConfigFile } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
+import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
 import { systemClock } from './resilience/clock.js';
@@ -119,6 +120,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     }
     state.plan = next;
     stores.update(loaded.config);
+    retireQuotaStores(previous.quotas, next.quotas);
     webhooks.activate(next.webhooks);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
@@ -141,6 +143,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     webSockets.close();
     await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
+    state.plan.quotas.close();
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
   }
@@ -161,7 +164,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       );
     },
     reload: () => reload('admin'),
-    handle: (req, res, path, url) => webhooks.handleAdmin(req, res, path, url),
+    handle: (req, res, path, url) => {
+      if (path === '/admin/quotas' && req.method === 'GET') {
+        json(res, 200, state.plan.quotas.view());
+        return true;
+      }
+      return webhooks.handleAdmin(req, res, path, url);
+    },
   };
 
   let admin: Awaited<ReturnType<typeof startAdminServer>>;

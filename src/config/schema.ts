@@ -362,6 +362,40 @@ const Upstream = z.strictObject({
   }
 });
 
+/**
+ * What a quota counts by: one shared bucket (`global`), the client address (`ip`), a request
+ * header's value (`header:<name>`) or a verified JWT claim (`jwt:<claim>`).
+ */
+const quotaKey = z
+  .string({ error: 'must be global, ip, header:<name> or jwt:<claim>' })
+  .refine(
+    (k) => k === 'global' || k === 'ip' || /^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) || /^jwt:[^\s]+$/.test(k),
+    'must be global, ip, header:<name> or jwt:<claim>',
+  );
+
+/**
+ * One rate limit: a token bucket refilled at `limit` per `per`, holding at most `burst` tokens
+ * (default: `limit`). `per` is a whole number of seconds: RateLimit-Policy announces it as `w=`.
+ */
+const Quota = z
+  .strictObject({
+    limit: positiveInt,
+    per: duration.refine((ms) => ms >= 1000 && ms % 1000 === 0, 'must be a whole number of seconds such as 1s, 30s, 1m or 1h'),
+    burst: positiveInt.optional(),
+    key: quotaKey.default('global'),
+    onExceed: z.enum(['reject', 'queue']).default('reject'),
+    maxWait: duration.optional(),
+    maxQueue: positiveInt.optional(),
+    store: name.optional(),
+  })
+  .superRefine((q, ctx) => {
+    if (q.onExceed !== 'queue') {
+      for (const key of ['maxWait', 'maxQueue'] as const) {
+        if (q[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'only applies with onExceed: queue' });
+      }
+    }
+  });
+
 const Match = z
   .strictObject({
     path: z.string().startsWith('/', 'must start with /').optional(),
@@ -520,8 +554,10 @@ const Route = z.strictObject({
     .prefault({}),
   websocket: z.boolean().default(false),
   jwt: Jwt.optional(),
-  quota: notBuilt('routes[].quota').optional(),
-  priority: notBuilt('routes[].priority').optional(),
+  /** Quota names (from `quotas:`) or inline quotas; every one applies. */
+  quota: z.array(z.union([name, Quota])).min(1, 'must list at least one quota').optional(),
+  /** Order in which queued requests of shared quotas are released. */
+  priority: z.enum(['high', 'normal', 'low']).default('normal'),
   retry: Retry.optional(),
   idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional(),
   webhook: Webhook.optional(),
@@ -537,7 +573,7 @@ export const ConfigSchema = z
     telemetry: Telemetry.prefault({}),
     shutdown: z.strictObject({ drainTimeout: duration.prefault('20s') }).prefault({}),
     upstreams: z.record(name, Upstream).default({}),
-    quotas: notBuilt('quotas').optional(),
+    quotas: z.record(name, Quota).default({}),
     routes: z.array(Route).default([]),
   });
 
@@ -568,6 +604,8 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
     }
   });
   const upstreams = Object.keys(asRecord(root.upstreams));
+  const quotas = asRecord(root.quotas);
+  const stores = asRecord(root.stores);
   const routes = new Set<string>();
   asArray(root.routes).forEach((r, i) => {
     const route = asRecord(r);
@@ -589,10 +627,71 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
+    checkRouteQuotas(route, i, quotas, quote, problems);
+  });
+  for (const [q, def] of Object.entries(quotas)) checkQuotaStore(asRecord(def), ['quotas', q], stores, quote, problems);
+  asArray(root.routes).forEach((r, i) => {
+    asArray(asRecord(r).quota).forEach((item, j) => {
+      if (item !== null && typeof item === 'object') checkQuotaStore(asRecord(item), ['routes', i, 'quota', j], stores, quote, problems);
+    });
   });
   return problems;
 }
 
+/** Quota references of one route: names that exist, no quota twice, `jwt:` keys only behind `jwt`. */
+function checkRouteQuotas(
+  route: Record<string, unknown>,
+  i: number,
+  quotas: Record<string, unknown>,
+  quote: Quote,
+  problems: { path: PropertyKey[]; message: string }[],
+): void {
+  const seen = new Set<string>();
+  asArray(route.quota).forEach((item, j) => {
+    const path = ['routes', i, 'quota', j];
+    let def: Record<string, unknown>;
+    if (typeof item === 'string') {
+      if (!Object.hasOwn(quotas, item)) {
+        problems.push({ path, message: `unknown quota ${quote(item, path)} (defined: ${Object.keys(quotas).join(', ') || 'none'})` });
+        return;
+      }
+      if (seen.has(item)) problems.push({ path, message: `quota ${quote(item, path)} is listed twice` });
+      seen.add(item);
+      def = asRecord(quotas[item]);
+    } else {
+      def = asRecord(item);
+      const inlineName = `${String(route.name)}-${j}`;
+      if (Object.hasOwn(quotas, inlineName)) {
+        problems.push({ path, message: `this inline quota is named "${inlineName}", which quotas.${inlineName} already uses` });
+      }
+    }
+    if (typeof def.key === 'string' && def.key.startsWith('jwt:') && route.jwt === undefined) {
+      const at = typeof item === 'string' ? path : [...path, 'key'];
+      const which = typeof item === 'string' ? `quota ${quote(item, path)} counts` : 'counts';
+      problems.push({ path: at, message: `${which} by ${quote(def.key, at)}, which needs jwt on this route` });
+    }
+  });
+}
+
+/** A quota's `store` must name a memory or redis store (sqlite is for webhooks). */
+function checkQuotaStore(
+  def: Record<string, unknown>,
+  path: PropertyKey[],
+  stores: Record<string, unknown>,
+  quote: Quote,
+  problems: { path: PropertyKey[]; message: string }[],
+): void {
+  if (typeof def.store !== 'string') return;
+  const at = [...path, 'store'];
+  if (!Object.hasOwn(stores, def.store)) {
+    problems.push({ path: at, message: `unknown store ${quote(def.store, at)} (defined: ${Object.keys(stores).join(', ') || 'none'})` });
+    return;
+  }
+  const type = asRecord(stores[def.store]).type;
+  if (type !== 'memory' && type !== 'redis') {
+    problems.push({ path: at, message: `store ${quote(def.store, at)} is ${String(type)}: quotas use a memory or redis store` });
+  }
+}
 /** Quotes a config value for an error message; the loader's version prints `***` for secrets. */
 export type Quote = (value: unknown, path: readonly PropertyKey[]) => string;
 
@@ -606,6 +705,7 @@ export type UpstreamConfig = Config['upstreams'][string];
 export type RouteConfig = Config['routes'][number];
 export type TelemetryConfig = Config['telemetry'];
 export type StoreConfig = Config['stores'][string];
+export type QuotaConfig = Config['quotas'][string];
 export type RetryConfig = NonNullable<RouteConfig['retry']>;
 export type CircuitBreakerConfig = NonNullable<UpstreamConfig['circuitBreaker']>;
 export type HealthCheckConfig = NonNullable<UpstreamConfig['healthCheck']>;

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { fingerprint } from '../config/fingerprint.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { Config, ListenerConfig, RouteConfig } from '../config/schema.js';
+import { compileQuotas, compileRouteQuota, type QuotaDeps, type QuotaRegistry } from '../quota/quota.js';
 import type { Clock } from '../resilience/clock.js';
 import { deadline } from '../resilience/deadline.js';
 import { compileResilience } from '../resilience/policies.js';
@@ -15,6 +16,7 @@ import { compileJwt } from '../security/jwt.js';
 import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
 import { createAuthObserver } from '../telemetry/auth-observer.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { createQuotaObserver } from '../telemetry/quota-observer.js';
 import { createResilienceObserver, type ResilienceObserver } from '../telemetry/resilience-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
@@ -38,6 +40,8 @@ export interface Plan {
   readonly config: Config;
   readonly listeners: ReadonlyMap<string, ListenerPlan>;
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  /** Quota runtimes (buckets, queues) and provider pauses; handed on to the next plan. */
+  readonly quotas: QuotaRegistry;
   /** JWT key sets by source (`keySetId`): shared by routes, kept across reloads. */
   readonly keySets: ReadonlyMap<string, KeySet>;
   /** Webhook routes: activated (their delivery workers run) once this plan is live. */
@@ -117,6 +121,8 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     );
   }
 
+  const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: createQuotaObserver(deps.metrics, deps.logger) };
+  const quotas = compileQuotas(config, quotaDeps, previous?.quotas);
   const keySets = new Map<string, KeySet>();
   const keySetFor = (jwt: NonNullable<RouteConfig['jwt']>): KeySet => {
     const id = keySetId(jwt);
@@ -136,7 +142,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
     };
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, (input) => {
+    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
       webhooks.push(webhook);
       return webhook.handler;
@@ -158,7 +164,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, keySets, webhooks };
+  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks };
 }
 
 /** What compileRoute needs for the route's security stages. */
@@ -176,6 +182,8 @@ function compileRoute(
   deps: PlanDeps,
   security: RouteSecurity,
   observer: ResilienceObserver,
+  quotas: QuotaRegistry,
+  quotaDeps: QuotaDeps,
   webhook: WebhookSlot,
 ): RoutePlan {
   // [security] headers gatehouse asserts are stripped from the client's request at compile time
@@ -199,10 +207,14 @@ function compileRoute(
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
+  const quota = compileRouteQuota(route, quotas, quotaDeps);
+  // [quota] RateLimit-Policy goes on every answer of the route, a 401 included
+  if (quota !== undefined) stages.push(quota.announce);
   // [security] jwt: authenticate first, so quotas can key on claims
   if (clientCert !== undefined) stages.push(clientCert.stage);
   if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
+  if (quota !== undefined) stages.push(quota.stage);
   // [security] outbound credentials last: no token is fetched for a request refused before
   // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
   // down must not turn providers away)
@@ -215,6 +227,8 @@ function compileRoute(
   policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer }));
   // [security] innermost: a 401 refreshes the OAuth2 token and replays this one attempt
   if (credentials?.policy !== undefined) policies.push(credentials.policy);
+  // [quota] innermost: limits a provider announces are read from every attempt's answer
+  if (quota?.observe !== undefined) policies.push(quota.observe);
 
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },

@@ -1,6 +1,7 @@
 import type { RetryConfig } from '../config/schema.js';
 import type { Exchange, ResponseFilter } from '../proxy/exchange.js';
 import { UpstreamError, type AttemptResult, type FailureKind, type Policy, type Send } from '../proxy/send.js';
+import { parseRateLimitField, parseResetSeconds, parseRetryAfter, scanLimitHeaders } from '../quota/upstream-limits.js';
 import { backoffDelayMs } from './backoff.js';
 import type { Clock } from './clock.js';
 import { readReplayableBody } from './replay-body.js';
@@ -94,54 +95,20 @@ export function decideRetry(plan: RetryPlan, input: RetryInput, rand: () => numb
 /**
  * How long the upstream asks to wait, from its response headers: `Retry-After` (seconds or an
  * HTTP-date), else the IETF `RateLimit` field (`"q";r=0;t=10`: the longest `t` of a spent
- * member), else `X-RateLimit-Reset` / `RateLimit-Reset` with remaining 0 (seconds, or epoch
- * seconds as GitHub sends). undefined when none says anything usable.
+ * member), else `X-RateLimit-Reset` / `RateLimit-Reset` with remaining 0 (seconds, or a Unix
+ * time as GitHub sends). undefined when none says anything usable. The headers are read by
+ * quota/upstream-limits.ts, which also pauses upstreams that announce a limit.
  */
 export function retryHintMs(raw: readonly (Buffer | string)[], wallNowMs: number): number | undefined {
-  let retryAfter: string | undefined;
-  let rateLimit: string | undefined;
-  let reset: string | undefined;
-  let remaining: string | undefined;
-  for (let i = 0; i < raw.length - 1; i += 2) {
-    const name = raw[i]!.toString().toLowerCase();
-    const value = raw[i + 1]!.toString().trim();
-    if (name === 'retry-after') retryAfter ??= value;
-    else if (name === 'ratelimit') rateLimit ??= value;
-    else if (name === 'x-ratelimit-reset' || name === 'ratelimit-reset') reset ??= value;
-    else if (name === 'x-ratelimit-remaining' || name === 'ratelimit-remaining') remaining ??= value;
-  }
-  if (retryAfter !== undefined) {
-    if (/^\d+$/.test(retryAfter)) return Number(retryAfter) * 1000;
-    const at = Date.parse(retryAfter);
-    if (!Number.isNaN(at)) return Math.max(0, at - wallNowMs);
-  }
-  if (rateLimit !== undefined) {
-    const t = spentRateLimitResetSeconds(rateLimit);
-    if (t !== undefined) return t * 1000;
-  }
-  if (reset !== undefined && /^\d+(?:\.\d+)?$/.test(reset) && (remaining === undefined || remaining === '0')) {
-    const n = Number(reset);
-    // a delta is seconds; a Unix time (GitHub, Twitter) is far larger than any sane delta
-    return n > 1e9 ? Math.max(0, n * 1000 - wallNowMs) : n * 1000;
-  }
-  return undefined;
-}
-
-/** `"a";r=0;t=10, "b";r=5;t=1` -> 10: the longest reset among members with nothing remaining. */
-function spentRateLimitResetSeconds(field: string): number | undefined {
-  let longest: number | undefined;
-  for (const member of field.split(',')) {
-    let r: string | undefined;
-    let t: string | undefined;
-    for (const param of member.split(';').slice(1)) {
-      const eq = param.indexOf('=');
-      const key = param.slice(0, eq).trim();
-      if (key === 'r') r = param.slice(eq + 1).trim();
-      else if (key === 't') t = param.slice(eq + 1).trim();
-    }
-    if (r === '0' && t !== undefined && /^\d+$/.test(t)) longest = Math.max(longest ?? 0, Number(t));
-  }
-  return longest;
+  const h = scanLimitHeaders(raw);
+  const retryAfter = parseRetryAfter(h.retryAfter, wallNowMs);
+  if (retryAfter !== undefined) return retryAfter;
+  const rateLimit = h.rateLimit === undefined ? undefined : parseRateLimitField(h.rateLimit, wallNowMs);
+  if (rateLimit !== undefined) return rateLimit;
+  // a reset counts when nothing remains, or when the answer does not say what remains
+  const remaining = h.xRemaining ?? h.remaining;
+  if (remaining !== undefined && remaining !== '0') return undefined;
+  return parseResetSeconds(h.xReset ?? h.reset, wallNowMs);
 }
 
 // ---------------------------------------------------------------- the policy

@@ -1,11 +1,11 @@
-import type { Counter, Histogram, Meter } from '@opentelemetry/api';
+import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
-import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS } from './names.js';
+import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
 
 const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
 const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
@@ -24,6 +24,12 @@ export interface Metrics {
   readonly webhookEvents: Counter;
   /** Time from a webhook's receipt to its delivery to the upstream. */
   readonly webhookDeliveryLag: Histogram;
+  /** `gatehouse_ratelimit_decisions_total{route,result}`: allowed, rejected, queued, fallback. */
+  readonly ratelimitDecisions: CounterCells;
+  /** `gatehouse_ratelimit_queue_depth{quota}`: requests waiting in a quota's queue. */
+  readonly ratelimitQueueDepth: UpDownCounter;
+  /** `gatehouse_ratelimit_queue_wait_seconds{quota,result}`: time spent in a quota's queue. */
+  readonly ratelimitQueueWait: Histogram;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -89,8 +95,44 @@ export function createMetrics(
       description: 'Time from receiving a webhook to its delivery to the upstream, retries included.',
       advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
     }),
+    ratelimitDecisions: createCounterCells(meter, METRICS.ratelimitDecisions, 'Quota decisions by route and result (allowed, rejected, queued, fallback).'),
+    ratelimitQueueDepth: meter.createUpDownCounter(METRICS.ratelimitQueueDepth, { description: 'Requests waiting in a quota queue, by quota.' }),
+    ratelimitQueueWait: meter.createHistogram(METRICS.ratelimitQueueWait, {
+      unit: 's',
+      description: 'Time requests spent in a quota queue, by quota and result (allowed, rejected, cancelled).',
+      advice: { explicitBucketBoundaries: QUEUE_WAIT_BUCKETS_S },
+    }),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
+  };
+}
+
+/** One series of a CounterCells counter: `value++` is all a request pays. */
+export interface CounterCell {
+  value: number;
+}
+
+/** The cell of one attribute set; ask once (at compile time) and keep it. Cells live as long as the process. */
+export type CounterCells = (attributes: Attributes) => CounterCell;
+
+/**
+ * A counter for the request path: plain numbers, reported as an asynchronous (observable)
+ * counter when a reader collects. A synchronous Counter.add() would hash its attributes on every
+ * call; here the series is chosen once, when the caller asks for its cell.
+ */
+export function createCounterCells(meter: Meter, name: string, description: string): CounterCells {
+  const cells = new Map<string, { readonly attributes: Attributes; readonly cell: CounterCell }>();
+  meter.createObservableCounter(name, { description }).addCallback((result) => {
+    for (const { attributes, cell } of cells.values()) result.observe(cell.value, attributes);
+  });
+  return (attributes) => {
+    const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : 1)));
+    let entry = cells.get(key);
+    if (entry === undefined) {
+      entry = { attributes: { ...attributes }, cell: { value: 0 } };
+      cells.set(key, entry);
+    }
+    return entry.cell;
   };
 }
 

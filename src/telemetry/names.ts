@@ -9,6 +9,8 @@ export const METRICS = {
   clientDuration: 'http.client.request.duration',
   configReloads: 'gatehouse.config.reloads',
   ratelimitDecisions: 'gatehouse.ratelimit.decisions',
+  ratelimitQueueDepth: 'gatehouse.ratelimit.queue.depth',
+  ratelimitQueueWait: 'gatehouse.ratelimit.queue.wait',
   retries: 'gatehouse.retries',
   circuitState: 'gatehouse.circuit.state',
   upstreamHealthy: 'gatehouse.upstream.healthy',
@@ -38,14 +40,25 @@ export const ATTR = {
   webhookEventId: 'gatehouse.webhook.event_id',
   webhookAttempt: 'gatehouse.webhook.attempt',
   webhookResult: 'gatehouse.webhook.result',
+  quota: 'gatehouse.quota',
+  quotaResult: 'gatehouse.quota.result',
+  quotaRetryAfter: 'gatehouse.quota.retry_after_s',
+  quotaWaitEstimate: 'gatehouse.quota.wait_estimate_ms',
+  quotaWaited: 'gatehouse.quota.waited_ms',
 } as const;
 
-/** Span events (on the request's SERVER span) that explain what resilience policies did. */
+/** Span events (on the request's SERVER span) that explain what policies and quotas did. */
 export const EVENTS = {
   retry: 'gatehouse.retry',
   retrySkipped: 'gatehouse.retry.skipped',
   breakerTransition: 'gatehouse.circuit_breaker.transition',
   endpointEjected: 'gatehouse.endpoint.ejected',
+  /** A quota decision: allowed or rejected, with the quota(s) concerned. */
+  quotaDecision: 'gatehouse.quota.decision',
+  /** The request joined a quota's queue. */
+  quotaQueued: 'gatehouse.quota.queued',
+  /** The request left a quota's queue (granted or refused), with the time it waited. */
+  quotaReleased: 'gatehouse.quota.released',
 } as const;
 
 /** Bucket boundaries for request durations in seconds (the semconv advice). */
@@ -53,3 +66,6 @@ export const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0
 
 /** Bucket boundaries for webhook delivery lag in seconds: from a prompt delivery to hours of retries. */
 export const LAG_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400];
+
+/** Bucket boundaries for quota queue waits in seconds: from a refill tick to a long maxWait. */
+export const QUEUE_WAIT_BUCKETS_S = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
