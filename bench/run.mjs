@@ -50,6 +50,7 @@ const { values: opt } = parseArgs({
     profile: { type: 'string' },
     baseline: { type: 'string' },
   },
+  allowNegative: true, // --no-memory, --no-write
 });
 
 const partial = opt.only !== undefined || opt.loads !== undefined || opt.quick;

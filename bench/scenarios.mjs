@@ -1,3 +1,5 @@
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+
 // What `npm run bench` measures: the loads wrk sends and the targets it sends them to.
 //
 // Adding a scenario for a capability (retry+breaker+bulkhead configured but not triggered, JWT on
@@ -82,4 +84,39 @@ export const TARGETS = [
     loads: ['get-1k-c50', 'get-1k-c1'],
     services: ['redis'],
   },
+  jwtTarget('RS256', 'bench/gatehouse-jwt.yaml', 'cached'),
+  jwtTarget('ES256', 'bench/gatehouse-jwt.yaml', 'cached'),
+  jwtTarget('RS256', 'bench/gatehouse-jwt-nocache.yaml', 'verified every request'),
+  jwtTarget('ES256', 'bench/gatehouse-jwt-nocache.yaml', 'verified every request'),
 ];
+
+/**
+ * JWT on the measured route: a key pair made here, its public half as a local JWKS file, and one
+ * valid token (exp in a day) sent on every request, as a client reuses its token.
+ */
+function jwtTarget(alg, config, how) {
+  const cached = !config.includes('nocache');
+  return {
+    name: `gatehouse-jwt-${alg.toLowerCase()}${cached ? '' : '-nocache'}`,
+    kind: 'gatehouse',
+    config,
+    label: `gatehouse, JWT ${alg} on every request, ${how}`,
+    baseline: 'gatehouse',
+    loads: ['get-1k-c50', 'get-1k-c1'],
+    setup: async (ctx) => {
+      const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true });
+      const jwk = { ...(await exportJWK(publicKey)), kid: 'bench', alg, use: 'sig' };
+      const token = await new SignJWT({ scope: 'store:read', sub: 'customer-42' })
+        .setProtectedHeader({ alg, kid: 'bench' })
+        .setIssuer('https://auth.bench.example/')
+        .setAudience('store-api')
+        .setIssuedAt()
+        .setExpirationTime('1d')
+        .sign(privateKey);
+      return {
+        env: { BENCH_JWKS: ctx.file(`jwks-${alg}.json`, JSON.stringify({ keys: [jwk] })), BENCH_JWT_ALG: alg },
+        headers: { authorization: `Bearer ${token}` },
+      };
+    },
+  };
+}
