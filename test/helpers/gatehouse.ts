@@ -69,6 +69,7 @@ export async function startGatehouse(
     configFile: file,
     env: options.env ?? {},
     accessLogStream: accessLog,
+    accessLogFlushMs: 0, // tests read the line right after the answer
     logStream: log,
     watch: options.watch ?? false,
     watchIntervalMs: 100,

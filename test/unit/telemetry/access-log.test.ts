@@ -38,7 +38,7 @@ describe('access log line', () => {
     expect(JSON.parse(line)).toMatchObject({ path: odd.path });
   });
 
-  it('writes the lines of one event-loop turn in one write, and flush() hands over what is pending', async () => {
+  it('writes the lines of a few milliseconds in one write, and flush() hands over what is pending', async () => {
     const writes: string[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -49,10 +49,12 @@ describe('access log line', () => {
     const log = createAccessLog(sink);
     log(entry);
     log({ ...entry, requestId: 'req-2' });
-    expect(writes).toEqual([]);
     await new Promise((resolve) => setImmediate(resolve));
+    log({ ...entry, requestId: 'req-2b' });
+    expect(writes).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 60));
     expect(writes).toHaveLength(1);
-    expect(writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l).requestId)).toEqual(['req-1', 'req-2']);
+    expect(writes[0]!.trimEnd().split('\n').map((l) => JSON.parse(l).requestId)).toEqual(['req-1', 'req-2', 'req-2b']);
 
     log({ ...entry, requestId: 'req-3' });
     log.flush();
