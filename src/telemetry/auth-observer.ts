@@ -1,7 +1,6 @@
-import type { Attributes } from '@opentelemetry/api';
 import type { Exchange } from '../proxy/exchange.js';
 import type { AuthObserver, AuthResult } from '../security/jwt.js';
-import type { Metrics } from './metrics.js';
+import type { CounterCell, Metrics } from './metrics.js';
 
 const RESULTS: readonly AuthResult[] = ['allowed', 'missing', 'invalid', 'expired', 'forbidden', 'unavailable'];
 
@@ -10,19 +9,19 @@ const RESULTS: readonly AuthResult[] = ['allowed', 'missing', 'invalid', 'expire
  * event with the result and reason (a fixed description, never the token).
  */
 export function createAuthObserver(metrics: Metrics): AuthObserver {
-  // One attribute object per route and result, built on first use and reused.
-  const attributes = new Map<string, Record<AuthResult, Attributes>>();
+  // The counter cells of a route, found on its first decision and kept: a decision is `value++`.
+  const cells = new Map<string, Record<AuthResult, CounterCell>>();
   const forRoute = (route: string) => {
-    let byResult = attributes.get(route);
+    let byResult = cells.get(route);
     if (byResult === undefined) {
-      byResult = Object.fromEntries(RESULTS.map((result) => [result, { route, result }])) as unknown as Record<AuthResult, Attributes>;
-      attributes.set(route, byResult);
+      byResult = Object.fromEntries(RESULTS.map((result) => [result, metrics.authDecisions({ route, result })])) as Record<AuthResult, CounterCell>;
+      cells.set(route, byResult);
     }
     return byResult;
   };
   return {
     decided(ex: Exchange, result: AuthResult, reason: string) {
-      metrics.authDecisions.add(1, forRoute(ex.route?.name ?? '')[result]);
+      forRoute(ex.route?.name ?? '')[result].value++;
       if (ex.span !== undefined) ex.event('gatehouse.jwt', { 'gatehouse.auth.result': result, 'gatehouse.auth.reason': reason });
     },
   };

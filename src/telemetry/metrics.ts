@@ -19,7 +19,7 @@ export interface Metrics {
   /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
   readonly retries: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
-  readonly authDecisions: Counter;
+  readonly authDecisions: CounterCells;
   /** `gatehouse_webhook_events_total{route,result}`. */
   readonly webhookEvents: Counter;
   /** Time from a webhook's receipt to its delivery to the upstream. */
@@ -86,7 +86,7 @@ export function createMetrics(
     clientDuration,
     configReloads,
     retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
-    authDecisions: meter.createCounter(METRICS.authDecisions, { description: 'JWT decisions by route and result.' }),
+    authDecisions: createCounterCells(meter, METRICS.authDecisions, 'JWT decisions by route and result.'),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
     }),
