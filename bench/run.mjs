@@ -748,10 +748,10 @@ function report(results, memory, sinkStats, meta) {
         const s = get(t.name, l.id);
         const b = get(t.baseline, l.id);
         if (s === undefined || b === undefined) continue;
-        rows.push([t.label, l.label, fmt1(s.cpuUsPerReq), fmt1(b.cpuUsPerReq), `${(((s.cpuUsPerReq / b.cpuUsPerReq) - 1) * 100).toFixed(1)}%`, `${((1 - s.rps / b.rps) * 100).toFixed(1)}%`, fmtUs(s.p50Us - b.p50Us)]);
+        rows.push([t.label, t.baseline, l.label, fmt1(s.cpuUsPerReq), fmt1(b.cpuUsPerReq), `${(((s.cpuUsPerReq / b.cpuUsPerReq) - 1) * 100).toFixed(1)}%`, `${((1 - s.rps / b.rps) * 100).toFixed(1)}%`, fmtUs(s.p50Us - b.p50Us)]);
       }
     }
-    lines.push(table(['scenario', 'load', 'CPU µs/req', 'baseline CPU', 'CPU cost', 'req/s cost', 'added p50'], rows), '');
+    lines.push(table(['scenario', 'baseline', 'load', 'CPU µs/req', 'baseline CPU', 'CPU cost', 'req/s cost', 'added p50'], rows), '');
     if (sinkStats) lines.push(`OTLP sink received ${fmtInt(sinkStats.requests)} export requests, ${fmtInt(sinkStats.spans)} spans, ${fmtMB(sinkStats.bytes)}.`, '');
   }
 

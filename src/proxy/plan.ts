@@ -217,7 +217,7 @@ function compileRoute(
   if (quota !== undefined) stages.push(quota.stage);
   // [security] outbound credentials last: no token is fetched for a request refused before
   // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
-  // down must not turn providers away)
+  // down must not turn providers away; each delivery adds them instead)
   if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
@@ -243,7 +243,7 @@ function compileRoute(
         ? undefined
         : webhook({
             route,
-            target: { upstream, rewrite, host, timeoutMs: route.timeout },
+            target: { upstream, rewrite, host, timeoutMs: route.timeout, credentials },
             strip: requestHeaders.strip,
             set: requestHeaders.set,
             maxBodyBytes: maxBodyBytes!,

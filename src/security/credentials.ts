@@ -21,6 +21,10 @@ export interface Credentials {
   readonly stage: Stage;
   /** Refreshes the token and replays a request the upstream answered 401 (OAuth2 only). */
   readonly policy: Policy | undefined;
+  /** The header value, for requests made outside a client's exchange (webhook deliveries). */
+  value(signal: AbortSignal): Promise<string | GatehouseError>;
+  /** The upstream answered 401 to `value`: an OAuth2 token is fetched afresh next time. */
+  rejected(value: string): void;
 }
 
 export interface CredentialsDeps {
@@ -38,6 +42,8 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
         return undefined;
       },
       policy: undefined,
+      value: () => Promise.resolve(value.reveal()),
+      rejected: () => {},
     };
   }
   const tokens = createTokenSource(upstream, cfg.oauth2!, deps);
@@ -56,6 +62,14 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
       });
     },
     policy: refreshOn401(tokens),
+    value: async (signal) => {
+      const token = await tokens.fetch(signal);
+      return token instanceof GatehouseError ? token : token.header;
+    },
+    rejected: (value) => {
+      const t = tokens.current();
+      if (t !== undefined && t.header === value) tokens.invalidate(t);
+    },
   };
 }
 
@@ -73,6 +87,8 @@ export interface TokenSource {
   current(): Token | undefined;
   /** A token, fetching one if needed (one fetch for all waiters), or the refusal to answer with. */
   get(ex: Exchange): Promise<Token | GatehouseError>;
+  /** As get(), for work that has no exchange to report to. */
+  fetch(signal: AbortSignal): Promise<Token | GatehouseError>;
   /** The upstream refused `token`: drop it unless a newer one has replaced it already. */
   invalidate(token: Token): void;
   readonly fetches: () => number;
@@ -174,11 +190,16 @@ export function createTokenSource(upstream: string, cfg: NonNullable<Credentials
       if (now >= failedUntil) void refresh();
       return t;
     },
-    async get(ex) {
+    async fetch(signal) {
       const t = this.current();
       if (t !== undefined) return t;
       if (clock.now() < failedUntil && failure !== undefined && pending === undefined) return failure;
-      const result = await waitFor(refresh(), ex.signal);
+      return waitFor(refresh(), signal);
+    },
+    async get(ex) {
+      const t = this.current();
+      if (t !== undefined) return t;
+      const result = await this.fetch(ex.signal);
       if (result instanceof GatehouseError) ex.event('gatehouse.credentials.token_failed', { upstream, code: result.code });
       else ex.event('gatehouse.credentials.token_fetched', { upstream });
       return result;

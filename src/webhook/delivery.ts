@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { WebhookConfig } from '../config/schema.js';
+import { GatehouseError } from '../proxy/errors.js';
 import type { Clock } from '../resilience/clock.js';
+import type { Credentials } from '../security/credentials.js';
 import type { StoredEvent, WebhookStore } from './store.js';
 
 /** One endpoint of the route's upstream, as the upstream runtime has it (warm undici pool). */
@@ -30,6 +32,8 @@ export interface DeliveryTarget {
   readonly host: string | undefined;
   /** The route `timeout`: bounds each delivery attempt. */
   readonly timeoutMs: number;
+  /** The upstream's `credentials`, added to every delivery as to proxied requests. */
+  readonly credentials?: Credentials | undefined;
 }
 
 export type AttemptResult = 'delivered' | 'retried' | 'dead' | 'released';
@@ -215,10 +219,18 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     let error: string | undefined;
     ep.inFlight++;
     target.upstream.inFlight++;
+    let credential: string | undefined;
     try {
+      if (target.credentials !== undefined) {
+        const value = await target.credentials.value(attempt.signal);
+        if (value instanceof GatehouseError) throw value; // the token endpoint failed: retried like any failure
+        credential = value;
+        headers.push(target.credentials.header, value);
+      }
       const res = await ep.pool.request({ path, method: ev.method, headers, body: ev.body, signal: attempt.signal });
       status = res.statusCode;
       await res.body.dump();
+      if (status === 401 && credential !== undefined) target.credentials!.rejected(credential);
       if (status < 200 || status > 299) error = `HTTP ${status}`;
     } catch (err) {
       const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : err;

@@ -256,6 +256,49 @@ describe('webhooks: durable delivery', () => {
   });
 });
 
+describe('webhooks: upstream credentials', () => {
+  const withCredentials = (yaml: string, credentials: string) =>
+    yaml.replace(/upstreams: \{ store: \{ endpoints: \[([^\]]+)\] \} \}/, (_m, ep: string) => `upstreams: { store: { endpoints: [${ep}], credentials: ${credentials} } }`);
+
+  it('adds a static credential header to every delivery, never the copy the provider sent', async () => {
+    const up = await startUpstream(reply(200, 'ok'));
+    const g = await startGatehouse(withCredentials(stripeYaml(up.url), '{ header: { name: x-store-key, value: "${env:STORE_KEY}" } }'), { env: { STORE_KEY: 'sk-store-91d3' } });
+    const body = stripeEvent('evt_cred');
+    expect((await post(g, body, { 'stripe-signature': signStripe(body), 'x-store-key': 'from-the-provider' })).status).toBe(200);
+    await eventually(() => up.received.length === 1);
+    expect(up.received[0]!.headers['x-store-key']).toBe('sk-store-91d3');
+    const recent = (await request(g.admin('/admin/webhooks/recent?route=stripe-webhooks'))).text;
+    expect(recent).not.toContain('sk-store-91d3');
+  });
+
+  it('delivers with an OAuth2 token, and fetches a new one when the store answers 401', async () => {
+    const tokens: string[] = [];
+    const idp = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        tokens.push(`tok-${tokens.length + 1}`);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: tokens.at(-1), token_type: 'Bearer', expires_in: 3600 }));
+      });
+    });
+    idp.listen(0, '127.0.0.1');
+    await once(idp, 'listening');
+    onCleanup(() => new Promise<void>((r) => (idp.closeAllConnections(), idp.close(() => r()))));
+    const tokenUrl = `http://127.0.0.1:${(idp.address() as { port: number }).port}/token`;
+    const up = await startUpstream([reply(401), reply(200, 'ok')]);
+    const g = await startGatehouse(
+      withCredentials(stripeYaml(up.url), `{ oauth2: { tokenUrl: ${tokenUrl}, clientId: store, clientSecret: "\${env:CS}" } }`),
+      { env: { CS: 'cs-webhook-secret' } },
+    );
+    const body = stripeEvent('evt_oauth');
+    expect((await post(g, body, { 'stripe-signature': signStripe(body) })).status).toBe(200);
+    await eventually(() => up.received.length === 2);
+    expect(up.received.map((r) => r.headers.authorization)).toEqual(['Bearer tok-1', 'Bearer tok-2']);
+    expect(tokens).toHaveLength(2);
+    const recent = async () => (await request(g.admin('/admin/webhooks/recent?route=stripe-webhooks'))).json().events[0];
+    await eventually(async () => (await recent()).state === 'delivered');
+  });
+});
+
 describe('webhooks: admin', () => {
   it('shows recent events with their state, and bodies only where inspect is on', async () => {
     const up = await startUpstream(reply(200, 'ok'));
