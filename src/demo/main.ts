@@ -191,13 +191,15 @@ Routing: inbound /api/* goes to the store with /api stripped
   curl -s -X POST ${gh}/api/cart -H 'content-type: application/json' -d '{"productId":"tee","quantity":2}'
 
 Checkout: the store calls the provider through gatehouse's outbound listener; about one
-try in three fails or is slow (the provider's own errors pass through unchanged)
+try in three fails or is slow, and gatehouse tries again with the same Idempotency-Key
+(the trace shows each try: CLIENT ... retry 1), so nearly every checkout succeeds
   curl -s -X POST ${gh}/api/checkout
 
 Errors gatehouse makes itself: application/problem+json with a gatehouse-error header
   curl -i ${gh}/nope                                                      # 404 no_route
-  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: down'      # 502 bad_gateway (provider hangs up)
+  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: down'      # 502 bad_gateway (provider hangs up, 3 tries)
   curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: slow'      # 504 upstream_timeout (route timeout 2s)
+  (run the 'down' one twice: its tries open the breaker, 503 circuit_open for 10 s without calling the provider)
   head -c 20000 /dev/zero | curl -i ${gh}/api/cart --data-binary @-       # 413 payload_too_large
   (x-demo-fault: none | 503 | 500 | 429 | slow | down picks the provider's behaviour;
    it also works on checkout: curl -s -X POST ${gh}/api/checkout -H 'x-demo-fault: 503')

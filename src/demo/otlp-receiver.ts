@@ -136,6 +136,7 @@ function formatSpan(span: ReceivedSpan, depth: number): string {
   parts.push(status, `${span.durationMs.toFixed(1)} ms`);
   if (span.kind === 'CLIENT' && a['gatehouse.upstream'] !== undefined) parts.push(`-> ${String(a['gatehouse.upstream'])}`);
   else if (a['gatehouse.route'] !== undefined) parts.push(`route=${String(a['gatehouse.route'])}`);
+  if (a['http.request.resend_count'] !== undefined) parts.push(`retry ${String(a['http.request.resend_count'])}`);
   if (span.error && a['error.type'] !== undefined && String(a['error.type']) !== status) parts.push(`error=${String(a['error.type'])}`);
   return parts.join('  ');
 }
