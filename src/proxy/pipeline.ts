@@ -208,9 +208,9 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   if (ex.upgrade !== undefined) {
     const { socket, head } = ex.upgrade;
     ex.status = 101;
-    deps.webSockets.forward(ex, route, facts, socket, head, () => {
+    deps.webSockets.forward(ex, route, facts, socket, head, (err, timedOut) => {
       ex.status = 0;
-      respondError(ex, new UpstreamError('connect-failure', 'WebSocket upgrade to the upstream failed'), state, false);
+      respondError(ex, timedOut ? new UpstreamError('timeout', err.message) : new UpstreamError('connect-failure', 'WebSocket upgrade to the upstream failed'), state, false);
     });
     return;
   }

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Exchange } from './exchange.js';
@@ -13,12 +13,16 @@ export function createWebSocketProxy() {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, prependPath: false, ignorePath: false });
   // Errors are handled per call; this keeps an unexpected one from becoming an uncaught 'error'.
   proxy.on('error', () => {});
+  // The upstream request of each upgrade, handed to the call that started it (keyed by the client's request).
+  const started = new WeakMap<IncomingMessage, (proxyReq: ClientRequest) => void>();
+  proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: IncomingMessage) => started.get(req)?.(proxyReq));
 
   return {
-    forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, socket: Duplex, head: Buffer, onFailure: (err: Error) => void): void {
+    /** `onFailure(err, timedOut)`: the upgrade failed, or the upstream did not answer it within the route timeout. */
+    forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, socket: Duplex, head: Buffer, onFailure: (err: Error, timedOut: boolean) => void): void {
       const ep = route.upstream.pick();
       if (ep === undefined) {
-        onFailure(new Error(`no endpoint of upstream '${route.upstream.name}' is available`));
+        onFailure(new Error(`no endpoint of upstream '${route.upstream.name}' is available`), false);
         return;
       }
       const req: IncomingMessage = ex.req;
@@ -42,7 +46,27 @@ export function createWebSocketProxy() {
       ex.attempts++;
       ep.inFlight++;
       route.upstream.inFlight++;
+      // The route timeout bounds the handshake (until the upstream answers the upgrade), not the
+      // connection that follows: a WebSocket may stay open for hours.
+      let upstreamReq: ClientRequest | undefined;
+      let failed = false;
+      const fail = (err: Error, timedOut: boolean) => {
+        if (failed) return;
+        failed = true;
+        clearTimeout(timer);
+        onFailure(err, timedOut);
+      };
+      const timer = setTimeout(() => {
+        fail(new Error(`the upstream did not answer the WebSocket upgrade within the route timeout of ${route.config.timeout}ms`), true);
+        upstreamReq?.destroy();
+      }, route.config.timeout);
+      started.set(req, (proxyReq) => {
+        upstreamReq = proxyReq;
+        const answered = () => clearTimeout(timer);
+        proxyReq.once('upgrade', answered).once('response', answered);
+      });
       socket.once('close', () => {
+        clearTimeout(timer);
         ep.inFlight--;
         route.upstream.inFlight--;
       });
@@ -52,7 +76,7 @@ export function createWebSocketProxy() {
         secure: true,
         // https:// upstreams: the upstream's TLS settings (CA, client certificate, serverName)
         ...(ep.wsAgent === undefined ? {} : { agent: ep.wsAgent }),
-      }, (err) => onFailure(err));
+      }, (err) => fail(err, false));
     },
     close: () => proxy.close(),
   };

@@ -88,6 +88,28 @@ describe('WebSocket', () => {
     expect(res.headers['gatehouse-error']).toBe('bad_gateway');
   });
 
+  it('answers 504 upstream_timeout when the upstream does not answer the upgrade within the route timeout', async () => {
+    // an upstream that takes the upgrade request and never answers it
+    const silent = createServer();
+    const held: import('node:stream').Duplex[] = [];
+    silent.on('upgrade', (_req, socket) => held.push(socket.resume()));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    onCleanup(() => new Promise<void>((resolve) => (held.forEach((s) => s.destroy()), silent.close(() => resolve()))));
+    const g = await startGatehouse(
+      config(`http://127.0.0.1:${(silent.address() as AddressInfo).port}`).replace('websocket: true,', 'websocket: true, timeout: 300ms,'),
+    );
+    const started = Date.now();
+    const ws = new WebSocket(g.url('in').replace('http', 'ws') + '/live');
+    ws.on('error', () => {});
+    const [, res] = (await once(ws, 'unexpected-response')) as [unknown, IncomingMessage];
+    expect(res.statusCode).toBe(504);
+    expect(res.headers['gatehouse-error']).toBe('upstream_timeout');
+    expect(Date.now() - started).toBeLessThan(2000);
+    // and gatehouse gave up its connection to the upstream
+    await eventually(() => held.length === 1 && held[0]!.readableEnded);
+  });
+
   it('closes the client side when the upstream WebSocket goes away', async () => {
     const echo = await startEchoServer();
     const g = await startGatehouse(config(echo.url));
