@@ -83,6 +83,8 @@ describe('gatehouse run', () => {
     writeFileSync(join(dirname(g.file), 'api-key'), 'key-two\n');
     g.child.kill('SIGHUP');
     await eventually(async () => (await request(g.url('in') + '/x')).json().headers['x-api-key'] === 'key-two', 5_000, 50);
+    // the log line is written asynchronously (pino): it may trail the new plan's first answer
+    await eventually(() => g.logLines().some((l) => l.msg === 'config reloaded'));
     expect(g.logLines().find((l) => l.msg === 'config reloaded')).toMatchObject({ trigger: 'signal', version: 2 });
   });
 
