@@ -9,7 +9,7 @@ import { GatehouseError } from './errors.js';
 import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
 import type { AttemptControl, Exchange } from './exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
-import { UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
+import { tlsReason, UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
 
 export interface AttemptDeps {
@@ -183,8 +183,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
 
   /** A certificate that fails verification: the reason goes to the log and the client span. */
   private reportTls(failure: UpstreamError): void {
-    const code = (failure.cause as { code?: unknown } | undefined)?.code;
-    const reason = typeof code === 'string' ? code : 'handshake failed';
+    const reason = tlsReason(failure);
     this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
     this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
   }
@@ -214,7 +213,6 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
 const noop = () => {};
 
 /** undici's and Node's error codes -> what went wrong, by code and never by message text. */
-
 export function classifyFailure(err: unknown): FailureKind {
   const code = (err as { code?: unknown } | null)?.code;
   // llhttp errors without a mapped code still carry the class name

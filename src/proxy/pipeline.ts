@@ -14,7 +14,7 @@ import { Exchange } from './exchange.js';
 import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted, scanRequestHeaders, type RequestFacts } from './headers.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
 import { sendProblem } from './problem.js';
-import { UpstreamError } from './send.js';
+import { tlsReason, UpstreamError } from './send.js';
 import type { WebSocketProxy } from './websocket.js';
 
 /** What every listener shares: the current plan (swapped by reload) and the drain state. */
@@ -315,12 +315,6 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
   });
   state.inFlight--;
   if (state.inFlight === 0 && state.onIdle !== undefined) state.onIdle();
-}
-
-/** The TLS error's code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`, ...): no peer data. */
-export function tlsReason(err: UpstreamError): string {
-  const code = (err.cause as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' ? code : 'handshake failed';
 }
 
 const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);

@@ -243,10 +243,9 @@ function compileRoute(
         ? undefined
         : webhook({
             route,
-            target: { upstream, rewrite, host, timeoutMs: route.timeout, credentials },
+            target: { upstream, rewrite, host, timeoutMs: route.timeout },
             strip: requestHeaders.strip,
             set: requestHeaders.set,
-            maxBodyBytes: maxBodyBytes!,
             isDraining: deps.isDraining,
           }),
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),

@@ -18,6 +18,12 @@ export class UpstreamError extends Error {
   }
 }
 
+/** A TLS failure's code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`, ...): no peer data. */
+export function tlsReason(err: UpstreamError): string {
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'handshake failed';
+}
+
 export interface AttemptResult {
   readonly statusCode: number;
   /** The upstream's response headers as undici gives them: [name, value, name, value, ...]. */

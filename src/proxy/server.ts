@@ -7,7 +7,7 @@ import type { Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import { fingerprint } from '../config/fingerprint.js';
 import type { ListenerConfig } from '../config/schema.js';
-import { loadServerTls, watchServerTls } from '../security/tls.js';
+import { applyServerTls, loadServerTls, watchServerTls } from '../security/tls.js';
 import { GatehouseError } from './errors.js';
 import type { Plan } from './plan.js';
 import { createRequestHandler, type PipelineDeps, type ProxyState } from './pipeline.js';
@@ -131,9 +131,7 @@ function apply(b: Bound, cfg: ListenerConfig, logger: Logger): void {
     const tlsServer = server as unknown as TlsServer;
     if (b.applied !== '') {
       try {
-        const { options } = loadServerTls(cfg.tls);
-        tlsServer.setSecureContext(options);
-        Object.assign(tlsServer, { requestCert: options.requestCert, rejectUnauthorized: true });
+        applyServerTls(tlsServer, cfg.tls);
       } catch (err) {
         logger.error({ listener: cfg.name, err: (err as Error).message }, 'cannot apply the new TLS settings; the previous ones stay in use');
       }

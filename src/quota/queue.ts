@@ -57,8 +57,6 @@ interface Waiter {
   readonly reject: (err: unknown) => void;
   expiry: NodeJS.Timeout | undefined;
   onAbort: (() => void) | undefined;
-  /** Its attempt is with the store right now. */
-  running: boolean;
   /** It has its answer; a late attempt result goes to `abandoned`. */
   left: boolean;
 }
@@ -105,7 +103,6 @@ export function createWaitQueue(options: WaitQueueOptions): WaitQueue {
     const w = head(lane);
     if (w === undefined) return;
     lane.busy = true;
-    w.running = true;
     let outcome: AttemptOutcome<unknown> | Promise<AttemptOutcome<unknown>>;
     try {
       outcome = w.options.attempt();
@@ -125,7 +122,6 @@ export function createWaitQueue(options: WaitQueueOptions): WaitQueue {
 
   function settle(lane: Lane, w: Waiter, err: unknown, outcome: AttemptOutcome<unknown> | undefined): void {
     lane.busy = false;
-    w.running = false;
     if (outcome !== undefined && 'waitMs' in outcome) {
       // the bucket is empty whoever is at the head now: everyone waits for the refill
       lane.lastWaitMs = outcome.waitMs;
@@ -178,7 +174,6 @@ export function createWaitQueue(options: WaitQueueOptions): WaitQueue {
           reject,
           expiry: undefined,
           onAbort: undefined,
-          running: false,
           left: false,
         };
         lane.classes[w.cls]!.push(w);

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Attributes } from '@opentelemetry/api';
 import type { Redis } from 'ioredis';
 import { fingerprint } from '../config/fingerprint.js';
@@ -76,7 +76,6 @@ export interface QuotaRegistry {
   readonly quotas: ReadonlyMap<string, QuotaRuntime>;
   readonly stores: ReadonlyMap<string, StoreRuntime>;
   readonly upstreams: UpstreamLimits;
-  readonly routesOf: ReadonlyMap<string, readonly string[]>;
   /** `GET /admin/quotas`. */
   view(): QuotasView;
   /** Stops what runs in the background (Redis probes). */
@@ -130,7 +129,6 @@ export function compileQuotas(config: Config, deps: QuotaDeps, previous?: QuotaR
     quotas,
     stores,
     upstreams,
-    routesOf,
     view: () => viewOf(quotas, routesOf, upstreams),
     close() {
       for (const s of stores.values()) s.close();
@@ -193,13 +191,13 @@ function createQuotaRuntime(name: string, def: QuotaConfig, print: string, store
   };
 }
 
-export const DEFAULT_MAX_WAIT_MS = 10_000;
-export const DEFAULT_MAX_QUEUE = 1000;
+const DEFAULT_MAX_WAIT_MS = 10_000;
+const DEFAULT_MAX_QUEUE = 1000;
 
 /** Key values longer than this are stored as their hash: bounded memory per bucket. */
 const MAX_KEY_CHARS = 128;
 
-const hashed = (value: string): string => `#${createHash('sha256').update(value).digest('base64url')}`;
+const hashed = (value: string): string => `#${hash('sha256', value, 'base64url')}`;
 const shortened = (value: string): string => (value.length <= MAX_KEY_CHARS ? value : hashed(value));
 
 /**
@@ -343,6 +341,12 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
     return { waitMs, rejectAt, queueAt };
   }
 
+  function allowed(ex: Exchange): undefined {
+    recorder.decision('allowed');
+    ex.event(EVENTS.quotaDecision, allowedEvent);
+    return undefined;
+  }
+
   function refusal(ex: Exchange, at: number, waitMs: number, why: string): GatehouseError {
     const error = rateLimited(why, waitMs);
     recorder.decision('rejected');
@@ -358,15 +362,20 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   function decide(ex: Exchange, keys: readonly string[], outcome: RouteOutcome): GatehouseError | undefined | Promise<GatehouseError | undefined> {
     if (outcome.fallback) recorder.decision('fallback');
     ex.setResponseHeader(STATE_HEADER, formatRateLimit(names, outcome.buckets));
-    if (outcome.allowed) {
-      recorder.decision('allowed');
-      ex.event(EVENTS.quotaDecision, allowedEvent);
-      return undefined;
-    }
+    if (outcome.allowed) return allowed(ex);
     const { waitMs, rejectAt, queueAt } = verdict(outcome);
     if (rejectAt >= 0 || queueAt < 0) return refusal(ex, Math.max(rejectAt, 0), waitMs, overLimit(Math.max(rejectAt, 0)));
-    return enqueue(ex, keys, queueAt, waitMs, true);
+    return enqueue(ex, keys, queueAt, waitMs);
   }
+
+  /** A queued request's take: granted, refused by a reject-limit, or wait for a refill. */
+  const judge = (outcome: RouteOutcome): AttemptOutcome<Final> => {
+    if (outcome.fallback) recorder.decision('fallback');
+    if (outcome.allowed) return { done: { granted: outcome } };
+    const { waitMs, rejectAt } = verdict(outcome);
+    if (rejectAt >= 0) return { done: { refused: rateLimited(overLimit(rejectAt), waitMs) } };
+    return { waitMs: Math.max(1, waitMs) };
+  };
 
   /** The head of the lane tries again: granted, refused by a reject-limit, or wait for a refill. */
   function attempt(keys: readonly string[]): AttemptOutcome<Final> | Promise<AttemptOutcome<Final>> {
@@ -374,19 +383,12 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
       const left = pause.until - clock.monotonic();
       if (left > 0) return { waitMs: left };
     }
-    const judge = (outcome: RouteOutcome): AttemptOutcome<Final> => {
-      if (outcome.fallback) recorder.decision('fallback');
-      if (outcome.allowed) return { done: { granted: outcome } };
-      const { waitMs, rejectAt } = verdict(outcome);
-      if (rejectAt >= 0) return { done: { refused: rateLimited(overLimit(rejectAt), waitMs) } };
-      return { waitMs: Math.max(1, waitMs) };
-    };
     const outcome = takeAll(keys);
     return outcome instanceof Promise ? outcome.then(judge) : judge(outcome);
   }
 
-  /** Waits in limit `at`'s queue; `headersSet` when the refusing outcome already set RateLimit. */
-  function enqueue(ex: Exchange, keys: readonly string[], at: number, waitMs: number, headersSet: boolean): GatehouseError | Promise<GatehouseError | undefined> {
+  /** Waits in limit `at`'s queue. */
+  function enqueue(ex: Exchange, keys: readonly string[], at: number, waitMs: number): GatehouseError | Promise<GatehouseError | undefined> {
     const limit = limits[at]!;
     const queue = limit.queue!;
     if (queue.isFull()) return refusal(ex, at, Math.max(waitMs, limit.shape.intervalMs), `the queue of quota '${limit.name}' is full (${queue.size} waiting)`);
@@ -422,16 +424,13 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
           return final.refused;
         }
         deps.observer.waited(limit.name, seconds, 'allowed');
-        if (headersSet) replaceHeader(ex, STATE_HEADER, formatRateLimit(names, final.granted.buckets));
-        else ex.setResponseHeader(STATE_HEADER, formatRateLimit(names, final.granted.buckets));
-        recorder.decision('allowed');
-        ex.event(EVENTS.quotaDecision, allowedEvent);
-        return undefined;
+        replaceHeader(ex, STATE_HEADER, formatRateLimit(names, final.granted.buckets));
+        return allowed(ex);
       });
   }
 
   function paused(ex: Exchange, keys: readonly string[], leftMs: number): GatehouseError | Promise<GatehouseError | undefined> {
-    if (pausedWaitAt >= 0) return enqueue(ex, keys, pausedWaitAt, leftMs, false);
+    if (pausedWaitAt >= 0) return enqueue(ex, keys, pausedWaitAt, leftMs);
     return refusal(ex, 0, leftMs, `upstream '${route.upstream}' announced a limit (${pause!.source}); new requests wait for its reset`);
   }
 
@@ -448,7 +447,7 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
       if (left > 0) return paused(ex, keys, left);
     }
     // requests already waiting for this bucket go first: no overtaking by arriving later
-    for (const i of queued) if (limits[i]!.queue!.has(keys[i]!)) return enqueue(ex, keys, i, 0, false);
+    for (const i of queued) if (limits[i]!.queue!.has(keys[i]!)) return enqueue(ex, keys, i, 0);
     const outcome = takeAll(keys);
     return outcome instanceof Promise ? outcome.then((o) => decide(ex, keys, o)) : decide(ex, keys, outcome);
   };

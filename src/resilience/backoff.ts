@@ -25,7 +25,11 @@ export function fullJitter(baseMs: number, maxMs: number, rand: () => number, n 
 /** The jittered wait before retry `n` (1 = the first retry) without building Backoff values. */
 export function backoffDelayMs(baseMs: number, maxMs: number, rand: () => number, n: number): number {
   if (n <= 0) return 0;
+  return Math.floor(rand() * backoffCeilingMs(baseMs, maxMs, n));
+}
+
+/** The exponential ceiling before retry `n` (n >= 1): min(max, base * 2^(n-1)). */
+export function backoffCeilingMs(baseMs: number, maxMs: number, n: number): number {
   // 2 ** 31 is plenty; larger exponents only overflow towards Infinity before min() caps them
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(n - 1, 31));
-  return Math.floor(rand() * ceiling);
+  return Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(0, n - 1), 31));
 }

@@ -99,7 +99,7 @@ const DEFAULT_LIFETIME_MS = 300_000;
 /** After a failed fetch, requests are refused at once for this long instead of hammering the endpoint. */
 const FAILURE_COOLDOWN_MS = 1_000;
 
-export function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig['oauth2']>, deps: CredentialsDeps): TokenSource {
+function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig['oauth2']>, deps: CredentialsDeps): TokenSource {
   const { clock, logger } = deps;
   const body = new URLSearchParams({ grant_type: 'client_credentials' });
   if (cfg.scopes.length > 0) body.set('scope', cfg.scopes.join(' '));
@@ -216,7 +216,7 @@ export function createTokenSource(upstream: string, cfg: NonNullable<Credentials
  * send the request once more. Only when the body can be sent again (none, or buffered for retry);
  * a streamed body's 401 goes to the client, and the next request gets a new token.
  */
-export function refreshOn401(tokens: TokenSource): Policy {
+function refreshOn401(tokens: TokenSource): Policy {
   return (next) =>
     async function withFreshToken(ex) {
       const used = tokens.current();

@@ -14,7 +14,7 @@ export interface KeySet {
   generation(): number;
 }
 
-export type KeySetCode = 'ERR_GATEHOUSE_KEYS_UNAVAILABLE';
+type KeySetCode = 'ERR_GATEHOUSE_KEYS_UNAVAILABLE';
 
 /** No key can be had: the JWKS endpoint is down and no cached key fits. Answered 503 auth_unavailable. */
 export class KeysUnavailable extends Error {
@@ -52,7 +52,7 @@ export function createKeySet(cfg: JwtConfig, clock: Clock): KeySet {
   return createDiscoveredKeySet(cfg.issuer!, options);
 }
 
-export function createFileKeySet(file: string): KeySet {
+function createFileKeySet(file: string): KeySet {
   const local = createLocalJWKSet(JSON.parse(readFileSync(file, 'utf8')) as Parameters<typeof createLocalJWKSet>[0]);
   return { getKey: local, generation: () => 0 };
 }
@@ -63,7 +63,7 @@ export function createFileKeySet(file: string): KeySet {
  * fetched keep verifying tokens, and for one cooldown no request waits on the endpoint again.
  * Only a token whose key is not among them gets 503 (KeysUnavailable).
  */
-export function createRemoteKeySet(url: URL, options: KeySetOptions): KeySet {
+function createRemoteKeySet(url: URL, options: KeySetOptions): KeySet {
   const { clock, cooldownMs } = options;
   let generation = 0;
   const countingFetch = async (input: string, init: RequestInit) => {
@@ -115,7 +115,7 @@ export function createRemoteKeySet(url: URL, options: KeySetOptions): KeySet {
  * names the `jwks_uri`, and its `issuer` must be the configured one. Looked up on first use, one
  * lookup at a time; a failed lookup is not retried within the cooldown.
  */
-export function createDiscoveredKeySet(issuer: string, options: KeySetOptions): KeySet {
+function createDiscoveredKeySet(issuer: string, options: KeySetOptions): KeySet {
   const { clock, cooldownMs } = options;
   const configUrl = `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
   let keys: KeySet | undefined;

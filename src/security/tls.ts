@@ -35,6 +35,17 @@ export function loadServerTls(cfg: ListenerTlsConfig): ServerTls {
 }
 
 /**
+ * Installs `cfg` on a running server: a new secure context for new connections, and whether it
+ * asks for client certificates. Throws (naming the file, never key material) when a file is bad.
+ */
+export function applyServerTls(server: TlsServer, cfg: ListenerTlsConfig): SecureContextOptions {
+  const { options } = loadServerTls(cfg);
+  server.setSecureContext(options);
+  Object.assign(server, { requestCert: options.requestCert, rejectUnauthorized: true });
+  return options;
+}
+
+/**
  * Applies a listener's TLS config to a running server and keeps it current: the cert, key and
  * clientCa files are polled, and a change installs a new secure context for new connections.
  * A file caught half-written (unparsable) is skipped; the next change tries again. Returns stop().
@@ -43,11 +54,7 @@ export function watchServerTls(server: TlsServer, cfg: ListenerTlsConfig, listen
   const files = [cfg.cert, cfg.key.reveal(), cfg.clientCa].filter((f): f is string => f !== undefined && !f.trimStart().startsWith('-----BEGIN'));
   const reload = () => {
     try {
-      const { options } = loadServerTls(cfg);
-      server.setSecureContext(options);
-      const s = server as TlsServer & { requestCert: boolean; rejectUnauthorized: boolean };
-      s.requestCert = options.requestCert;
-      s.rejectUnauthorized = true;
+      const options = applyServerTls(server, cfg);
       logger.info({ listener, certificate: describeCertificate(options.cert as string) }, 'TLS certificate reloaded');
     } catch (err) {
       // The message names the file and the parse error, never key material.
@@ -69,7 +76,7 @@ export function watchServerTls(server: TlsServer, cfg: ListenerTlsConfig, listen
 }
 
 /** `CN=...` and expiry of a PEM certificate, for logs. */
-export function describeCertificate(pem: string): string {
+function describeCertificate(pem: string): string {
   try {
     const c = new X509Certificate(pem);
     return `${c.subject.replaceAll('\n', ', ')} (valid to ${c.validTo})`;
@@ -120,7 +127,7 @@ export interface ClientCertFacts {
 
 const factsBySocket = new WeakMap<TLSSocket, ClientCertFacts | null>();
 
-export function clientCertFacts(socket: TLSSocket): ClientCertFacts | undefined {
+function clientCertFacts(socket: TLSSocket): ClientCertFacts | undefined {
   let facts = factsBySocket.get(socket);
   if (facts === undefined) {
     const cert = socket.authorized ? socket.getPeerX509Certificate() : undefined;

@@ -2,6 +2,8 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { WebhookConfig } from '../config/schema.js';
 import { GatehouseError } from '../proxy/errors.js';
+import { findHeader } from '../proxy/exchange.js';
+import { backoffCeilingMs } from '../resilience/backoff.js';
 import type { Clock } from '../resilience/clock.js';
 import type { Credentials } from '../security/credentials.js';
 import type { StoredEvent, WebhookStore } from './store.js';
@@ -21,6 +23,8 @@ export interface DeliveryUpstream {
   readonly name: string;
   inFlight: number;
   pick(): DeliveryEndpoint | undefined;
+  /** The upstream's `credentials`, added to every delivery as to proxied requests. */
+  readonly credentials: Credentials | undefined;
 }
 
 /** Where the route's events go, from the plan that is live now (a reload may change it). */
@@ -32,8 +36,6 @@ export interface DeliveryTarget {
   readonly host: string | undefined;
   /** The route `timeout`: bounds each delivery attempt. */
   readonly timeoutMs: number;
-  /** The upstream's `credentials`, added to every delivery as to proxied requests. */
-  readonly credentials?: Credentials | undefined;
 }
 
 export type AttemptResult = 'delivered' | 'retried' | 'dead' | 'released';
@@ -85,7 +87,7 @@ const MAINTAIN_EVERY_MS = 60_000;
  * not hit again at once.
  */
 export function retryDelayMs(failedAttempts: number, baseMs: number, maxMs: number, rand: () => number): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, failedAttempts - 1));
+  const ceiling = backoffCeilingMs(baseMs, maxMs, failedAttempts);
   return Math.round(ceiling / 2 + (rand() * ceiling) / 2);
 }
 
@@ -200,7 +202,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     const headers = [...ev.headers];
     headers.push(
       'host',
-      target.host === undefined ? ep.authority : target.host === 'preserve' ? (hostOf(ev.headers) ?? ep.authority) : target.host,
+      target.host === undefined ? ep.authority : target.host === 'preserve' ? (findHeader(ev.headers, 'x-forwarded-host') ?? ep.authority) : target.host,
       'gatehouse-webhook-id',
       ev.id,
       'gatehouse-webhook-event-id',
@@ -221,16 +223,17 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     target.upstream.inFlight++;
     let credential: string | undefined;
     try {
-      if (target.credentials !== undefined) {
-        const value = await target.credentials.value(attempt.signal);
+      const credentials = target.upstream.credentials;
+      if (credentials !== undefined) {
+        const value = await credentials.value(attempt.signal);
         if (value instanceof GatehouseError) throw value; // the token endpoint failed: retried like any failure
         credential = value;
-        headers.push(target.credentials.header, value);
+        headers.push(credentials.header, value);
       }
       const res = await ep.pool.request({ path, method: ev.method, headers, body: ev.body, signal: attempt.signal });
       status = res.statusCode;
       await res.body.dump();
-      if (status === 401 && credential !== undefined) target.credentials!.rejected(credential);
+      if (status === 401 && credential !== undefined) target.upstream.credentials!.rejected(credential);
       if (status < 200 || status > 299) error = `HTTP ${status}`;
     } catch (err) {
       const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : err;
@@ -306,7 +309,3 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
   return api;
 }
 
-function hostOf(headers: readonly string[]): string | undefined {
-  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === 'x-forwarded-host') return headers[i + 1];
-  return undefined;
-}

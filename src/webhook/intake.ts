@@ -5,6 +5,7 @@ import type { WebhookConfig } from '../config/schema.js';
 import { GatehouseError } from '../proxy/errors.js';
 import type { Exchange } from '../proxy/exchange.js';
 import { findHeader } from '../proxy/exchange.js';
+import { connectionTokens, isHopByHop, lowerName } from '../proxy/headers.js';
 import { sendProblem } from '../proxy/problem.js';
 import type { Clock } from '../resilience/clock.js';
 import { readKey, type SignedRequest, type Verifier } from './signature.js';
@@ -28,17 +29,15 @@ export interface IntakeOptions {
   /** Request headers the route removes or sets (`headers.request`), lowercase. */
   readonly strip: ReadonlySet<string>;
   readonly set: readonly string[];
-  readonly maxBodyBytes: number;
   readonly clock: Clock;
   readonly observer: IntakeObserver;
   readonly logger: Logger;
   readonly isDraining: () => boolean;
 }
 
-/** Headers never kept for delivery: hop-by-hop, framing, gatehouse's own, and trace context. */
+/** Headers never kept for delivery besides the hop-by-hop ones: framing, gatehouse's own, and trace context. */
 const DROPPED = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'host', 'content-length', 'expect', 'traceparent', 'tracestate',
+  'host', 'content-length', 'expect', 'traceparent', 'tracestate',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
   'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt',
 ]);
@@ -85,7 +84,7 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
   async function receive(ex: Exchange): Promise<void> {
     let body: Buffer;
     try {
-      body = await readBody(ex.body, o.maxBodyBytes);
+      body = await readBody(ex.body);
     } catch (err) {
       if (err instanceof GatehouseError) fail(ex, err, true);
       return; // the provider went away mid-body: nobody to answer
@@ -141,17 +140,13 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
   };
 }
 
-async function readBody(stream: Readable | Buffer | null, max: number): Promise<Buffer> {
+/** The raw body, whole. The pipeline bounds it by the route's maxBodyBytes (413) before it gets here. */
+async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {
   if (stream === null) return Buffer.alloc(0);
   if (Buffer.isBuffer(stream)) return stream;
   const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new GatehouseError('payload_too_large', `the request body is larger than the route's maxBodySize of ${max} bytes`);
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
@@ -175,12 +170,12 @@ function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
 /** The provider's headers as the store should see them (signature included), plus forwarding facts. */
 function deliveryHeaders(ex: Exchange, strip: ReadonlySet<string>, set: readonly string[]): string[] {
   const raw = ex.req.rawHeaders;
-  const connection = findHeader(raw, 'connection')?.toLowerCase().split(',').map((t) => t.trim());
+  const named = connectionTokens(ex.header('connection'));
   const out: string[] = [];
   let hasRequestId = false;
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase();
-    if (DROPPED.has(lower) || strip.has(lower) || connection?.includes(lower)) continue;
+    const lower = lowerName(raw[i]!);
+    if (isHopByHop(lower) || DROPPED.has(lower) || strip.has(lower) || named?.has(lower)) continue;
     if (lower === 'x-request-id') hasRequestId = true;
     out.push(raw[i]!, raw[i + 1]!);
   }

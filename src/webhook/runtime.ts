@@ -53,7 +53,6 @@ export interface WebhookCompileInput {
   readonly config: Config;
   readonly strip: ReadonlySet<string>;
   readonly set: readonly string[];
-  readonly maxBodyBytes: number;
   readonly isDraining: () => boolean;
 }
 
@@ -72,7 +71,7 @@ export interface WebhookRegistry {
 export const WEBHOOK_DEFAULT_MAX_BODY = 1024 * 1024;
 
 /** `dedupe.store` when set; else the first sqlite store defined; else `<dataDir>/gatehouse.db`. */
-export function webhookDefaultStore(config: Config): string {
+function webhookDefaultStore(config: Config): string {
   return Object.entries(config.stores).find(([, s]) => s.type === 'sqlite')?.[0] ?? DEFAULT_SQLITE_STORE;
 }
 
@@ -192,7 +191,6 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         stored: () => runtime.worker.notify(),
         strip: input.strip,
         set: input.set,
-        maxBodyBytes: input.maxBodyBytes,
         clock: deps.clock,
         observer,
         logger,
