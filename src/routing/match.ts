@@ -1,4 +1,5 @@
 import type { RouteConfig } from '../config/schema.js';
+import { compileLinearRegex } from './regex.js';
 
 /** The request facts a route matches on, read once per request. */
 export interface MatchInput {
@@ -37,8 +38,8 @@ export function compileMatch(match: RouteConfig['match']): Matcher {
       tests.push((i) => i.path === prefix || i.path.startsWith(withSlash));
     }
   } else if (match.pathRegex !== undefined) {
-    const re = new RegExp(`^(?:${match.pathRegex})$`); // the whole path, as Envoy's safe_regex
-    tests.push((i) => re.test(i.path));
+    const matches = compileLinearRegex(match.pathRegex); // the whole path, as Envoy's safe_regex
+    tests.push((i) => matches(i.path));
   }
 
   if (match.methods !== undefined) {

@@ -16,6 +16,9 @@ describe('normalizePath', () => {
     ['/files/a%2fb', '/files/a%2Fb'],
     ['/files/a%5cb', '/files/a%5Cb'],
     ['/q/%20x', '/q/%20x'],
+    ['//evil.example/admin', '/evil.example/admin'], // a WHATWG parser would read a host there
+    ['///admin', '/admin'],
+    ['/a//b', '/a//b'],
   ])('normalises %s to %s', (input, output) => {
     expect(normalizePath(input)).toBe(output);
   });
@@ -51,5 +54,20 @@ describe('path normalisation edges', () => {
     expect(normalizePath('/a%2')).toBeUndefined();
     expect(normalizePath('/a%')).toBeUndefined();
     expect(normalizePath('*')).toBeUndefined();
+  });
+
+  it.each([['/account#'], ['/account#x'], ['/account\\'], ['/a%00b'], ['/a%0d%0aSet-Cookie:x'], ['/a%0Ab'], ['/a%7f'], ['/a%09b']])(
+    'refuses %s: a fragment, a backslash or an escaped control character (SPEC §3.1)',
+    (input) => {
+      expect(normalizePath(input)).toBeUndefined();
+    },
+  );
+
+  it('escapes what a WHATWG parser escapes, so the forwarded path reads back unchanged', () => {
+    expect(normalizePath('/a"b<c>`{d}')).toBe('/a%22b%3Cc%3E%60%7Bd%7D');
+    for (const p of ['/a"b', '/x/%2e%2E/y', '/%7b', '/a;b', '/a//b', '/~x']) {
+      const n = normalizePath(p)!;
+      expect(new URL(n, 'http://h').pathname).toBe(n);
+    }
   });
 });
