@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { linearRegexProblem } from '../routing/regex.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -154,6 +155,8 @@ const ListenerTls = z
     /** CA bundle that client certificates must chain to: mTLS, refused at the handshake without one. */
     clientCa: pemCert.optional(),
     minVersion: tlsVersion.default('TLSv1.2'),
+    /** OpenSSL cipher list; default: Mozilla "intermediate" (TLS 1.3 suites, TLS 1.2 ECDHE with AEAD). */
+    ciphers: z.string().min(1).optional(),
     /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
     forwardClientCert: z
       .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })
@@ -165,12 +168,22 @@ const ListenerTls = z
     }
   });
 
-/** Limits against slow or oversized requests (slowloris, header floods). */
+/** Limits against slow or oversized requests (slowloris, header floods, handshake floods). */
 const ListenerLimits = z.strictObject({
   maxHeaderSize: size.prefault('16kb'),
   maxHeaders: positiveInt.default(100),
   headersTimeout: duration.prefault('10s'),
   requestTimeout: duration.prefault('5m'),
+  /** Longest a request body may go without a byte arriving (nginx's client_body_timeout): 408. */
+  bodyTimeout: duration.prefault('30s'),
+  /** Bodies up to this size are read whole before an upstream connection is taken. */
+  bufferBodies: size.prefault('64kb'),
+  /** TLS listeners: a handshake not finished by then closes the socket. */
+  handshakeTimeout: duration.prefault('10s'),
+  /** Open connections at most; more are refused at accept. */
+  maxConnections: positiveInt.default(10_000),
+  /** Forward header names that contain `_` (dropped by default, as nginx does). */
+  allowUnderscoreHeaders: z.boolean().default(false),
 });
 
 const UpstreamTls = z
@@ -400,16 +413,13 @@ const Match = z
   .strictObject({
     path: z.string().startsWith('/', 'must start with /').optional(),
     pathPrefix: z.string().startsWith('/', 'must start with /').optional(),
+    /** RE2 syntax, matched in linear time (as Envoy's safe_regex): no backreferences or lookaround. */
     pathRegex: z
       .string()
-      .refine((re) => {
-        try {
-          new RegExp(re);
-          return true;
-        } catch {
-          return false;
-        }
-      }, 'must be a valid regular expression')
+      .superRefine((re, ctx) => {
+        const problem = linearRegexProblem(re);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `must be an RE2 regular expression (linear time: no backreferences or lookaround): ${problem}` });
+      })
       .optional(),
     methods: z.array(method).min(1).optional(),
     host: z

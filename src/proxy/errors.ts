@@ -16,6 +16,7 @@ export const ERRORS = {
   circuit_open: { status: 503, title: 'Upstream circuit open' },
   overloaded: { status: 503, title: 'Upstream overloaded' },
   no_healthy_upstream: { status: 503, title: 'No healthy upstream' },
+  not_implemented: { status: 501, title: 'Not implemented' },
   auth_unavailable: { status: 503, title: 'Authentication unavailable' },
   store_unavailable: { status: 503, title: 'Webhook store unavailable' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },

@@ -1,7 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { ErrorCode, GatehouseError } from './errors.js';
+import type { RequestFacts } from './headers.js';
+import type { ListenerPlan } from './plan.js';
 import type { FailureKind } from './send.js';
 
 /** What a stage may know of the route it runs on; the full plan stays inside the proxy. */
@@ -104,6 +107,19 @@ export class Exchange {
   sending: Promise<void> | undefined = undefined;
   /** Outcome notes for the access log, e.g. a reset after the headers went out. */
   note: string | undefined = undefined;
+  /** The client sent `Expect: 100-continue` and has not been told to go on yet. */
+  expectContinue = false;
+  /** The peer's address (the TCP connection's remote end). */
+  peer = '';
+  /** The client connection (kept: node:http may detach it from the request before 'close'). */
+  connection: Socket | null = null;
+  /** What the first pass over the request headers found (set by the pipeline before routing). */
+  facts: RequestFacts | undefined = undefined;
+  /** The listener the request came in on. */
+  listener: ListenerPlan | undefined = undefined;
+  /** The body-timeout watch's bookkeeping: bytes read on the socket when last checked, and when. */
+  bodySeenBytes = -1;
+  bodySeenAt = 0;
 
   #controller: AbortController | undefined = undefined;
   #cancelReason: Error | undefined = undefined;

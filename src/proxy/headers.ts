@@ -112,7 +112,8 @@ export function scanRequestHeaders(raw: readonly string[]): RequestFacts {
         facts.contentLength ??= value;
         break;
       case 'transfer-encoding':
-        facts.transferEncoding ??= value;
+        // every field: `Transfer-Encoding: gzip` + `Transfer-Encoding: chunked` is `gzip, chunked`
+        facts.transferEncoding = facts.transferEncoding === undefined ? value : `${facts.transferEncoding}, ${value}`;
         break;
     }
   }
@@ -142,6 +143,12 @@ export function isTrusted(trusted: BlockList, address: string): boolean {
 export interface RequestHeaderPlan {
   /** Lowercase names dropped from the client's request: `remove`, the names `set` replaces, and headers gatehouse asserts. */
   readonly strip: ReadonlySet<string>;
+  /**
+   * `limits.allowUnderscoreHeaders`: false drops client header names containing `_` (nginx's
+   * default), so `x_user_id` cannot shadow the `x-user-id` gatehouse asserts in frameworks that
+   * fold `_` and `-` together (CGI, Django, Rack).
+   */
+  readonly allowUnderscores: boolean;
   /** Configured `set`, flat: [name, value, ...]. */
   readonly set: readonly string[];
   /** When tracing is on, the incoming traceparent/tracestate are replaced by the client span's. */
@@ -187,6 +194,7 @@ export function buildUpstreamHeaders(
         break;
       default:
         if (isHopByHop(lower) || plan.strip.has(lower) || dropNamed?.has(lower)) continue;
+        if (!plan.allowUnderscores && lower.includes('_')) continue;
     }
     out.push(name, raw[i + 1]!);
   }

@@ -12,6 +12,7 @@ import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { Exchange } from './exchange.js';
 import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted, scanRequestHeaders, type RequestFacts } from './headers.js';
+import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
 import { sendProblem } from './problem.js';
 import { tlsReason, UpstreamError } from './send.js';
@@ -38,6 +39,14 @@ export interface PipelineDeps {
 const EXCHANGE = Symbol('gatehouse.exchange');
 type Closable = (ServerResponse | Duplex) & { [EXCHANGE]?: Exchange | undefined };
 
+const BUSY = Symbol('gatehouse.busy');
+const WAITING = Symbol('gatehouse.waiting');
+/** A client connection: whether a request of it is being answered, and the pipelined ones behind it. */
+type Connection = Socket & {
+  [BUSY]?: boolean;
+  [WAITING]?: { readonly req: IncomingMessage; readonly res: ServerResponse; readonly expectContinue: boolean }[] | undefined;
+};
+
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
 interface Upgrade {
   readonly socket: Duplex;
@@ -49,12 +58,49 @@ interface Upgrade {
  * read plan -> scan headers -> normalise path -> match route -> stages -> forward -> log/trace.
  */
 export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
-  const handleRequest = (req: IncomingMessage, res: ServerResponse) => handle(req, res, undefined);
+  const handleRequest = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, false);
+  /** `Expect: 100-continue` (node:http's 'checkContinue'): `100` goes out only once the route's checks pass. */
+  const handleContinue = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, true);
+  const bodyWatch = createBodyWatch((ex, timeoutMs) => bodyTimedOut(ex, timeoutMs, state));
+
   function onClose(this: Closable): void {
     const ex = this[EXCHANGE];
     if (ex === undefined) return;
     this[EXCHANGE] = undefined;
+    bodyWatch.unwatch(ex);
     closed(ex, state, deps);
+    if (ex.upgrade === undefined && ex.connection !== null) next(ex.connection, ex.res);
+  }
+
+  /**
+   * One request at a time per connection (as nginx does with pipelining): node:http parses a
+   * pipelined request while the one before it is still being answered, and a request behind an
+   * answer that closes the connection must never reach an upstream (RFC 9112 §9.6) — its
+   * client will never see the answer.
+   */
+  function arrive(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const socket: Connection = req.socket;
+    if (socket[BUSY] === true) {
+      (socket[WAITING] ??= []).push({ req, res, expectContinue });
+      return;
+    }
+    socket[BUSY] = true;
+    handle(req, res, undefined, expectContinue);
+  }
+
+  function next(socket: Connection, res: ServerResponse): void {
+    socket[BUSY] = false;
+    const waiting = socket[WAITING];
+    if (waiting === undefined || waiting.length === 0) return;
+    // `_last`: node:http's own mark of an answer that ends the connection (a `Connection: close`
+    // header, HTTP/1.0), the same flag it closes the socket by once the answer is written
+    if ((res as ServerResponse & { _last?: boolean })._last === true || socket.destroyed) {
+      // the answer closed the connection: what was pipelined behind it is dropped unseen
+      socket[WAITING] = undefined;
+      return;
+    }
+    const { req, res: nextRes, expectContinue } = waiting.shift()!;
+    arrive(req, nextRes, expectContinue);
   }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -63,14 +109,16 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     res.assignSocket(socket as Socket);
     res.shouldKeepAlive = false;
     socket.on('error', () => socket.destroy());
-    handle(req, res, { socket, head });
+    handle(req, res, { socket, head }, false);
   };
 
-  function handle(req: IncomingMessage, res: ServerResponse, upgrade: Upgrade | undefined): void {
+  function handle(req: IncomingMessage, res: ServerResponse, upgrade: Upgrade | undefined, expectContinue: boolean): void {
     const plan = state.plan; // read once: this request keeps this plan to the end
     const listener = plan.listeners.get(listenerName);
     const ex = new Exchange(req, res, performance.now());
     ex.upgrade = upgrade;
+    ex.expectContinue = expectContinue;
+    ex.connection = req.socket;
     state.inFlight++;
     const closer = (upgrade?.socket ?? res) as Closable;
     closer[EXCHANGE] = ex;
@@ -93,8 +141,9 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       }
     }
     ex.requestId = acceptRequestId(facts.requestId) ? facts.requestId : randomUUID();
+    ex.facts = facts;
     ex.hostHeader = facts.host ?? '';
-    ex.host = hostWithoutPort(facts.host);
+    const host = facts.host === undefined ? '' : hostName(facts.host);
     const peer = req.socket.remoteAddress ?? '';
     if (listener.trusted !== undefined && isTrusted(listener.trusted, peer)) {
       ex.forwardedFor = facts.forwardedFor;
@@ -106,16 +155,18 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       respondError(ex, new GatehouseError('headers_too_large', `the request has more than ${listener.maxHeaders} header fields (limits.maxHeaders)`), state, true);
       return;
     }
-    if (facts.hostCount > 1) {
-      // RFC 9112 §3.2: more than one Host is refused, not guessed at (a request-smuggling vector).
-      respondError(ex, new GatehouseError('bad_request', 'the request has more than one Host header'), state, true);
+    const refusal = refuseFraming(facts, host, req.httpVersionMinor);
+    if (refusal !== undefined) {
+      respondError(ex, refusal, state, true);
       return;
     }
+    ex.host = host ?? '';
 
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
     ex.query = q < 0 ? '' : url.slice(q);
-    const path = normalizePath(rawPath);
+    // `#` anywhere (the query too): a fragment is not part of a request target (RFC 9112 §3.2)
+    const path = q >= 0 && ex.query.includes('#') ? undefined : normalizePath(rawPath);
     ex.path = path ?? rawPath;
     if (deps.tracing !== undefined) {
       startServerSpan(deps.tracing, ex, facts.traceparent, facts.tracestate, listener.scheme);
@@ -124,7 +175,12 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
 
     if (path === undefined) {
-      respondError(ex, new GatehouseError('bad_request', 'the request target is not a valid path'), state, hasBody(facts));
+      respondError(
+        ex,
+        new GatehouseError('bad_request', 'the request target is not a valid path (a fragment, a backslash, an escaped control character or a malformed escape)'),
+        state,
+        hasBody(facts),
+      );
       return;
     }
 
@@ -153,14 +209,16 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
       return;
     }
 
+    ex.peer = peer;
+    ex.listener = listener;
     if (route.stages.length === 0) {
-      forward(ex, route, facts, state, peer, deps);
+      forward(ex, route, state, deps, bodyWatch);
     } else {
-      runStages(ex, route, 0, facts, state, peer, deps);
+      runStages(ex, route, 0, state, deps, bodyWatch);
     }
   }
 
-  return { handleRequest, handleUpgrade };
+  return { handleRequest, handleContinue, handleUpgrade };
 }
 
 function matchRoute(listener: ListenerPlan, ex: Exchange, rawHeaders: string[]): RoutePlan | undefined {
@@ -173,7 +231,7 @@ function matchRoute(listener: ListenerPlan, ex: Exchange, rawHeaders: string[]):
 }
 
 /** Runs stages in order; synchronous ones stay synchronous (no promise per stage). */
-function runStages(ex: Exchange, route: RoutePlan, from: number, facts: RequestFacts, state: ProxyState, peer: string, deps: PipelineDeps): void {
+function runStages(ex: Exchange, route: RoutePlan, from: number, state: ProxyState, deps: PipelineDeps, bodyWatch: BodyWatch): void {
   for (let i = from; i < route.stages.length; i++) {
     let outcome: ReturnType<RoutePlan['stages'][number]>;
     try {
@@ -186,7 +244,7 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, facts: RequestF
       outcome.then(
         (refusal) => {
           if (refusal !== undefined) respondError(ex, refusal, state, ex.body !== null);
-          else if (!ex.cancelled) runStages(ex, route, i + 1, facts, state, peer, deps);
+          else if (!ex.cancelled) runStages(ex, route, i + 1, state, deps, bodyWatch);
         },
         (err: unknown) => respondError(ex, err, state, ex.body !== null),
       );
@@ -197,10 +255,19 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, facts: RequestF
       return;
     }
   }
-  forward(ex, route, facts, state, peer, deps);
+  forward(ex, route, state, deps, bodyWatch);
 }
 
-function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: ProxyState, peer: string, deps: PipelineDeps): void {
+/** Every check passed: the body may come (`100 Continue`), and the request goes on. */
+function forward(ex: Exchange, route: RoutePlan, state: ProxyState, deps: PipelineDeps, bodyWatch: BodyWatch): void {
+  if (ex.expectContinue) {
+    ex.expectContinue = false;
+    ex.res.writeContinue();
+  }
+  const listener = ex.listener!;
+  if (ex.body !== null && ex.upgrade === undefined) {
+    bodyWatch.watch(ex, listener.bodyTimeoutMs);
+  }
   if (route.handler !== undefined) {
     route.handler(ex);
     return;
@@ -208,21 +275,53 @@ function forward(ex: Exchange, route: RoutePlan, facts: RequestFacts, state: Pro
   if (ex.upgrade !== undefined) {
     const { socket, head } = ex.upgrade;
     ex.status = 101;
-    deps.webSockets.forward(ex, route, facts, socket, head, (err, timedOut) => {
+    deps.webSockets.forward(ex, route, ex.facts!, socket, head, (err, timedOut) => {
       ex.status = 0;
       respondError(ex, timedOut ? new UpstreamError('timeout', err.message) : new UpstreamError('connect-failure', 'WebSocket upgrade to the upstream failed'), state, false);
     });
     return;
   }
+  const body = ex.body;
+  if (body !== null && !Buffer.isBuffer(body) && smallEnough(ex, listener.bufferBodyBytes)) {
+    // Read small bodies whole before an upstream connection is taken: a slow sender then holds
+    // only its own socket, never one of the upstream pool's connections.
+    readSmallBody(body, listener.bufferBodyBytes).then(
+      (read) => {
+        if (ex.res.writableEnded || ex.cancelled) return;
+        ex.body = read;
+        send(ex, route, state);
+      },
+      (err: unknown) => respondError(ex, err, state, true),
+    );
+    return;
+  }
+  send(ex, route, state);
+}
+
+function send(ex: Exchange, route: RoutePlan, state: ProxyState): void {
   ex.target = route.rewrite(ex.path) + ex.query;
-  ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, facts, schemeOf(ex), peer);
+  ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, ex.facts!, schemeOf(ex), ex.peer);
   ex.outHeaderBase = ex.outHeaders.length;
   // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
   ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
 }
 
+/** `limits.bodyTimeout` passed without a byte of the body: 408, and the connection closes. */
+function bodyTimedOut(ex: Exchange, timeoutMs: number, state: ProxyState): void {
+  const err = new GatehouseError('request_timeout', `no byte of the request body arrived for ${timeoutMs}ms (limits.bodyTimeout)`);
+  ex.attempt?.abort(err);
+  respondError(ex, err, state, true);
+}
+
+/** A body whose length is known to fit, or a chunked one (read up to the limit, then streamed). */
+function smallEnough(ex: Exchange, limit: number): boolean {
+  const length = ex.facts!.contentLength;
+  return length === undefined || Number(length) <= limit;
+}
+
 /** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
 function respondError(ex: Exchange, err: unknown, state: ProxyState, bodyUnread: boolean): void {
+  if (ex.res.writableEnded) return; // answered already (a body timeout, say): nothing more to say
   const error = toGatehouseError(err, ex);
   if (error === undefined) return; // the client is gone: nobody to answer
   ex.errorCode = error.code;
@@ -319,10 +418,39 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
 
 const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);
 
-function hostWithoutPort(host: string | undefined): string {
-  if (host === undefined) return '';
-  const end = host.startsWith('[') ? host.indexOf(']') + 1 : host.indexOf(':');
-  return (end > 0 ? host.slice(0, end) : host).toLowerCase();
+/** `host[:port]` (RFC 9110 §7.2): a reg-name, an IPv4 or an [IPv6] literal; no userinfo, `%` or spaces. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=-]+)(?::\d{0,5})?$/;
+
+/**
+ * The Host header's name for matching: without port, lowercased, one trailing dot removed
+ * (`Shop.Example.com.:443` -> `shop.example.com`); undefined when the value is not a valid Host.
+ */
+function hostName(header: string): string | undefined {
+  if (!HOST.test(header)) return undefined;
+  const end = header.charCodeAt(0) === 91 /* [ */ ? header.indexOf(']') + 1 : header.indexOf(':');
+  let name = end > 0 ? header.slice(0, end) : header;
+  if (name.endsWith('.')) name = name.slice(0, -1);
+  return name.toLowerCase();
+}
+
+/**
+ * What the HTTP parser lets through but a proxy must not guess at (SPEC §3.1): a missing,
+ * repeated or malformed Host, and a Transfer-Encoding other than `chunked` alone.
+ */
+function refuseFraming(facts: RequestFacts, host: string | undefined, httpMinor: number): GatehouseError | undefined {
+  if (facts.hostCount > 1) {
+    // RFC 9112 §3.2: more than one Host is refused, not guessed at (a request-smuggling vector).
+    return new GatehouseError('bad_request', 'the request has more than one Host header');
+  }
+  if (facts.host === undefined ? httpMinor >= 1 : host === undefined || host === '') {
+    return new GatehouseError('bad_request', facts.host === undefined ? 'an HTTP/1.1 request needs a Host header' : 'the Host header is not a valid host[:port]');
+  }
+  const te = facts.transferEncoding;
+  if (te !== undefined && te !== 'chunked' && te.trim().toLowerCase() !== 'chunked') {
+    // `gzip, chunked` would reach the upstream as plain chunked with the gzip coding dropped
+    return new GatehouseError('not_implemented', `Transfer-Encoding '${te.slice(0, 64)}' is not supported; only chunked`);
+  }
+  return undefined;
 }
 
 function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: string } | undefined {

@@ -56,6 +56,10 @@ export interface ListenerPlan {
   readonly trusted: BlockList | undefined;
   /** `limits.maxHeaders`: more header fields than this -> 431. */
   readonly maxHeaders: number;
+  /** `limits.bodyTimeout`: longest a request body may go without a byte arriving. */
+  readonly bodyTimeoutMs: number;
+  /** `limits.bufferBodies`: bodies up to this size are read whole before being forwarded. */
+  readonly bufferBodyBytes: number;
   readonly routes: readonly RoutePlan[];
 }
 
@@ -133,6 +137,9 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   };
   const listenerConfigs = new Map(config.listeners.map((l) => [l.name, l]));
   const authObserver = createAuthObserver(deps.metrics);
+  // Claim headers a JWT route asserts are removed from client requests on every route: a public
+  // route to the same upstream must not let a client pick its `x-user-id` (SPEC §3.1).
+  const claimHeaders = [...new Set(config.routes.flatMap((r) => Object.values(r.jwt?.forwardClaims ?? {})))];
 
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
@@ -141,6 +148,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       listener: listenerConfigs.get(route.listener)!,
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
+      claimHeaders,
     };
     const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
@@ -160,6 +168,8 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       scheme: l.tls === undefined ? 'http' : 'https',
       trusted: compileTrusted(l.trustedProxies),
       maxHeaders: l.limits.maxHeaders,
+      bodyTimeoutMs: l.limits.bodyTimeout,
+      bufferBodyBytes: l.limits.bufferBodies,
       routes: routesByListener.get(l.name) ?? [],
     });
   }
@@ -172,6 +182,8 @@ interface RouteSecurity {
   readonly listener: ListenerConfig;
   readonly keys: KeySet | undefined;
   readonly authObserver: AuthObserver;
+  /** Every header a JWT route of the config forwards claims in. */
+  readonly claimHeaders: readonly string[];
 }
 
 type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
@@ -190,11 +202,12 @@ function compileRoute(
   const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
   const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
   const credentials = upstream.credentials;
-  const asserted = [...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
+  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
     replaceTraceContext: deps.tracing !== undefined,
+    allowUnderscores: security.listener.limits.allowUnderscoreHeaders,
   };
   const responseHeaders: ResponseHeaderPlan = {
     strip: new Set([...route.headers.response.remove, ...Object.keys(route.headers.response.set)].map((h) => h.toLowerCase())),

@@ -41,10 +41,13 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
       requestTimeout: cfg.limits.requestTimeout,
       // How often Node checks the two timeouts above (default 30 s would let them overrun by that).
       connectionsCheckingInterval: 1_000,
+      // A request without Host gets gatehouse's own problem+json 400 (with x-request-id), not Node's bare one.
+      requireHostHeader: false,
     };
     const server: Server =
       cfg.tls === undefined ? createServer(options, handlers.handleRequest) : createHttpsServer({ ...options, ...loadServerTls(cfg.tls).options }, handlers.handleRequest);
     server.on('upgrade', handlers.handleUpgrade);
+    server.on('checkContinue', handlers.handleContinue);
     server.on('clientError', refuseUnparsable);
     server.listen(cfg.address.port, cfg.address.host);
     try {

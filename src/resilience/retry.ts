@@ -164,7 +164,9 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
     return function withRetry(ex: Exchange): Promise<AttemptResult> {
       if (!isReplayable(ex, deps.generatesIdempotencyKey)) return once(ex);
       const body = ex.body;
-      if (body === null || Buffer.isBuffer(body)) return retryLoop(ex, next);
+      if (body === null) return retryLoop(ex, next);
+      // a body the listener read whole (limits.bufferBodies) is replayed only up to retry.maxBodySize too
+      if (Buffer.isBuffer(body)) return body.length <= plan.maxBodyBytes ? retryLoop(ex, next) : once(ex);
       const length = ex.header('content-length');
       if (length !== undefined && Number(length) > plan.maxBodyBytes) return once(ex); // too large to keep: sent once
       return readReplayableBody(body, plan.maxBodyBytes, ex.signal).then((kept) => {

