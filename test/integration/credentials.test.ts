@@ -122,7 +122,9 @@ describe('outbound credentials', () => {
       if (req.headers.authorization === 'Bearer tok-1') res.writeHead(401).end('revoked');
       else res.writeHead(200).end('ok');
     });
-    const g = await startGatehouse(config(up.url, oauth2(idp.url)), { env: { CS: SECRET } });
+    // a body larger than limits.bufferBodies streams to the upstream: it cannot be sent twice
+    const yaml = config(up.url, oauth2(idp.url)).replace('address: 127.0.0.1:0 }', 'address: 127.0.0.1:0, limits: { bufferBodies: 4b } }');
+    const g = await startGatehouse(yaml, { env: { CS: SECRET } });
     const res = await g.fetch('out', '/charges', { method: 'POST', body: 'amount=100' });
     expect(res.status).toBe(401);
     expect(up.received).toHaveLength(1);
