@@ -18,7 +18,7 @@ async function queued(g: TestGatehouse, path: string, quota: string, depth: numb
   return { answer };
 }
 
-/** Two routes of different priority sharing one outbound quota, as the README shows. */
+/** Two routes of different priority sharing one outbound quota, as docs/quotas.md shows. */
 const shared = (upstream: string, quota: string) => `
 version: 1
 listeners: [{ name: in, address: 127.0.0.1:0 }]

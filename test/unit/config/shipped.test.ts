@@ -4,12 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { isMap, parseAllDocuments, parseDocument, stringify } from 'yaml';
 import { ConfigError } from '../../../src/config/errors.js';
 import { loadConfigFile, loadConfigText, type LoadOptions } from '../../../src/config/load.js';
+import { docPages, fencedBlocks } from '../../helpers/markdown.js';
 
 /*
  * The docs cannot drift from the loader: every shipped config file and every YAML block in
- * README.md goes through the real loader (schema, cross-checks, interpolation).
+ * README.md and in every page under docs/ goes through the real loader (schema, cross-checks, interpolation).
  *
- * The rules for README blocks:
+ * The rules for the blocks of those pages:
  * - A block fenced ```yaml is gatehouse config.
  *   - With a top-level `version:` key it is a whole config file and is validated as it is.
  *   - Otherwise it is a fragment, laid over BASE below: a top-level mapping whose key BASE
@@ -41,30 +42,10 @@ const anyEnv = new Proxy<Record<string, string>>({}, { get: (_target, key) => (t
 // Examples name certificate and JWKS files of a production machine: those are not checked here.
 const DOC_OPTIONS: LoadOptions = { env: anyEnv, readFile: () => PLACEHOLDER, checkFiles: false };
 
-interface Block {
-  readonly line: number;
-  readonly info: string;
-  readonly text: string;
-}
+/** Fenced blocks whose info string is `yaml` or starts with `yaml `, with the line they start on. */
+const yamlBlocks = (markdown: string) => fencedBlocks(markdown).filter((b) => /^yaml\b/.test(b.info));
 
-/** Fenced blocks whose info string starts with `yaml`, with the README line they start on. */
-function yamlBlocks(markdown: string): Block[] {
-  const blocks: Block[] = [];
-  const lines = markdown.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const open = /^(`{3,}|~{3,})\s*(yaml\b.*)$/.exec(lines[i]!);
-    if (!open) continue;
-    const fence = open[1]!;
-    const body: string[] = [];
-    let j = i + 1;
-    while (j < lines.length && !lines[j]!.startsWith(fence)) body.push(lines[j++]!);
-    blocks.push({ line: i + 1, info: open[2]!.trim(), text: body.join('\n') + '\n' });
-    i = j;
-  }
-  return blocks;
-}
-
-/** A README fragment as a whole config, by the rules above. */
+/** A docs fragment as a whole config, by the rules above. */
 function asWholeConfig(text: string): string {
   const doc = parseDocument(text);
   if (isMap(doc.contents) && doc.contents.has('version')) return text;
@@ -114,18 +95,20 @@ describe('shipped config files', () => {
   });
 });
 
-describe('README.md yaml blocks', () => {
-  const readme = readFileSync(`${ROOT}README.md`, 'utf8');
-  const blocks = yamlBlocks(readme);
+describe('yaml blocks of README.md and docs/', () => {
+  const pages = docPages(ROOT);
+  const blocks = pages.flatMap((page) => yamlBlocks(readFileSync(`${ROOT}${page}`, 'utf8')).map((b) => ({ ...b, page })));
 
-  it('has yaml examples to check (the extractor finds them)', () => {
-    expect(blocks.filter((b) => b.info === 'yaml').length).toBeGreaterThanOrEqual(5);
+  it('has yaml examples to check (the extractor finds them in README.md and in docs/)', () => {
+    expect(pages).toEqual(expect.arrayContaining(['README.md', 'docs/routing.md', 'docs/reference/config.md']));
+    expect(blocks.filter((b) => b.page === 'README.md' && b.info === 'yaml').length).toBeGreaterThanOrEqual(1);
+    expect(blocks.filter((b) => b.page.startsWith('docs/') && b.info === 'yaml').length).toBeGreaterThanOrEqual(30);
   });
 
-  it.each(blocks.map((b) => [`line ${b.line} (${b.info})`, b] as const))('block at %s is valid', (_name, block) => {
+  it.each(blocks.map((b) => [`${b.page} line ${b.line} (${b.info})`, b] as const))('block in %s is valid', (_name, block) => {
     if (block.info === 'yaml') {
       const whole = asWholeConfig(block.text);
-      const problems = problemsOf(() => loadConfigText(whole, `README.md block at line ${block.line}`, DOC_OPTIONS));
+      const problems = problemsOf(() => loadConfigText(whole, `${block.page} block at line ${block.line}`, DOC_OPTIONS));
       expect(problems, `validated as:\n${whole}`).toBe('');
       return;
     }
@@ -136,7 +119,7 @@ describe('README.md yaml blocks', () => {
       if (value?.kind !== 'ConfigMap') continue;
       for (const [name, text] of Object.entries(value.data ?? {})) {
         if (!name.endsWith('.yaml') || typeof text !== 'string') continue;
-        expect(problemsOf(() => loadConfigText(text, `README.md line ${block.line} ConfigMap ${name}`, DOC_OPTIONS))).toBe('');
+        expect(problemsOf(() => loadConfigText(text, `${block.page} line ${block.line} ConfigMap ${name}`, DOC_OPTIONS))).toBe('');
       }
     }
   });
@@ -152,7 +135,7 @@ describe('the fragment rules', () => {
     expect(parseDocument(asWholeConfig('- { name: r, listener: inbound, upstream: store }\n')).toJS().routes).toHaveLength(1);
   });
 
-  it('reports a wrong fragment, so a broken README example fails the suite', () => {
+  it('reports a wrong fragment, so a broken docs example fails the suite', () => {
     const problems = problemsOf(() => loadConfigText(asWholeConfig('routes: [{ name: r, listener: inbound, upstream: nowhere, timeout: 5 }]\n'), 'x', DOC_OPTIONS));
     expect(problems).toContain('routes[0].timeout: must be a duration');
     expect(problems).toContain('routes[0].upstream: unknown upstream "nowhere"');
