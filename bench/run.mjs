@@ -1,10 +1,11 @@
 // `npm run bench`: the same loopback load against the upstream directly, gatehouse, a minimal
 // reference proxy, fastify + @fastify/http-proxy and nginx, interleaved in one run, following
-// /work/shared/BENCHMARKING.md: wrk and the upstream pinned to CPU 0, the proxy under test alone on
-// CPU 1; warm-up, then rounds with the targets' order rotated; medians. Proxy CPU per request
-// (utime+stime of the whole process tree over wrk's request count) is the number that repeats.
+// the team's method (../shared/BENCHMARKING.md, next to this repository): wrk and the upstream
+// pinned to CPU 0, the proxy under test alone on CPU 1; warm-up, then rounds with the targets'
+// order rotated; medians. Proxy CPU per request (utime+stime of the whole process tree over wrk's
+// request count) is the number that repeats.
 //
-//   npm run bench                                   full run (~15 min), writes BENCHMARKS.md
+//   npm run bench                                   full run (~15 min), writes docs/performance.md's "Latest run"
 //   npm run bench -- --quick                        GET 1 KiB c50 and c1, 2 s rounds (~3 min)
 //   npm run bench -- --only gatehouse,reference     a subset of targets (see bench/scenarios.mjs)
 //   options: --loads a,b  --rounds N  --duration S  --warmup S  --retries N  --disturbed CORES  --quiet-wait S
@@ -834,6 +835,25 @@ function machineFacts() {
   return `${cpus().length} × ${cpu}, Linux ${kernel}, Node ${process.version}, nginx ${nginx}, wrk ${wrk}`;
 }
 
+/** The command line as it may be published: the file given to --json is a path of this machine. */
+function publicArgs(args) {
+  return args.map((a, i) => (args[i - 1] === '--json' ? '<file>' : a.startsWith('--json=') ? '--json=<file>' : a));
+}
+
+const PERFORMANCE_MD = 'docs/performance.md';
+const BEGIN = '<!-- bench:latest-run -->';
+const END = '<!-- /bench:latest-run -->';
+
+/** Replaces the generated part of docs/performance.md; the hand-written rest of the page stays. */
+function writePerformanceMd(section) {
+  const file = join(ROOT, PERFORMANCE_MD);
+  const page = readFileSync(file, 'utf8');
+  const begin = page.indexOf(BEGIN);
+  const end = page.indexOf(END);
+  if (begin < 0 || end < begin) fail(`${PERFORMANCE_MD} has no ${BEGIN} ... ${END} section to write the run into`);
+  writeFileSync(file, `${page.slice(0, begin + BEGIN.length)}\n${section.trimEnd()}\n${page.slice(end)}`);
+}
+
 function benchmarksMd(body, meta) {
   const warning =
     meta.disturbedLoads > 0
@@ -841,10 +861,8 @@ function benchmarksMd(body, meta) {
         ` measured target/load pairs ran (marked *): CPU per request and latency are inflated and the gaps between targets compressed.` +
         ` Re-run \`npm run bench\` on a quiet machine before reading ratios from these figures.\n`
       : '';
-  return `# Benchmarks
-
-Measured with \`${meta.command}\` on ${meta.date} (${meta.machine}).
-${warning}The method is /work/shared/BENCHMARKING.md's; \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
+  return `Measured with \`${meta.command}\` on ${meta.date} (${meta.machine}).
+${warning}The method is the team's (\`../shared/BENCHMARKING.md\`, next to this repository); \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
 
 - **Pinning.** wrk (\`-t1\`), the origin nginx and the OTLP sink on CPU 0; the proxy under test alone on CPU 1
   (\`taskset\`, the whole process: GC, libuv and undici threads too). This models a sidecar limited to one core.
@@ -965,7 +983,7 @@ async function main() {
   }
 
   const meta = {
-    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${publicArgs(process.argv.slice(2)).join(' ')}` : ''}`,
     date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
     machine: machineFacts(),
     rounds: cfg.rounds,
@@ -978,8 +996,8 @@ async function main() {
   const body = report(results, memory, sinkStats, meta);
   process.stdout.write(`\n${body}\n`);
   if (cfg.write) {
-    writeFileSync(join(ROOT, 'BENCHMARKS.md'), benchmarksMd(body, meta));
-    log('wrote BENCHMARKS.md');
+    writePerformanceMd(benchmarksMd(body, meta));
+    log(`wrote the latest run into ${PERFORMANCE_MD}`);
   }
   if (opt.json) writeFileSync(opt.json, JSON.stringify({ meta, results: Object.fromEntries([...results].map(([k, v]) => [k, Object.fromEntries(v)])), memory, sinkStats }, null, 2));
 }
