@@ -4,18 +4,21 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
+import { parse, parseDocument } from 'yaml';
 import { ConfigError } from '../config/errors.js';
 import { startGatehouse, type Gatehouse } from '../gatehouse.js';
+import { startDemoAuth } from './auth.js';
 import type { DemoServer } from './http.js';
 import { formatSpans, startOtlpReceiver } from './otlp-receiver.js';
 import { startFlakyProvider } from './provider.js';
+import { startShopApi } from './shop-api.js';
 import { startDemoStore } from './store.js';
 
 /*
- * `npm run demo`: a demo store, a flaky payment provider and gatehouse in front of both, all on
- * loopback in this one process, then a page of curl commands to paste. Ctrl-C (or SIGTERM)
- * drains gatehouse, stops everything and exits 0.
+ * `npm run demo`: a demo store, a flaky payment provider, a Shopify-like API, an identity
+ * provider and gatehouse in front of them, all on loopback in this one process, then a page of
+ * curl commands to paste, in order. Ctrl-C (or SIGTERM) drains gatehouse, stops everything and
+ * exits 0. test/integration/demo.test.ts runs every command it prints.
  */
 
 interface PortSpec {
@@ -30,6 +33,8 @@ const DEFAULTS = {
   admin: { env: 'DEMO_ADMIN_PORT', port: 9901, what: "gatehouse's admin API" },
   store: { env: 'DEMO_STORE_PORT', port: 3000, what: 'the demo store' },
   provider: { env: 'DEMO_PROVIDER_PORT', port: 3100, what: 'the demo payment provider' },
+  auth: { env: 'DEMO_AUTH_PORT', port: 3200, what: 'the demo identity provider' },
+  shopify: { env: 'DEMO_SHOPIFY_PORT', port: 3300, what: 'the demo Shopify-like API' },
   otlp: { env: 'DEMO_OTLP_PORT', port: 4318, what: 'the built-in OTLP/HTTP trace receiver' },
 } as const satisfies Record<string, PortSpec>;
 
@@ -75,19 +80,29 @@ async function main(): Promise<number> {
     if (builtInReceiver) {
       servers.push(await startOtlpReceiver(ports.otlp.port, (spans) => process.stdout.write(formatSpans(spans).map((l) => l + '\n').join(''))));
     }
-    servers.push(await startFlakyProvider({ port: ports.provider.port }));
-    servers.push(
-      await startDemoStore({ port: ports.store.port, paymentsUrl: `http://127.0.0.1:${ports.outbound.port}/payments/v1/charges` }),
-    );
     let configFile = DEMO_CONFIG;
     if (Object.entries(ports).some(([k, p]) => p.port !== DEFAULTS[k as keyof Ports].port)) {
       tmp = mkdtempSync(join(tmpdir(), 'gatehouse-demo-'));
       configFile = join(tmp, 'demo.yaml');
       writeFileSync(configFile, withPorts(readFileSync(DEMO_CONFIG, 'utf8'), ports));
     }
+    const demo = demoSettings(readFileSync(configFile, 'utf8'));
+    const auth = await startDemoAuth({ port: ports.auth.port, issuer: demo.issuer, audience: demo.audience });
+    servers.push(auth);
+    servers.push(await startShopApi({ port: ports.shopify.port }));
+    servers.push(
+      await startFlakyProvider({
+        port: ports.provider.port,
+        webhook: { url: `http://127.0.0.1:${ports.inbound.port}${demo.webhookPath}`, secret: demo.webhookSecret },
+      }),
+    );
+    servers.push(
+      await startDemoStore({ port: ports.store.port, paymentsUrl: `http://127.0.0.1:${ports.outbound.port}/payments/v1/charges` }),
+    );
     const gatehouseEnv = builtInReceiver ? { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otlp.port}` } : env;
     gatehouse = await startGatehouse({ configFile, env: gatehouseEnv });
-    process.stdout.write(guide(ports, configFile, builtInReceiver ? 'receiver' : tracesOff ? 'off' : collector!));
+    const token = await auth.mint('shopper-42', '24h');
+    process.stdout.write(guide(ports, configFile, builtInReceiver ? 'receiver' : tracesOff ? 'off' : collector!, token));
   } catch (err) {
     const message = err instanceof ConfigError ? `the demo config is invalid:\n${err.message}` : (err as Error).message;
     process.stderr.write(`demo: cannot start: ${message}\n`);
@@ -102,7 +117,7 @@ async function main(): Promise<number> {
       // stopping is bounded by demo.yaml's drainTimeout anyway.
       if (stopping) return;
       stopping = true;
-      process.stdout.write(`\n${signal}: stopping gatehouse (draining requests in flight), the store and the provider...\n`);
+      process.stdout.write(`\n${signal}: stopping gatehouse (draining requests in flight) and the demo servers...\n`);
       stopAll().then(
         () => {
           process.stdout.write('demo stopped\n');
@@ -161,13 +176,37 @@ export function withPorts(text: string, ports: Ports): string {
   doc.setIn(['admin', 'address'], `127.0.0.1:${ports.admin.port}`);
   doc.setIn(['upstreams', 'store', 'endpoints', 0], `http://127.0.0.1:${ports.store.port}`);
   doc.setIn(['upstreams', 'payments', 'endpoints', 0], `http://127.0.0.1:${ports.provider.port}`);
+  doc.setIn(['upstreams', 'shopify', 'endpoints', 0], `http://127.0.0.1:${ports.shopify.port}`);
+  const routes = doc.getIn(['routes']) as { items: unknown[] } | undefined;
+  routes?.items.forEach((_item, i) => {
+    if (doc.hasIn(['routes', i, 'jwt', 'jwksUri'])) doc.setIn(['routes', i, 'jwt', 'jwksUri'], `http://127.0.0.1:${ports.auth.port}/.well-known/jwks.json`);
+  });
   return doc.toString();
 }
 
-function guide(p: Ports, configFile: string, traces: string): string {
+interface DemoSettings {
+  readonly issuer: string;
+  readonly audience: string;
+  readonly webhookPath: string;
+  readonly webhookSecret: string;
+}
+
+/** What the demo's identity and payment providers must agree on with demo.yaml: read from it. */
+function demoSettings(text: string): DemoSettings {
+  const config = parse(text) as { routes?: { name?: string; match?: { path?: string }; jwt?: { issuer?: string; audiences?: string[] }; webhook?: { secret?: string } }[] };
+  const account = config.routes?.find((r) => r.name === 'account')?.jwt;
+  const hooks = config.routes?.find((r) => r.name === 'stripe-webhooks');
+  if (account?.issuer === undefined || account.audiences?.[0] === undefined || hooks?.match?.path === undefined || hooks.webhook?.secret === undefined) {
+    throw new Error("the demo config needs the routes 'account' (jwt with issuer and audiences) and 'stripe-webhooks' (match.path, webhook.secret)");
+  }
+  return { issuer: account.issuer, audience: account.audiences[0], webhookPath: hooks.match.path, webhookSecret: hooks.webhook.secret };
+}
+
+function guide(p: Ports, configFile: string, traces: string, token: string): string {
   const gh = `http://127.0.0.1:${p.inbound.port}`;
   const out = `http://127.0.0.1:${p.outbound.port}`;
   const admin = `http://127.0.0.1:${p.admin.port}`;
+  const provider = `http://127.0.0.1:${p.provider.port}`;
   const tracesLine =
     traces === 'receiver'
       ? `spans are printed below as [trace ...] lines (built-in OTLP/HTTP receiver on 127.0.0.1:${p.otlp.port})`
@@ -177,40 +216,68 @@ function guide(p: Ports, configFile: string, traces: string): string {
   return `
 gatehouse demo is running. Ctrl-C stops everything.
 
-  store             http://127.0.0.1:${p.store.port}    the application (gatehouse's inbound upstream)
-  payment provider  http://127.0.0.1:${p.provider.port}    flaky on purpose: 503, 500, 429 + Retry-After, slow
-  gatehouse         inbound  ${gh}    the world -> the store
-                    outbound ${out}   the store -> the provider
-                    admin    ${admin}
-  traces            ${tracesLine}
-  config            ${configFile}
-                    (edit it while this runs: gatehouse reloads it within 2 s)
+  store              http://127.0.0.1:${p.store.port}    the application (gatehouse's inbound upstream)
+  payment provider   ${provider}    flaky on purpose: 503, 500, 429 + Retry-After, slow; sends Stripe-signed webhooks
+  Shopify-like API   http://127.0.0.1:${p.shopify.port}    allows 2 requests per second, answers 429 beyond
+  identity provider  http://127.0.0.1:${p.auth.port}    signs the demo's tokens, serves their keys (JWKS)
+  gatehouse          inbound  ${gh}    the world -> the store
+                     outbound ${out}   the store -> the provider and the Shopify-like API
+                     admin    ${admin}
+  traces             ${tracesLine}
+  config             ${configFile}
+                     (edit it while this runs: gatehouse reloads it within 2 s)
 
-Routing: inbound /api/* goes to the store with /api stripped
-  curl -s ${gh}/api/products
-  curl -s -X POST ${gh}/api/cart -H 'content-type: application/json' -d '{"productId":"tee","quantity":2}'
+Paste the commands in this order; the comment after each says what it answers.
 
-Checkout: the store calls the provider through gatehouse's outbound listener; about one
-try in three fails or is slow, and gatehouse tries again with the same Idempotency-Key
-(the trace shows each try: CLIENT ... retry 1), so nearly every checkout succeeds
-  curl -s -X POST ${gh}/api/checkout
+1. Routing: inbound /api/* goes to the store with /api stripped
+  curl -s ${gh}/api/products                      # 200: the products
+  curl -s -X POST ${gh}/api/cart -H 'content-type: application/json' -d '{"productId":"tee","quantity":2}'   # 200: the cart
 
-Errors gatehouse makes itself: application/problem+json with a gatehouse-error header
-  curl -i ${gh}/nope                                                      # 404 no_route
-  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: down'      # 502 bad_gateway (provider hangs up, 3 tries)
-  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: slow'      # 504 upstream_timeout (route timeout 2s)
-  (run the 'down' one twice: its tries open the breaker, 503 circuit_open for 10 s without calling the provider)
-  head -c 20000 /dev/zero | curl -i ${gh}/api/cart --data-binary @-       # 413 payload_too_large
-  (x-demo-fault: none | 503 | 500 | 429 | slow | down picks the provider's behaviour;
-   it also works on checkout: curl -s -X POST ${gh}/api/checkout -H 'x-demo-fault: 503')
+2. A quota per client address on the catalogue: 5 requests, then one more every 2 s. Six in a
+   row end in 429 rate_limited; every answer carries the RateLimit headers, the 429 Retry-After too
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -D - ${gh}/api/products | grep -iE '^(HTTP/|ratelimit|retry-after)'; done
 
-Admin API
-  curl -s ${admin}/metrics | grep -E '^(http_|gatehouse_)'
-  curl -s ${admin}/admin/upstreams
-  curl -s ${admin}/admin/config
-  curl -s -X POST ${admin}/admin/reload
+3. JWT: /api/account needs a token from the identity provider. This one is for shopper-42,
+   signed by its key and valid for 24 h; gatehouse checks it against the published JWKS
+  curl -s ${gh}/api/account -H 'authorization: Bearer ${token}'   # 200: {"user":"shopper-42",...}, the verified sub
+  curl -i ${gh}/api/account                       # 401 unauthorized with WWW-Authenticate: Bearer (no token)
 
-Below: the access log (one JSON line per request, stdout) and gatehouse's own log (stderr).
+4. Checkout: the store calls the provider through gatehouse's outbound listener. About one
+   charge in three fails or is slow on its first try; gatehouse tries again with the same
+   Idempotency-Key (the trace shows each try: CLIENT ... retry 1), so every checkout succeeds
+  curl -s -X POST ${gh}/api/checkout              # 201: the order and its charge
+
+5. Errors gatehouse makes itself: application/problem+json with a gatehouse-error header.
+   x-demo-fault: none | 503 | 500 | 429 | slow | down makes every try of the provider do that
+  curl -i ${gh}/nope                              # 404 no_route
+  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: slow'   # 504 upstream_timeout: route timeout 2s (2 tries failed)
+  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: down'   # 502 bad_gateway: the provider hung up on 3 tries
+  curl -i -X POST ${out}/payments/v1/charges -H 'x-demo-fault: down'   # 503 circuit_open: 5 failed tries in a row opened the breaker
+   (for 10 s the provider is not called at all; a checkout meanwhile says "payment failed")
+  head -c 20000 /dev/zero | curl -i ${gh}/api/cart --data-binary @-   # 413 payload_too_large
+
+6. A paced queue: the Shopify-like API allows 2 requests per second. Six inventory syncs at
+   once, then an order: gatehouse queues them (quota shopify-api, onExceed: queue) and releases
+   two per second by priority, so none gets the API's 429 and the order (high) goes before the
+   syncs still waiting (low). Lines print as requests finish: the order's third, within ~0.5 s
+  (for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w 'sync  %{http_code} after %{time_total}s\\n' ${out}/shopify/inventory & done; sleep 0.3; curl -s -o /dev/null -w 'order %{http_code} after %{time_total}s\\n' -X POST ${out}/shopify/orders; wait)
+
+7. Webhooks: the provider signs a charge.succeeded event with the stripe SDK's own helper and
+   posts it to gatehouse, which checks the signature, stores the event, answers 200 and then
+   delivers it to the store; the provider prints what gatehouse answered
+  curl -s -X POST ${provider}/demo/send-webhook              # gatehouse: 200, gatehouse-webhook: accepted
+  curl -s -X POST '${provider}/demo/send-webhook?resend=last'   # gatehouse: 200, gatehouse-webhook: duplicate (not delivered again)
+  curl -i -X POST ${gh}/webhooks/stripe -d '{"id":"evt_forged"}'   # 401 invalid_signature: no Stripe-Signature
+  curl -s '${admin}/admin/webhooks/recent?route=stripe-webhooks'   # the event: delivered to the store, with its headers and body
+
+8. Admin API
+  curl -s ${admin}/metrics | grep -E '^(gatehouse_(retries_total|circuit_state|ratelimit_decisions_total|webhook_events_total)|http_server_request_duration_seconds_count)'
+  curl -s ${admin}/admin/upstreams                # per upstream: breaker state (payments: opened in step 5, for 10 s), endpoints
+  curl -s ${admin}/admin/quotas                   # catalogue-0 (per address) and shopify-api with its queue
+  curl -s ${admin}/admin/config                   # the running config, secrets as ***
+  curl -s -X POST ${admin}/admin/reload           # 200: {"version":1,"changed":false} while the file is as it was
+
+Below: the access log (one JSON line per request, stdout), gatehouse's own log (stderr) and the spans.
 
 `;
 }

@@ -28,6 +28,7 @@ const PASS_ON = ['traceparent', 'tracestate', 'x-demo-fault'] as const;
 export function startDemoStore(options: StoreOptions): Promise<DemoServer> {
   const cart = new Map<string, number>();
   const orders: unknown[] = [];
+  const events: { id: string; type: string; attempt: string | undefined }[] = [];
 
   const cartView = () => {
     const items = [...cart].map(([id, quantity]) => {
@@ -105,6 +106,19 @@ export function startDemoStore(options: StoreOptions): Promise<DemoServer> {
     }
     if (path === '/checkout' && method === 'POST') return checkout(req, res);
     if (path === '/orders' && method === 'GET') return sendJson(res, 200, { orders });
+    // Behind the JWT route: gatehouse verified the token and forwards its `sub` as x-user-id.
+    if (path === '/account' && method === 'GET') {
+      const user = req.headers['x-user-id'];
+      return sendJson(res, 200, { user: typeof user === 'string' ? user : null, orders: orders.length, memberSince: '2024-03-01' });
+    }
+    // Stripe's events, verified and de-duplicated by gatehouse before they get here.
+    if (path === '/webhooks/stripe' && method === 'POST') {
+      const event = await readJson(req);
+      const attempt = req.headers['gatehouse-webhook-attempt'];
+      events.push({ id: String(event?.id), type: String(event?.type), attempt: typeof attempt === 'string' ? attempt : undefined });
+      return sendJson(res, 200, { received: event?.id ?? null });
+    }
+    if (path === '/webhooks' && method === 'GET') return sendJson(res, 200, { events });
     return sendJson(res, 404, { error: `no such page ${method} ${path}` });
   }
 
