@@ -5,7 +5,7 @@ import { json, startAdminServer, type AdminSource, type ReloadResult } from './a
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
-import { fileVersion, watchConfigFile } from './config/watch.js';
+import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
@@ -93,10 +93,15 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   let ready = true;
   let reloading: Promise<ReloadResult> = Promise.resolve({ ok: true, version: 1, changed: false });
 
+  /** The config file and what its `${file:}` references read: a change to any is a reload. */
+  const watchedFiles = (configVersion: string, loaded: LoadedConfig) => new Map([[file, configVersion], ...loaded.files]);
+  let watch: FileWatch | undefined;
+
   async function doReload(trigger: string): Promise<ReloadResult> {
     // a reload now could bind listeners again after they stopped accepting
     if (state.draining) return { ok: false, errors: ['gatehouse is shutting down'] };
     const previous = state.plan;
+    const version = fileVersion(file);
     let loaded: LoadedConfig;
     try {
       loaded = loadConfigFile(file, { env });
@@ -106,6 +111,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       logger.error({ trigger, errors }, 'config reload rejected; the running config keeps serving');
       return { ok: false, errors };
     }
+    watch?.set(watchedFiles(version, loaded));
     if (loaded.hash === previous.loaded.hash) return { ok: true, version: previous.version, changed: false };
 
     let next: Plan | undefined;
@@ -186,7 +192,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     throw err;
   }
 
-  const stopWatching = (options.watch ?? true) ? watchConfigFile(file, firstVersion, options.watchIntervalMs ?? 500, () => void reload('watch')) : () => {};
+  if (options.watch ?? true) watch = watchFiles(watchedFiles(firstVersion, first), options.watchIntervalMs ?? 500, () => void reload('watch'));
 
   logger.info(
     {
@@ -202,7 +208,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   async function shutdown(): Promise<void> {
     ready = false;
     state.draining = true;
-    stopWatching();
+    watch?.stop();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
     // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { fileVersion } from './watch.js';
 
 export interface InterpolationProblem {
   readonly path: readonly PropertyKey[];
@@ -8,6 +9,8 @@ export interface InterpolationProblem {
 
 export interface Interpolated {
   readonly value: unknown;
+  /** Every file `${file:}` read, with its version as read: a change to one is a config change. */
+  readonly files: ReadonlyMap<string, string>;
   /** Paths whose value came from `${env:}` or `${file:}`: they count as secrets. */
   readonly secretPaths: readonly (readonly PropertyKey[])[];
   readonly problems: readonly InterpolationProblem[];
@@ -29,6 +32,7 @@ const REF = /\$\{(env|file):([^}]*)\}/g;
 export function interpolate(root: unknown, sources: InterpolationSources): Interpolated {
   const secretPaths: PropertyKey[][] = [];
   const problems: InterpolationProblem[] = [];
+  const files = new Map<string, string>();
   const readFile = sources.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
 
   const walk = (value: unknown, path: PropertyKey[]): unknown => {
@@ -46,6 +50,7 @@ export function interpolate(root: unknown, sources: InterpolationSources): Inter
           return v;
         }
         const file = resolve(sources.baseDir, name);
+        if (!files.has(file)) files.set(file, fileVersion(file)); // before the read: a write during it is a change
         try {
           const text = readFile(file);
           return text.endsWith('\n') ? text.slice(0, text.endsWith('\r\n') ? -2 : -1) : text;
@@ -67,5 +72,5 @@ export function interpolate(root: unknown, sources: InterpolationSources): Inter
     return value;
   };
 
-  return { value: walk(root, []), secretPaths, problems };
+  return { value: walk(root, []), files, secretPaths, problems };
 }

@@ -16,6 +16,8 @@ export interface LoadedConfig {
   readonly file: string;
   /** sha256 of the config after interpolation: a reload that changes nothing is a no-op. */
   readonly hash: string;
+  /** The files `${file:}` read (certificates, secrets) and their versions: watched like the config file. */
+  readonly files: ReadonlyMap<string, string>;
 }
 
 export interface LoadOptions {
@@ -56,7 +58,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   }
 
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
-  const { value, secretPaths, problems: interpolationProblems } = interpolate(raw, {
+  const { value, files, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
     readFile: options.readFile,
@@ -102,6 +104,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     file,
     // of the interpolated value, not the text: a rotated `${file:}` secret is a change, a comment is not
     hash: createHash('sha256').update(JSON.stringify(value)).digest('hex'),
+    files,
   };
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { linearRegexProblem } from '../routing/regex.js';
 import { Secret } from './secret.js';
@@ -156,7 +157,18 @@ const ListenerTls = z
     clientCa: pemCert.optional(),
     minVersion: tlsVersion.default('TLSv1.2'),
     /** OpenSSL cipher list; default: Mozilla "intermediate" (TLS 1.3 suites, TLS 1.2 ECDHE with AEAD). */
-    ciphers: z.string().min(1).optional(),
+    ciphers: z
+      .string()
+      .min(1)
+      .refine((list) => {
+        try {
+          createSecureContext({ ciphers: list });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be an OpenSSL cipher list that names at least one cipher this build of OpenSSL has')
+      .optional(),
     /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
     forwardClientCert: z
       .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })

@@ -1,4 +1,4 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { constants, createHash, X509Certificate } from 'node:crypto';
 import { unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -18,6 +18,23 @@ export interface ServerTls {
   readonly options: SecureContextOptions & { requestCert: boolean; rejectUnauthorized: true };
 }
 
+/**
+ * Mozilla's "intermediate" profile (ssl-config.mozilla.org, v5.7) without the DHE suites: TLS 1.3's
+ * three suites, and for TLS 1.2 only ECDHE key exchange with AEAD ciphers — no RSA key exchange
+ * (no forward secrecy), no CBC, no SHA-1 MACs. `tls.ciphers` replaces it.
+ */
+export const DEFAULT_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
 export function loadServerTls(cfg: ListenerTlsConfig): ServerTls {
   const clientCa = cfg.clientCa === undefined ? undefined : readPem(cfg.clientCa);
   return {
@@ -26,6 +43,10 @@ export function loadServerTls(cfg: ListenerTlsConfig): ServerTls {
       key: readPem(cfg.key.reveal()),
       ...(clientCa === undefined ? {} : { ca: clientCa }),
       minVersion: cfg.minVersion,
+      ciphers: cfg.ciphers ?? DEFAULT_CIPHERS,
+      // Client-initiated renegotiation costs the server a handshake per request of the client's
+      // choosing (a DoS lever) and is never needed: refused in OpenSSL itself.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
       // Without clientCa no certificate is asked for; with it, a client without a valid one is
       // refused during the handshake, before any HTTP byte is read.
       requestCert: clientCa !== undefined,

@@ -30,6 +30,8 @@ export interface Metrics {
   readonly ratelimitQueueDepth: UpDownCounter;
   /** `gatehouse_ratelimit_queue_wait_seconds{quota,result}`: time spent in a quota's queue. */
   readonly ratelimitQueueWait: Histogram;
+  /** `gatehouse_tls_handshake_failures_total{listener,reason}`: refused or unfinished TLS handshakes. */
+  readonly tlsHandshakeFailures: CounterCells;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -102,6 +104,7 @@ export function createMetrics(
       description: 'Time requests spent in a quota queue, by quota and result (allowed, rejected, cancelled).',
       advice: { explicitBucketBoundaries: QUEUE_WAIT_BUCKETS_S },
     }),
+    tlsHandshakeFailures: createCounterCells(meter, METRICS.tlsHandshakeFailures, 'TLS handshakes refused or not finished, by listener and reason.'),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => provider.shutdown(),
   };

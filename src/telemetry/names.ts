@@ -19,6 +19,7 @@ export const METRICS = {
   webhookPending: 'gatehouse.webhook.pending',
   authDecisions: 'gatehouse.auth.decisions',
   storeUp: 'gatehouse.store.up',
+  tlsHandshakeFailures: 'gatehouse.tls.handshake.failures',
 } as const;
 
 /** Span and metric attribute keys: the stable HTTP semantic conventions, plus gatehouse's own. */

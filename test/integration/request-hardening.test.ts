@@ -337,3 +337,28 @@ routes:
     expect(forwarded).toBeGreaterThan(40);
   }, 60_000);
 });
+
+describe('connection limits', () => {
+  it('refuses connections beyond limits.maxConnections at accept, and takes new ones once others close', async () => {
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(`
+version: 1
+listeners: [{ name: in, address: 127.0.0.1:0, limits: { maxConnections: 5 } }]
+upstreams: { app: { endpoints: [${up.url}] } }
+routes: [{ name: r, listener: in, match: { pathPrefix: / }, upstream: app }]
+`);
+    const port = g.gh.listenerAddress('in')!.port;
+    const held: Socket[] = [];
+    for (let i = 0; i < 5; i++) {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => {});
+      await new Promise((r) => s.once('connect', r));
+      held.push(s);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const { text } = await sendRaw(port, ['GET /x HTTP/1.1\r\nHost: shop\r\n\r\n'], 3_000);
+    expect(text).toBe(''); // closed at accept, unanswered
+    for (const s of held) s.destroy();
+    await eventually(async () => (await request(g.url('in') + '/x')).status === 200);
+  });
+});
