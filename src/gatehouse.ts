@@ -10,9 +10,9 @@ import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy
 import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
-import { systemClock } from './resilience/clock.js';
+import { systemClock } from './core/clock.js';
 import { createStoreRegistry } from './stores/stores.js';
-import { METRICS } from './telemetry/names.js';
+import { METRICS } from './core/names.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';

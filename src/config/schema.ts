@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
-import { linearRegexProblem } from '../routing/regex.js';
+import { linearRegexProblem } from '../core/regex.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseSize } from './units.js';
 

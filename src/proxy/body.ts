@@ -1,5 +1,5 @@
 import { PassThrough, type Readable } from 'node:stream';
-import type { Exchange } from './exchange.js';
+import type { Exchange } from '../core/exchange.js';
 
 /**
  * Request bodies against slow senders (SPEC §3.1): small bodies are read whole before an upstream

@@ -3,13 +3,13 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { ATTR } from '../telemetry/names.js';
+import { ATTR } from '../core/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
-import { GatehouseError } from './errors.js';
-import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
-import type { AttemptControl, Exchange } from './exchange.js';
+import { GatehouseError } from '../core/errors.js';
+import { errorOutcome, statusOutcome } from '../core/outcome.js';
+import type { AttemptControl, Exchange } from '../core/exchange.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
-import { tlsReason, UpstreamError, type AttemptResult, type FailureKind, type Send } from './send.js';
+import { tlsReason, UpstreamError, type AttemptResult, type FailureKind, type Send } from '../core/send.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
 
 export interface AttemptDeps {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Policy } from './send.js';
+import type { Policy } from '../core/send.js';
 
 /**
  * `idempotencyKey: generate`: a POST or PATCH without an `Idempotency-Key` gets a fresh UUID v4

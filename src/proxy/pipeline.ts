@@ -7,15 +7,16 @@ import { normalizePath } from '../routing/normalize.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { ATTR } from '../telemetry/names.js';
+import { ATTR } from '../core/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
-import { GatehouseError } from './errors.js';
-import { Exchange } from './exchange.js';
-import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted, scanRequestHeaders, type RequestFacts } from './headers.js';
+import { GatehouseError } from '../core/errors.js';
+import { Exchange } from '../core/exchange.js';
+import { scanRequestHeaders, type RequestFacts } from '../core/headers.js';
+import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted } from './headers.js';
 import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
-import { sendProblem } from './problem.js';
-import { tlsReason, UpstreamError } from './send.js';
+import { sendProblem } from '../core/problem.js';
+import { tlsReason, UpstreamError } from '../core/send.js';
 import type { WebSocketProxy } from './websocket.js';
 
 /** What every listener shares: the current plan (swapped by reload) and the drain state. */

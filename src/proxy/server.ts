@@ -8,10 +8,10 @@ import type { Logger } from 'pino';
 import { fingerprint } from '../config/fingerprint.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { applyServerTls, loadServerTls, watchServerTls } from '../security/tls.js';
-import { GatehouseError } from './errors.js';
+import { GatehouseError } from '../core/errors.js';
 import type { Plan } from './plan.js';
 import { createRequestHandler, type PipelineDeps, type ProxyState } from './pipeline.js';
-import { problemResponseBytes } from './problem.js';
+import { problemResponseBytes } from '../core/problem.js';
 
 interface Bound {
   readonly key: string;

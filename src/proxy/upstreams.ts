@@ -4,13 +4,13 @@ import type { UpstreamConfig } from '../config/schema.js';
 import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.js';
 import { createBreaker, type Breaker, type BreakerObserver, type BreakerStateName } from '../resilience/breaker.js';
 import { createBulkhead, type Bulkhead } from '../resilience/bulkhead.js';
-import type { Clock } from '../resilience/clock.js';
+import type { Clock } from '../core/clock.js';
 import { createHealthChecker, ejectionTimeMs, mayEject, type EjectionRules, type HealthObserver } from '../resilience/health.js';
-import type { Outcome } from '../resilience/outcome.js';
+import type { Outcome } from '../core/outcome.js';
 import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
 import type { UpstreamTls } from '../security/tls.js';
-import type { Exchange } from './exchange.js';
+import type { Exchange } from '../core/exchange.js';
 
 /** One `endpoints` entry: its warm connection pool, live counters and health. */
 export interface Endpoint {

@@ -1,8 +1,8 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import type { Exchange } from './exchange.js';
-import { lowerName, type RequestFacts } from './headers.js';
+import type { Exchange } from '../core/exchange.js';
+import { lowerName, type RequestFacts } from '../core/headers.js';
 import type { RoutePlan } from './plan.js';
 
 /**

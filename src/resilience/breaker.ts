@@ -1,8 +1,8 @@
-import { GatehouseError } from '../proxy/errors.js';
-import type { Exchange } from '../proxy/exchange.js';
-import type { Policy } from '../proxy/send.js';
-import type { Clock } from './clock.js';
-import { errorOutcome, statusOutcome, type Outcome } from './outcome.js';
+import { GatehouseError } from '../core/errors.js';
+import type { Exchange } from '../core/exchange.js';
+import type { Policy } from '../core/send.js';
+import type { Clock } from '../core/clock.js';
+import { errorOutcome, statusOutcome, type Outcome } from '../core/outcome.js';
 
 /**
  * The circuit breaker of one upstream (Traefik's CircuitBreaker; in Envoy terms closer to outlier

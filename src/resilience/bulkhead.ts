@@ -1,5 +1,5 @@
-import { GatehouseError } from '../proxy/errors.js';
-import type { Policy } from '../proxy/send.js';
+import { GatehouseError } from '../core/errors.js';
+import type { Policy } from '../core/send.js';
 
 /**
  * `maxConcurrent`: a cap on attempts in flight to one upstream, shared by every route to it

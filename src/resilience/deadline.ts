@@ -1,5 +1,5 @@
-import type { Exchange } from '../proxy/exchange.js';
-import { UpstreamError, type Policy } from '../proxy/send.js';
+import type { Exchange } from '../core/exchange.js';
+import { UpstreamError, type Policy } from '../core/send.js';
 
 /**
  * The route `timeout`: one deadline for everything before the upstream's response headers reach

@@ -1,4 +1,4 @@
-import type { Exchange } from '../proxy/exchange.js';
+import type { Exchange } from '../core/exchange.js';
 
 /**
  * Endpoint health: active checks (a GET per endpoint every `interval`, Envoy's and Traefik's

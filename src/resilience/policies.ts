@@ -1,8 +1,8 @@
 import type { RouteConfig } from '../config/schema.js';
-import type { Policy } from '../proxy/send.js';
+import type { Policy } from '../core/send.js';
 import { circuitBreaker, type Breaker } from './breaker.js';
 import { bulkhead, type Bulkhead } from './bulkhead.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../core/clock.js';
 import type { RetryLoad } from './retry-budget.js';
 import { compileRetry, retry, type RetryObserver } from './retry.js';
 

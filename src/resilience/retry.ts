@@ -1,9 +1,9 @@
 import type { RetryConfig } from '../config/schema.js';
-import type { Exchange, ResponseFilter } from '../proxy/exchange.js';
-import { UpstreamError, type AttemptResult, type FailureKind, type Policy, type Send } from '../proxy/send.js';
-import { parseRateLimitField, parseResetSeconds, parseRetryAfter, scanLimitHeaders } from '../quota/upstream-limits.js';
-import { backoffDelayMs } from './backoff.js';
-import type { Clock } from './clock.js';
+import type { Exchange, ResponseFilter } from '../core/exchange.js';
+import { UpstreamError, type AttemptResult, type FailureKind, type Policy, type Send } from '../core/send.js';
+import { parseRateLimitField, parseResetSeconds, parseRetryAfter, scanLimitHeaders } from '../core/limit-headers.js';
+import { backoffDelayMs } from '../core/backoff.js';
+import type { Clock } from '../core/clock.js';
 import { readReplayableBody } from './replay-body.js';
 import { retryBudgetAllows, type RetryLoad } from './retry-budget.js';
 import { createTimeoutQueue, type TimeoutQueue } from './timeout-queue.js';

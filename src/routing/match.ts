@@ -1,5 +1,5 @@
 import type { RouteConfig } from '../config/schema.js';
-import { compileLinearRegex } from './regex.js';
+import { compileLinearRegex } from '../core/regex.js';
 
 /** The request facts a route matches on, read once per request. */
 export interface MatchInput {

@@ -2,10 +2,10 @@ import { request } from 'undici';
 import type { Logger } from 'pino';
 import type { CredentialsConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
-import { GatehouseError } from '../proxy/errors.js';
-import type { Exchange, Stage } from '../proxy/exchange.js';
-import type { Policy } from '../proxy/send.js';
-import type { Clock } from '../resilience/clock.js';
+import { GatehouseError } from '../core/errors.js';
+import type { Exchange, Stage } from '../core/exchange.js';
+import type { Policy } from '../core/send.js';
+import type { Clock } from '../core/clock.js';
 
 /*
  * `upstreams.*.credentials`: what gatehouse adds to every request to an upstream, so the store

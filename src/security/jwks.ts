@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type JWTVerifyGetKey } from 'jose';
 import type { JwtConfig } from '../config/schema.js';
-import type { Clock } from '../resilience/clock.js';
+import type { Clock } from '../core/clock.js';
 
 /**
  * Where a route's verification keys come from (jose's key-function shape): a remote JWKS

@@ -1,8 +1,8 @@
 import { errors, jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { JwtConfig } from '../config/schema.js';
-import { GatehouseError } from '../proxy/errors.js';
-import type { Exchange, Stage } from '../proxy/exchange.js';
-import type { Clock } from '../resilience/clock.js';
+import { GatehouseError } from '../core/errors.js';
+import type { Exchange, Stage } from '../core/exchange.js';
+import type { Clock } from '../core/clock.js';
 import { toHeaderValue } from './header-value.js';
 import { KeysUnavailable, type KeySet } from './jwks.js';
 

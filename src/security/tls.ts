@@ -3,7 +3,7 @@ import { unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { readPem, type ListenerTlsConfig, type UpstreamTlsConfig } from '../config/schema.js';
-import type { Stage } from '../proxy/exchange.js';
+import type { Stage } from '../core/exchange.js';
 import { toHeaderValue } from './header-value.js';
 
 /*

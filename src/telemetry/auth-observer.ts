@@ -1,4 +1,4 @@
-import type { Exchange } from '../proxy/exchange.js';
+import type { Exchange } from '../core/exchange.js';
 import type { AuthObserver, AuthResult } from '../security/jwt.js';
 import type { CounterCell, Metrics } from './metrics.js';
 

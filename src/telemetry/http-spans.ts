@@ -1,6 +1,6 @@
 import { SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import type { Exchange } from '../proxy/exchange.js';
-import { ATTR } from './names.js';
+import type { Exchange } from '../core/exchange.js';
+import { ATTR } from '../core/names.js';
 import type { Tracing } from './tracing.js';
 
 /**

@@ -5,7 +5,7 @@ import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { TelemetryConfig } from '../config/schema.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
-import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
+import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from '../core/names.js';
 
 const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
 const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;

@@ -1,11 +1,11 @@
 import type { Meter } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import type { Exchange } from '../proxy/exchange.js';
+import type { Exchange } from '../core/exchange.js';
 import { STATE_CODE, type BreakerObserver, type BreakerStateName } from '../resilience/breaker.js';
 import type { EndpointChange, HealthObserver } from '../resilience/health.js';
 import type { RetryObserver, RetrySkip } from '../resilience/retry.js';
 import type { Metrics } from './metrics.js';
-import { EVENTS, METRICS } from './names.js';
+import { EVENTS, METRICS } from '../core/names.js';
 
 export type ResilienceObserver = RetryObserver & BreakerObserver & HealthObserver;
 

@@ -2,7 +2,7 @@ import { SpanKind, SpanStatusCode, TraceFlags, type Link } from '@opentelemetry/
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
 import type { Metrics } from './metrics.js';
-import { ATTR, METRICS } from './names.js';
+import { ATTR, METRICS } from '../core/names.js';
 import type { Tracing } from './tracing.js';
 
 /**

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { WebhookConfig } from '../config/schema.js';
-import { GatehouseError } from '../proxy/errors.js';
-import { findHeader } from '../proxy/exchange.js';
-import { backoffCeilingMs } from '../resilience/backoff.js';
-import type { Clock } from '../resilience/clock.js';
+import { GatehouseError } from '../core/errors.js';
+import { findHeader } from '../core/headers.js';
+import { backoffCeilingMs } from '../core/backoff.js';
+import type { Clock } from '../core/clock.js';
 import type { Credentials } from '../security/credentials.js';
 import type { StoredEvent, WebhookStore } from './store.js';
 

@@ -2,12 +2,11 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebhookConfig } from '../config/schema.js';
-import { GatehouseError } from '../proxy/errors.js';
-import type { Exchange } from '../proxy/exchange.js';
-import { findHeader } from '../proxy/exchange.js';
-import { connectionTokens, isHopByHop, lowerName } from '../proxy/headers.js';
-import { sendProblem } from '../proxy/problem.js';
-import type { Clock } from '../resilience/clock.js';
+import { GatehouseError } from '../core/errors.js';
+import type { Exchange } from '../core/exchange.js';
+import { connectionTokens, findHeader, isHopByHop, lowerName } from '../core/headers.js';
+import { sendProblem } from '../core/problem.js';
+import type { Clock } from '../core/clock.js';
 import { readKey, type SignedRequest, type Verifier } from './signature.js';
 import type { IncomingEvent, WebhookStore } from './store.js';
 

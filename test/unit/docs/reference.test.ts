@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ConfigSchema } from '../../../src/config/schema.js';
-import { ERRORS } from '../../../src/proxy/errors.js';
-import { ATTR, EVENTS, METRICS } from '../../../src/telemetry/names.js';
+import { ERRORS } from '../../../src/core/errors.js';
+import { ATTR, EVENTS, METRICS } from '../../../src/core/names.js';
 
 /*
  * The reference pages are checked against the code's own single definitions: every config key

@@ -1,12 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  createUpstreamLimits,
-  MAX_PAUSE_MS,
-  parseRateLimitField,
-  parseResetSeconds,
-  parseRetryAfter,
-  readAnnouncement,
-} from '../../../src/quota/upstream-limits.js';
+import { parseRateLimitField, parseResetSeconds, parseRetryAfter } from '../../../src/core/limit-headers.js';
+import { createUpstreamLimits, MAX_PAUSE_MS, readAnnouncement } from '../../../src/quota/upstream-limits.js';
 
 const NOW = Date.parse('2026-03-01T12:00:00Z');
 const raw = (headers: Record<string, string>): Buffer[] => Object.entries(headers).flatMap(([k, v]) => [Buffer.from(k), Buffer.from(v)]);

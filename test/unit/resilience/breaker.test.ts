@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { admit, closedState, record, viewOf, type BreakerConfig, type BreakerState } from '../../../src/resilience/breaker.js';
-import type { Outcome } from '../../../src/resilience/outcome.js';
+import type { Outcome } from '../../../src/core/outcome.js';
 
 const consecutive: BreakerConfig = { consecutiveFailures: 5, failureRatio: undefined, minRequests: 20, windowMs: 30_000, openForMs: 30_000, halfOpenRequests: 1 };
 const ratio: BreakerConfig = { consecutiveFailures: undefined, failureRatio: 0.5, minRequests: 10, windowMs: 10_000, openForMs: 5_000, halfOpenRequests: 2 };

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../../src/config/schema.js';
-import { Exchange } from '../../../src/proxy/exchange.js';
-import { UpstreamError, type AttemptResult, type Send } from '../../../src/proxy/send.js';
-import type { Clock } from '../../../src/resilience/clock.js';
+import { Exchange } from '../../../src/core/exchange.js';
+import { UpstreamError, type AttemptResult, type Send } from '../../../src/core/send.js';
+import type { Clock } from '../../../src/core/clock.js';
 import { compileRetry, retry, type RetryObserver } from '../../../src/resilience/retry.js';
 
 /** Time stands still; sleeping records the wait and returns at once. */

@@ -3,8 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { ErrorCode, GatehouseError } from './errors.js';
-import type { RequestFacts } from './headers.js';
-import type { ListenerPlan } from './plan.js';
+import { findHeader, type RequestFacts } from './headers.js';
 import type { FailureKind } from './send.js';
 
 /** What a stage may know of the route it runs on; the full plan stays inside the proxy. */
@@ -35,6 +34,15 @@ export interface AttemptControl {
    * aborting the upstream request. Once response headers went to the client it cuts the stream.
    */
   abort(reason: Error): void;
+}
+
+/** What the request path needs to know of the listener a request came in on. */
+export interface ListenerFacts {
+  readonly name: string;
+  /** `limits.bodyTimeout`: longest a request body may go without a byte arriving. */
+  readonly bodyTimeoutMs: number;
+  /** `limits.bufferBodies`: bodies up to this size are read whole before being forwarded. */
+  readonly bufferBodyBytes: number;
 }
 
 /**
@@ -116,7 +124,7 @@ export class Exchange {
   /** What the first pass over the request headers found (set by the pipeline before routing). */
   facts: RequestFacts | undefined = undefined;
   /** The listener the request came in on. */
-  listener: ListenerPlan | undefined = undefined;
+  listener: ListenerFacts | undefined = undefined;
   /** The body-timeout watch's bookkeeping: bytes read on the socket when last checked, and when. */
   bodySeenBytes = -1;
   bodySeenAt = 0;
@@ -166,14 +174,4 @@ export class Exchange {
   event(name: string, attributes?: Attributes): void {
     this.span?.addEvent(name, attributes);
   }
-}
-
-/** Case-insensitive lookup in a raw header list ([name, value, ...]) without building an object. */
-export function findHeader(raw: readonly string[], lowerName: string): string | undefined {
-  const len = lowerName.length;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === len && (name === lowerName || name.toLowerCase() === lowerName)) return raw[i + 1];
-  }
-  return undefined;
 }

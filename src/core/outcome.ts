@@ -1,4 +1,4 @@
-import { UpstreamError } from '../proxy/send.js';
+import { UpstreamError } from './send.js';
 
 /**
  * What one attempt says about an upstream's health, for the circuit breaker and for passive

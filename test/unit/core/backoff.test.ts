@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelayMs, fullJitter } from '../../../src/resilience/backoff.js';
+import { backoffDelayMs, fullJitter } from '../../../src/core/backoff.js';
 import { retryBudgetAllows } from '../../../src/resilience/retry-budget.js';
 
 describe('back-off with full jitter', () => {
