@@ -13,7 +13,6 @@ import { createListeners } from './proxy/server.js';
 import { systemClock } from './core/clock.js';
 import { createStoreRegistry } from './stores/stores.js';
 import { METRICS } from './core/names.js';
-import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { observeUpstreams } from './telemetry/resilience-observer.js';
@@ -65,7 +64,6 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
   const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream, options.accessLogFlushMs);
-  const webSockets = createWebSocketProxy();
 
   const stores = createStoreRegistry(config, logger);
   metrics.meter
@@ -79,12 +77,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     clock: systemClock,
     rand: Math.random,
     logger,
-    observer: createWebhookObserver(metrics, tracing, accessLog),
+    observer: createWebhookObserver(metrics, accessLog),
   });
 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
-  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, webSockets, logger };
+  const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, logger };
   state.plan = compilePlan(first, planDeps, 1);
   observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
 
@@ -148,7 +146,6 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
   async function release(webhooksClosed: Promise<void>): Promise<void> {
     listeners.closeAll();
-    webSockets.close();
     await webhooksClosed;
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     state.plan.quotas.close();

@@ -17,7 +17,6 @@ import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
 import { sendProblem } from '../core/problem.js';
 import { tlsReason, UpstreamError } from '../core/send.js';
-import type { WebSocketProxy } from './websocket.js';
 
 /** What every listener shares: the current plan (swapped by reload) and the drain state. */
 export interface ProxyState {
@@ -32,7 +31,6 @@ export interface PipelineDeps {
   readonly tracing: Tracing | undefined;
   readonly metrics: Metrics;
   readonly accessLog: AccessLog;
-  readonly webSockets: WebSocketProxy;
   readonly logger: Logger;
 }
 
@@ -271,15 +269,6 @@ function forward(ex: Exchange, route: RoutePlan, state: ProxyState, deps: Pipeli
   }
   if (route.handler !== undefined) {
     route.handler(ex);
-    return;
-  }
-  if (ex.upgrade !== undefined) {
-    const { socket, head } = ex.upgrade;
-    ex.status = 101;
-    deps.webSockets.forward(ex, route, ex.facts!, socket, head, (err, timedOut) => {
-      ex.status = 0;
-      respondError(ex, timedOut ? new UpstreamError('timeout', err.message) : new UpstreamError('connect-failure', 'WebSocket upgrade to the upstream failed'), state, false);
-    });
     return;
   }
   const body = ex.body;

@@ -21,7 +21,7 @@ import { createResilienceObserver, type ResilienceObserver } from '../telemetry/
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
 import type { Exchange, RouteInfo, Stage } from '../core/exchange.js';
-import { createAttempt } from './forward.js';
+import { proxyAttempt, upstreamClient } from './dispatch.js';
 import { idempotencyKey } from './idempotency.js';
 import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from '../core/send.js';
@@ -228,17 +228,16 @@ function compileRoute(
   if (jwt !== undefined) stages.push(jwt.stage);
   // [quota] quotas: count only authenticated requests
   if (quota !== undefined) stages.push(quota.stage);
-  // [security] outbound credentials last: no token is fetched for a request refused before
-  // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
-  // down must not turn providers away; each delivery adds them instead)
-  if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
+  // [security] outbound credentials are no stage: the upstream dispatch adds them to each attempt
+  // (so no token is fetched for a request refused before, nor at a webhook's intake)
 
-  // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
+  // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ ... ⊃ attempt. The attempt is
+  // the upstream dispatch: breaker, bulkhead, credentials, endpoint, span and metrics per try.
   const policies: Policy[] = [deadline(route.timeout)];
-  // [resilience] retry, circuit breaker, bulkhead
+  // [resilience] retry
   if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
   policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer }));
-  // [security] innermost: a 401 refreshes the OAuth2 token and replays this one attempt
+  // [security] a 401 refreshes the OAuth2 token and replays this one attempt
   if (credentials?.policy !== undefined) policies.push(credentials.policy);
   // [quota] innermost: limits a provider announces are read from every attempt's answer
   if (quota?.observe !== undefined) policies.push(quota.observe);
@@ -256,12 +255,12 @@ function compileRoute(
         ? undefined
         : webhook({
             route,
-            target: { upstream, rewrite, host, timeoutMs: route.timeout },
+            target: { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout },
             strip: requestHeaders.strip,
             set: requestHeaders.set,
             isDraining: deps.isDraining,
           }),
-    send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
+    send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
     maxBodyBytes,

@@ -55,7 +55,7 @@ export interface UpstreamRuntime extends RetryLoad {
   /** The endpoint for the next attempt, or undefined when none can take traffic. */
   pick(): Endpoint | undefined;
   /** What one attempt said about its endpoint: counts towards passive ejection. */
-  report(ep: Endpoint, outcome: Outcome, ex: Exchange): void;
+  report(ep: Endpoint, outcome: Outcome, ex: Exchange | undefined): void;
   /** The `/admin/upstreams` entry (SPEC §9). */
   view(): UpstreamView;
   /** Stops health checks and ejection timers, waits for requests in flight, then closes the pools. */
@@ -134,7 +134,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     observer.endpointChange(name, ep.url, 'restored', undefined, `endpoint ${ep.url} of upstream '${name}' is back in rotation`);
   };
 
-  const eject = (ep: Endpoint, r: EjectionRules, ex: Exchange) => {
+  const eject = (ep: Endpoint, r: EjectionRules, ex: Exchange | undefined) => {
     const now = clock.monotonic();
     if (now - ep.restoredAt > r.maxTimeMs) ep.ejections = 0; // long enough in rotation: start over at baseTime
     const forMs = ejectionTimeMs(ep.ejections, r);
@@ -153,7 +153,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
   const report =
     rules === undefined
       ? noReport
-      : (ep: Endpoint, outcome: Outcome, ex: Exchange) => {
+      : (ep: Endpoint, outcome: Outcome, ex: Exchange | undefined) => {
           if (outcome === 'success') {
             ep.failures = 0;
             return;

@@ -1,8 +1,7 @@
 import { GatehouseError } from '../core/errors.js';
 import type { Exchange } from '../core/exchange.js';
-import type { Policy } from '../core/send.js';
 import type { Clock } from '../core/clock.js';
-import { errorOutcome, statusOutcome, type Outcome } from '../core/outcome.js';
+import type { Outcome } from '../core/outcome.js';
 
 /**
  * The circuit breaker of one upstream (Traefik's CircuitBreaker; in Envoy terms closer to outlier
@@ -175,8 +174,8 @@ export interface BreakerObserver {
 
 export interface Breaker {
   /** 'closed' or 'probe': go ahead (pass it back to `record`); a GatehouseError: answer with it. */
-  admit(ex: Exchange): 'closed' | 'probe' | GatehouseError;
-  record(outcome: Outcome, admitted: 'closed' | 'probe', ex: Exchange): void;
+  admit(ex: Exchange | undefined): 'closed' | 'probe' | GatehouseError;
+  record(outcome: Outcome, admitted: 'closed' | 'probe', ex: Exchange | undefined): void;
   view(): { state: BreakerStateName; retryInMs: number };
 }
 
@@ -217,22 +216,4 @@ function describe(upstream: string, s: BreakerState): string {
     case 'probe':
       return `upstream '${upstream}' failed a probe after its circuit opened`;
   }
-}
-
-/** The policy: refuses at once while open, without touching the upstream; records every attempt. */
-export function circuitBreaker(breaker: Breaker): Policy {
-  return (next) =>
-    async function withCircuitBreaker(ex) {
-      const admitted = breaker.admit(ex);
-      if (typeof admitted !== 'string') throw admitted;
-      let result;
-      try {
-        result = await next(ex);
-      } catch (err) {
-        breaker.record(errorOutcome(err), admitted, ex);
-        throw err;
-      }
-      breaker.record(statusOutcome(result.statusCode), admitted, ex);
-      return result;
-    };
 }

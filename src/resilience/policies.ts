@@ -1,7 +1,5 @@
 import type { RouteConfig } from '../config/schema.js';
 import type { Policy } from '../core/send.js';
-import { circuitBreaker, type Breaker } from './breaker.js';
-import { bulkhead, type Bulkhead } from './bulkhead.js';
 import type { Clock } from '../core/clock.js';
 import type { RetryLoad } from './retry-budget.js';
 import { compileRetry, retry, type RetryObserver } from './retry.js';
@@ -9,8 +7,6 @@ import { compileRetry, retry, type RetryObserver } from './retry.js';
 /** What the route's policies need of its upstream's runtime state (shared by every route to it). */
 export interface UpstreamResilience extends RetryLoad {
   readonly name: string;
-  readonly breaker: Breaker | undefined;
-  readonly bulkhead: Bulkhead | undefined;
 }
 
 export interface ResilienceDeps {
@@ -20,9 +16,10 @@ export interface ResilienceDeps {
 }
 
 /**
- * A route's resilience policies, outermost first: retry ⊃ circuit breaker ⊃ bulkhead (the
- * deadline wraps them all). Each retry is admitted by the breaker and the bulkhead on its own.
- * What is not configured adds no policy, so it costs nothing per request.
+ * A route's resilience policies (the deadline wraps them): retry. The upstream's breaker and
+ * bulkhead admit each attempt inside the upstream dispatch, so every retry is admitted on its
+ * own, and deliveries are admitted the same way. What is not configured adds no policy, so it
+ * costs nothing per request.
  */
 export function compileResilience(route: RouteConfig, upstream: UpstreamResilience, deps: ResilienceDeps): Policy[] {
   const policies: Policy[] = [];
@@ -36,7 +33,5 @@ export function compileResilience(route: RouteConfig, upstream: UpstreamResilien
     });
     if (p !== undefined) policies.push(p);
   }
-  if (upstream.breaker !== undefined) policies.push(circuitBreaker(upstream.breaker));
-  if (upstream.bulkhead !== undefined) policies.push(bulkhead(upstream.bulkhead, upstream.name));
   return policies;
 }

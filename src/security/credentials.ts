@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { CredentialsConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
 import { GatehouseError } from '../core/errors.js';
-import type { Exchange, Stage } from '../core/exchange.js';
+import type { Exchange } from '../core/exchange.js';
 import type { Policy } from '../core/send.js';
 import type { Clock } from '../core/clock.js';
 
@@ -14,15 +14,19 @@ import type { Clock } from '../core/clock.js';
  * many requests wait, and refreshed once more when the upstream answers 401.
  */
 
+/**
+ * What the upstream dispatch adds to every attempt, proxied or a delivery: the header value now
+ * when one is at hand (`current`), else once it is fetched (`value`).
+ */
 export interface Credentials {
   /** Lowercase header the credentials go in: the client's own copy is stripped at compile time. */
   readonly header: string;
-  /** Adds the header to the upstream request; may wait for a token. */
-  readonly stage: Stage;
   /** Refreshes the token and replays a request the upstream answered 401 (OAuth2 only). */
   readonly policy: Policy | undefined;
-  /** The header value, for requests made outside a client's exchange (webhook deliveries). */
-  value(signal: AbortSignal): Promise<string | GatehouseError>;
+  /** The header value when it needs no fetch (a static header, a cached token), else undefined. */
+  current(): string | undefined;
+  /** The header value, fetched if needed (one fetch for all waiters), or the refusal to answer with. */
+  value(signal: AbortSignal, ex?: Exchange): Promise<string | GatehouseError>;
   /** The upstream answered 401 to `value`: an OAuth2 token is fetched afresh next time. */
   rejected(value: string): void;
 }
@@ -37,11 +41,8 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
     const { name, value } = cfg.header;
     return {
       header: name.toLowerCase(),
-      stage: function credentialHeader(ex) {
-        ex.setUpstreamHeader(name, value.reveal());
-        return undefined;
-      },
       policy: undefined,
+      current: () => value.reveal(),
       value: () => Promise.resolve(value.reveal()),
       rejected: () => {},
     };
@@ -49,21 +50,10 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
   const tokens = createTokenSource(upstream, cfg.oauth2!, deps);
   return {
     header: 'authorization',
-    stage: function oauth2Token(ex) {
-      const current = tokens.current();
-      if (current !== undefined) {
-        ex.setUpstreamHeader('authorization', current.header);
-        return undefined;
-      }
-      return tokens.get(ex).then((token) => {
-        if (token instanceof GatehouseError) return token;
-        ex.setUpstreamHeader('authorization', token.header);
-        return undefined;
-      });
-    },
     policy: refreshOn401(tokens),
-    value: async (signal) => {
-      const token = await tokens.fetch(signal);
+    current: () => tokens.current()?.header,
+    value: async (signal, ex) => {
+      const token = ex === undefined ? await tokens.fetch(signal) : await tokens.get(ex);
       return token instanceof GatehouseError ? token : token.header;
     },
     rejected: (value) => {
@@ -219,7 +209,6 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
 function refreshOn401(tokens: TokenSource): Policy {
   return (next) =>
     async function withFreshToken(ex) {
-      const used = tokens.current();
       const replayable = ex.body === null || Buffer.isBuffer(ex.body);
       const outer = ex.retryable;
       if (replayable) ex.retryable = (e, status, headers) => status === 401 || (outer !== undefined && outer(e, status, headers));
@@ -229,21 +218,13 @@ function refreshOn401(tokens: TokenSource): Policy {
       } finally {
         ex.retryable = outer;
       }
-      if (result.statusCode !== 401) return result;
-      if (used !== undefined) tokens.invalidate(used);
-      if (result.committed) return result;
+      // the dispatch dropped the refused token already (`rejected`): the next attempt gets a new one
+      if (result.statusCode !== 401 || result.committed) return result;
       const fresh = await tokens.get(ex);
       if (fresh instanceof GatehouseError) throw fresh;
       ex.event('gatehouse.credentials.refreshed_on_401', {});
-      replaceHeader(ex.outHeaders, ex.outHeaderBase, 'authorization', fresh.header);
       return next(ex);
     };
-}
-
-function replaceHeader(headers: string[], end: number, lowerName: string, value: string): void {
-  for (let i = 0; i < end; i += 2) {
-    if (headers[i]!.toLowerCase() === lowerName) headers[i + 1] = value;
-  }
 }
 
 /** RFC 6749 §2.3.1: client id and secret form-urlencoded, then Basic. */

@@ -1,5 +1,6 @@
-import { SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { Exchange } from '../core/exchange.js';
+import type { UpstreamCall } from '../core/upstream.js';
 import { ATTR } from '../core/names.js';
 import type { Tracing } from './tracing.js';
 
@@ -69,22 +70,38 @@ export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTa
   const parent = ex.span === undefined ? undefined : trace.setSpan(tracing.extract(undefined, undefined), ex.span);
   return tracing.tracer.startSpan(
     ex.method,
-    {
-      kind: SpanKind.CLIENT,
-      attributes: {
-        [ATTR.method]: ex.method,
-        [ATTR.urlPath]: target.path,
-        [ATTR.urlScheme]: target.scheme,
-        [ATTR.serverAddress]: target.hostname,
-        [ATTR.serverPort]: target.port,
-        [ATTR.peerAddress]: target.hostname,
-        [ATTR.gatehouseRoute]: ex.route?.name,
-        [ATTR.gatehouseUpstream]: ex.route?.upstream,
-        [ATTR.resendCount]: ex.attempts > 1 ? ex.attempts - 1 : undefined,
-      },
-    },
+    { kind: SpanKind.CLIENT, attributes: clientAttributes(ex.method, target, ex.route?.name, ex.route?.upstream, ex.attempts - 1) },
     parent,
   );
+}
+
+/**
+ * The CLIENT span of a call no client waits on (a delivery): a root span, linked to the trace
+ * context that caused it (the webhook intake's SERVER span, say).
+ */
+export function startCallSpan(tracing: Tracing, call: UpstreamCall, upstream: string, target: ClientTarget): Span {
+  const link = call.link === undefined ? undefined : trace.getSpanContext(tracing.extract(call.link, undefined));
+  const attributes = clientAttributes(call.method, target, call.route, upstream, call.resends ?? 0);
+  return tracing.tracer.startSpan(call.method, {
+    kind: SpanKind.CLIENT,
+    root: true,
+    links: link === undefined ? [] : [{ context: link, attributes: { 'gatehouse.link': 'cause' } }],
+    attributes: call.attributes === undefined ? attributes : { ...attributes, ...call.attributes },
+  });
+}
+
+function clientAttributes(method: string, target: ClientTarget, route: string | undefined, upstream: string | undefined, resends: number): Attributes {
+  return {
+    [ATTR.method]: method,
+    [ATTR.urlPath]: target.path,
+    [ATTR.urlScheme]: target.scheme,
+    [ATTR.serverAddress]: target.hostname,
+    [ATTR.serverPort]: target.port,
+    [ATTR.peerAddress]: target.hostname,
+    [ATTR.gatehouseRoute]: route,
+    [ATTR.gatehouseUpstream]: upstream,
+    [ATTR.resendCount]: resends > 0 ? resends : undefined,
+  };
 }
 
 export function endClientSpan(span: Span, status: number, errorType: string | undefined): void {

@@ -1,16 +1,14 @@
-import { SpanKind, SpanStatusCode, TraceFlags, type Link } from '@opentelemetry/api';
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
 import type { Metrics } from './metrics.js';
-import { ATTR, METRICS } from '../core/names.js';
-import type { Tracing } from './tracing.js';
+import { METRICS } from '../core/names.js';
 
 /**
  * Webhook visibility: `gatehouse_webhook_events_total{route,result}`, the delivery-lag histogram,
  * the pending-queue gauge, one CLIENT span per delivery attempt linked to the intake's SERVER
  * span, and one access-log line per attempt (the intake has the request's own line).
  */
-export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undefined, accessLog: AccessLog): WebhookObserver {
+export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): WebhookObserver {
   const pending = new Map<string, number>();
   metrics.meter
     .createObservableGauge(METRICS.webhookPending, { description: 'Webhook events stored and not yet delivered (or dead), by route.' })
@@ -32,75 +30,28 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
       pending.set(route, count);
     },
 
-    attempt(ev, upstream, ep, path) {
-      const attempt = ev.attempts;
-      const links: Link[] = [];
-      const intake = parseTraceparent(ev.trace);
-      if (intake !== undefined) links.push({ context: intake, attributes: { 'gatehouse.link': 'webhook.intake' } });
-      const span = tracing?.tracer.startSpan(ev.method, {
-        kind: SpanKind.CLIENT,
-        root: true,
-        links,
-        attributes: {
-          [ATTR.method]: ev.method,
-          [ATTR.urlPath]: path,
-          [ATTR.urlScheme]: ep.scheme,
-          [ATTR.serverAddress]: ep.hostname,
-          [ATTR.serverPort]: ep.port,
-          [ATTR.gatehouseRoute]: ev.route,
-          [ATTR.gatehouseUpstream]: upstream,
-          [ATTR.resendCount]: attempt > 1 ? attempt - 1 : undefined,
-          [ATTR.webhookId]: ev.id,
-          [ATTR.webhookEventId]: ev.eventId,
-          [ATTR.webhookAttempt]: attempt,
-        },
+    attempted(ev, report) {
+      if (report.result !== 'released') metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
+      if (report.lagMs !== undefined) metrics.webhookDeliveryLag.record(Math.max(0, report.lagMs) / 1000, { route: ev.route });
+      accessLog({
+        route: ev.route,
+        method: ev.method,
+        path: report.path,
+        status: report.status,
+        durationMs: Math.round(report.durationMs * 1000) / 1000,
+        upstream: report.upstream,
+        attempts: ev.attempts,
+        traceId: report.traceId || null,
+        requestId: ev.requestId,
+        error: report.error ?? null,
+        client: '',
+        kind: 'webhook-delivery',
+        webhookId: ev.id,
+        eventId: ev.eventId,
+        result: report.result,
       });
-      const traceparent = span === undefined ? undefined : traceparentOf(span.spanContext());
-      return {
-        traceparent,
-        end(report) {
-          const attributes = { route: ev.route, 'http.request.method': ev.method, upstream } as Record<string, string | number>;
-          if (report.status !== 0) attributes['http.response.status_code'] = report.status;
-          if (report.error !== undefined) attributes['error.type'] = report.status !== 0 ? String(report.status) : 'delivery';
-          metrics.clientDuration.record(report.durationMs / 1000, attributes);
-          if (report.result !== 'released') metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
-          if (report.lagMs !== undefined) metrics.webhookDeliveryLag.record(Math.max(0, report.lagMs) / 1000, { route: ev.route });
-          if (span !== undefined) {
-            if (report.status !== 0) span.setAttribute(ATTR.status, report.status);
-            span.setAttribute(ATTR.webhookResult, report.result);
-            if (report.error !== undefined) {
-              span.setAttribute(ATTR.errorType, report.status !== 0 ? String(report.status) : 'delivery');
-              span.setStatus({ code: SpanStatusCode.ERROR, message: report.error });
-            }
-            span.end();
-          }
-          accessLog({
-            route: ev.route,
-            method: ev.method,
-            path,
-            status: report.status,
-            durationMs: Math.round(report.durationMs * 1000) / 1000,
-            upstream,
-            attempts: attempt,
-            traceId: span?.spanContext().traceId ?? null,
-            requestId: ev.requestId,
-            error: report.error ?? null,
-            client: '',
-            kind: 'webhook-delivery',
-            webhookId: ev.id,
-            eventId: ev.eventId,
-            result: report.result,
-          });
-        },
-      };
     },
   };
-}
-
-function parseTraceparent(tp: string | undefined) {
-  const m = tp === undefined ? null : /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(tp);
-  if (m === null) return undefined;
-  return { traceId: m[1]!, spanId: m[2]!, traceFlags: parseInt(m[3]!, 16) as TraceFlags, isRemote: true };
 }
 
 const traceparentOf = (c: { traceId: string; spanId: string; traceFlags: number }) =>

@@ -1,35 +1,16 @@
 import type { Logger } from 'pino';
-import type { Dispatcher } from 'undici';
 import type { WebhookConfig } from '../config/schema.js';
-import { GatehouseError } from '../core/errors.js';
-import { findHeader } from '../core/headers.js';
 import { backoffCeilingMs } from '../core/backoff.js';
 import type { Clock } from '../core/clock.js';
-import type { Credentials } from '../security/credentials.js';
+import { findHeader } from '../core/headers.js';
+import { ATTR } from '../core/names.js';
+import type { UpstreamClient } from '../core/upstream.js';
 import type { StoredEvent, WebhookStore } from './store.js';
-
-/** One endpoint of the route's upstream, as the upstream runtime has it (warm undici pool). */
-export interface DeliveryEndpoint {
-  readonly pool: Dispatcher;
-  readonly scheme: 'http' | 'https';
-  readonly hostname: string;
-  readonly port: number;
-  readonly authority: string;
-  readonly basePath: string;
-  inFlight: number;
-}
-
-export interface DeliveryUpstream {
-  readonly name: string;
-  inFlight: number;
-  pick(): DeliveryEndpoint | undefined;
-  /** The upstream's `credentials`, added to every delivery as to proxied requests. */
-  readonly credentials: Credentials | undefined;
-}
 
 /** Where the route's events go, from the plan that is live now (a reload may change it). */
 export interface DeliveryTarget {
-  readonly upstream: DeliveryUpstream;
+  /** The route's upstream, reached the way proxied traffic reaches it (breaker, credentials, TLS, span). */
+  readonly upstream: UpstreamClient;
   /** The route's path rewrite. */
   readonly rewrite: (path: string) => string;
   /** `rewrite.host`: undefined = the endpoint's authority, 'preserve' = the provider's Host. */
@@ -41,18 +22,26 @@ export interface DeliveryTarget {
 export type AttemptResult = 'delivered' | 'retried' | 'dead' | 'released';
 
 export interface AttemptReport {
+  readonly upstream: string;
+  /** The path delivered to (after the route's rewrite). */
+  readonly path: string;
   readonly status: number;
   readonly error: string | undefined;
   readonly result: AttemptResult;
   readonly durationMs: number;
   /** Wall-clock ms from receipt to delivery, for a delivered event. */
   readonly lagMs: number | undefined;
+  /** The attempt's trace ('' when tracing is off). */
+  readonly traceId: string;
 }
 
-/** What delivery tells telemetry (implemented in src/telemetry/webhook-observer.ts). */
+/**
+ * What delivery tells telemetry (implemented in src/telemetry/webhook-observer.ts). The attempt's
+ * CLIENT span, its client-duration metric and the breaker's record come from the upstream
+ * dispatch, as for proxied requests.
+ */
 export interface DeliveryObserver {
-  /** An attempt starts: returns the traceparent to send (undefined when tracing is off) and its end. */
-  attempt(ev: StoredEvent, upstream: string, ep: DeliveryEndpoint, path: string): { traceparent: string | undefined; end(report: AttemptReport): void };
+  attempted(ev: StoredEvent, report: AttemptReport): void;
   pending(route: string, count: number): void;
 }
 
@@ -97,7 +86,6 @@ export function retryDelayMs(failedAttempts: number, baseMs: number, maxMs: numb
  */
 export const leaseMs = (timeoutMs: number) => timeoutMs * 2 + 1_000;
 
-class Stopped extends Error {}
 
 /**
  * Delivers one route's stored events to its upstream in the background, `delivery.concurrency`
@@ -191,74 +179,47 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       await store.release(ev.id, owner, clock.now());
       return;
     }
-    const ep = target.upstream.pick();
-    if (ep === undefined) {
-      await fail(ev, store, `no endpoint of upstream '${target.upstream.name}' can take traffic`, 0);
+    const q = ev.path.indexOf('?');
+    const path = q < 0 ? target.rewrite(ev.path) : target.rewrite(ev.path.slice(0, q)) + ev.path.slice(q);
+    const startedMs = clock.monotonic();
+    const result = await target.upstream.call({
+      route,
+      method: ev.method,
+      target: path,
+      headers: [...ev.headers, 'gatehouse-webhook-id', ev.id, 'gatehouse-webhook-event-id', ev.eventId, 'gatehouse-webhook-attempt', String(ev.attempts)],
+      body: ev.body,
+      host: target.host === 'preserve' ? findHeader(ev.headers, 'x-forwarded-host') : target.host,
+      timeoutMs: target.timeoutMs,
+      signal,
+      resends: ev.attempts - 1,
+      link: ev.trace,
+      attributes: { [ATTR.webhookId]: ev.id, [ATTR.webhookEventId]: ev.eventId, [ATTR.webhookAttempt]: ev.attempts },
+      maxBodyBytes: 0,
+    });
+    const report = (outcome: AttemptResult, error: string | undefined, lagMs?: number): AttemptReport => ({
+      upstream: target.upstream.name,
+      path,
+      status: result.status,
+      error,
+      result: outcome,
+      durationMs: clock.monotonic() - startedMs,
+      lagMs,
+      traceId: result.traceId,
+    });
+    if (signal.aborted) {
+      // gatehouse is stopping: the event goes back to the store, untried
+      await store.release(ev.id, owner, clock.now());
+      observer.attempted(ev, report('released', 'stopping'));
       return;
     }
-    const q = ev.path.indexOf('?');
-    const path = ep.basePath + (q < 0 ? target.rewrite(ev.path) : target.rewrite(ev.path.slice(0, q)) + ev.path.slice(q));
-    const span = observer.attempt(ev, target.upstream.name, ep, path);
-    const headers = [...ev.headers];
-    headers.push(
-      'host',
-      target.host === undefined ? ep.authority : target.host === 'preserve' ? (findHeader(ev.headers, 'x-forwarded-host') ?? ep.authority) : target.host,
-      'gatehouse-webhook-id',
-      ev.id,
-      'gatehouse-webhook-event-id',
-      ev.eventId,
-      'gatehouse-webhook-attempt',
-      String(ev.attempts),
-    );
-    if (span.traceparent !== undefined) headers.push('traceparent', span.traceparent);
-
-    const startedMs = clock.monotonic();
-    const attempt = new AbortController();
-    const timeout = setTimeout(() => attempt.abort(new Error(`no answer within the route timeout of ${target.timeoutMs}ms`)), target.timeoutMs);
-    const onStop = () => attempt.abort(new Stopped('gatehouse is stopping'));
-    signal.addEventListener('abort', onStop, { once: true });
-    let status = 0;
-    let error: string | undefined;
-    ep.inFlight++;
-    target.upstream.inFlight++;
-    let credential: string | undefined;
-    try {
-      const credentials = target.upstream.credentials;
-      if (credentials !== undefined) {
-        const value = await credentials.value(attempt.signal);
-        if (value instanceof GatehouseError) throw value; // the token endpoint failed: retried like any failure
-        credential = value;
-        headers.push(credentials.header, value);
-      }
-      const res = await ep.pool.request({ path, method: ev.method, headers, body: ev.body, signal: attempt.signal });
-      status = res.statusCode;
-      await res.body.dump();
-      if (status === 401 && credential !== undefined) target.upstream.credentials!.rejected(credential);
-      if (status < 200 || status > 299) error = `HTTP ${status}`;
-    } catch (err) {
-      const reason: unknown = attempt.signal.aborted ? attempt.signal.reason : err;
-      error = reason instanceof Error ? reason.message : String(reason);
-      if (reason instanceof Stopped) {
-        await store.release(ev.id, owner, clock.now());
-        span.end({ status, error, result: 'released', durationMs: clock.monotonic() - startedMs, lagMs: undefined });
-        return;
-      }
-    } finally {
-      clearTimeout(timeout);
-      signal.removeEventListener('abort', onStop);
-      ep.inFlight--;
-      target.upstream.inFlight--;
-    }
-
-    const durationMs = clock.monotonic() - startedMs;
+    const error = result.failure !== undefined ? result.failure.message : result.status < 200 || result.status > 299 ? `HTTP ${result.status}` : undefined;
     if (error === undefined) {
       const now = clock.now();
       await store.delivered(ev.id, now, cfg.inspect);
-      span.end({ status, error, result: 'delivered', durationMs, lagMs: now - ev.receivedAt });
+      observer.attempted(ev, report('delivered', undefined, now - ev.receivedAt));
       return;
     }
-    const result = await fail(ev, store, error, status);
-    span.end({ status, error, result, durationMs, lagMs: undefined });
+    observer.attempted(ev, report(await fail(ev, store, error, result.status), error));
   }
 
   /** A failed attempt: due again after the back-off, or dead once it was the last one. */

@@ -1,0 +1,557 @@
+import type { Duplex } from 'node:stream';
+import type { Span } from '@opentelemetry/api';
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import { GatehouseError } from '../core/errors.js';
+import type { AttemptControl, Exchange } from '../core/exchange.js';
+import { ATTR } from '../core/names.js';
+import { errorOutcome, statusOutcome, type Outcome } from '../core/outcome.js';
+import { tlsReason, UpstreamError, type AttemptResult, type FailureKind, type Send } from '../core/send.js';
+import type { UpstreamCall, UpstreamClient, UpstreamResult } from '../core/upstream.js';
+import { endClientSpan, startCallSpan, startClientSpan } from '../telemetry/http-spans.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
+import type { Endpoint, UpstreamRuntime } from './upstreams.js';
+
+/*
+ * The one way to an upstream (SPEC §7): a proxied attempt, a WebSocket upgrade and a call made
+ * for a delivery all go through `Attempt`, which applies the upstream's breaker and bulkhead, its
+ * credentials, endpoint choice and Host, the CLIENT span and trace context, the client-duration
+ * metric, passive ejection and the breaker's record — the same way for all of them. Subclasses
+ * only decide where the answer goes: into the client's response, into a buffer, or onto a
+ * WebSocket.
+ */
+
+export interface DispatchDeps {
+  readonly tracing: Tracing | undefined;
+  readonly metrics: Metrics;
+  /** True while the server drains: answers then carry `Connection: close`. */
+  readonly isDraining: () => boolean;
+  /** TLS failures are logged (with their reason) as well as counted and traced. */
+  readonly logger?: Logger;
+}
+
+/** What an attempt sends once its endpoint is chosen. */
+interface Outgoing {
+  readonly method: string;
+  /** Path and query, the endpoint's base path included. */
+  readonly path: string;
+  readonly headers: string[];
+  readonly body: Dispatcher.DispatchOptions['body'];
+  readonly upgrade?: string;
+}
+
+/**
+ * undici's handler protocol (onConnect/onHeaders/onData/onComplete/onError): the lowest-overhead
+ * way to consume a response. A class, since one is made per attempt and a stable shape is faster.
+ */
+abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
+  protected statusCode = 0;
+  protected rawHeaders: Buffer[] = [];
+  protected ep: Endpoint | undefined = undefined;
+  protected span: Span | undefined = undefined;
+  /** undici's abort, once the request has a connection. */
+  private abortRequest: ((err?: Error) => void) | undefined = undefined;
+  /** Set when the attempt was ended before it had a connection. */
+  private abandoned: Error | undefined = undefined;
+  protected done = false;
+  /** The breaker's admission: 'none' without a breaker, or before admission. */
+  private admitted: 'closed' | 'probe' | 'none' = 'none';
+  private holdsBulkhead = false;
+  private credential: string | undefined = undefined;
+  private startMs = 0;
+
+  constructor(
+    protected readonly upstream: UpstreamRuntime,
+    protected readonly deps: DispatchDeps,
+    /** The client exchange this attempt is for; undefined for a call (a delivery). */
+    protected readonly ex: Exchange | undefined,
+    /** A second or later try: counted apart for the retry budget. */
+    private readonly isRetry: boolean,
+  ) {}
+
+  /** The request to send through `ep`. */
+  protected abstract outgoing(ep: Endpoint, credential: string | undefined): Outgoing;
+  /** The CLIENT span of this attempt. */
+  protected abstract startSpan(tracing: Tracing, ep: Endpoint, path: string): Span;
+  /** Refused before anything was sent: a GatehouseError, or the exchange was cancelled. */
+  protected abstract refused(err: Error): void;
+  /** The attempt failed after it was sent (no answer, or cut mid-answer). */
+  protected abstract failed(err: Error): void;
+
+  /** Admission (breaker, bulkhead), then credentials, then the endpoint and undici. */
+  protected start(): void {
+    const { upstream } = this;
+    const { breaker, bulkhead } = upstream;
+    if (breaker !== undefined) {
+      const admitted = breaker.admit(this.ex);
+      if (typeof admitted !== 'string') return this.refuse(admitted);
+      this.admitted = admitted;
+    }
+    if (bulkhead !== undefined) {
+      if (bulkhead.active >= bulkhead.max) {
+        return this.refuse(new GatehouseError('overloaded', `upstream '${upstream.name}' already has ${bulkhead.max} requests in flight (maxConcurrent)`));
+      }
+      bulkhead.active++;
+      this.holdsBulkhead = true;
+    }
+    const credentials = upstream.credentials;
+    if (credentials === undefined) return this.connect(undefined);
+    const current = credentials.current();
+    if (current !== undefined) return this.connect(current);
+    credentials.value(this.signal(), this.ex).then(
+      (value) => (value instanceof GatehouseError ? this.refuse(value) : this.connect(value)),
+      (err: unknown) => this.refuse(err as Error),
+    );
+  }
+
+  /** Aborts a call (shutdown, timeout); an exchange's attempt uses the exchange's signal. */
+  protected abstract signal(): AbortSignal;
+
+  private connect(credential: string | undefined): void {
+    if (this.done) return; // ended while waiting for a token
+    const ep = this.upstream.pick();
+    if (ep === undefined) return this.refuse(new GatehouseError('no_healthy_upstream', `no endpoint of upstream '${this.upstream.name}' is healthy`));
+    this.ep = ep;
+    this.credential = credential;
+    const out = this.outgoing(ep, credential);
+    if (this.deps.tracing !== undefined) {
+      this.span = this.startSpan(this.deps.tracing, ep, out.path);
+      this.deps.tracing.inject(this.span, out.headers);
+    }
+    ep.inFlight++;
+    this.upstream.inFlight++;
+    if (this.isRetry) this.upstream.retryAttemptsInFlight++;
+    this.startMs = performance.now();
+    const options: Dispatcher.DispatchOptions = { path: out.path, method: out.method, headers: out.headers, body: out.body, blocking: false };
+    if (out.upgrade !== undefined) options.upgrade = out.upgrade;
+    ep.pool.dispatch(options, this);
+  }
+
+  private refuse(err: Error): void {
+    if (this.done) return;
+    this.done = true;
+    this.release('ignored');
+    this.refused(err);
+  }
+
+  /** Ends the attempt with `reason`: at once when it has no connection yet, else by aborting it. */
+  abort(reason: Error): void {
+    if (this.done) return;
+    if (this.abortRequest !== undefined) {
+      this.abortRequest(reason); // undici answers with onError
+      return;
+    }
+    if (this.ep === undefined) {
+      this.refuse(reason); // still admitting or waiting for a token
+      return;
+    }
+    // Queued for a connection (connecting, or the pool is busy): answer now rather than when a
+    // socket frees up; the queued request is dropped in onConnect.
+    this.abandoned = reason;
+    this.onError(reason);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.abandoned !== undefined) {
+      abort(this.abandoned);
+      return;
+    }
+    const cancelled = this.ex?.cancelled;
+    if (cancelled !== undefined) {
+      abort(new UpstreamError(cancelled, 'request cancelled'));
+      return;
+    }
+    this.abortRequest = abort;
+  }
+
+  abstract onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean;
+  abstract onData(chunk: Buffer): boolean;
+  abstract onComplete(): void;
+
+  onError(err: Error): void {
+    if (this.done) return; // an abandoned attempt's queued request, dropped later
+    const failure = err instanceof UpstreamError || err instanceof GatehouseError ? err : toUpstreamError(err, this.ex);
+    this.settle(failure);
+    this.failed(failure);
+  }
+
+  /** The attempt is over: counters, ejection and breaker, the metric, the span. */
+  protected settle(failure: Error | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    const { ep, upstream } = this;
+    if (ep !== undefined) {
+      ep.inFlight--;
+      upstream.inFlight--;
+      if (this.isRetry) upstream.retryAttemptsInFlight--;
+    }
+    const outcome = failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure);
+    this.release(outcome);
+    if (ep === undefined) return;
+    upstream.report(ep, outcome, this.ex);
+    if (this.statusCode === 401 && this.credential !== undefined) upstream.credentials!.rejected(this.credential);
+    const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
+    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
+      upstream: upstream.name,
+      route: this.routeName(),
+      [ATTR.method]: this.method(),
+      [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
+      [ATTR.errorType]: errorType,
+    });
+    if (errorType === 'tls') this.reportTls(failure as UpstreamError);
+    if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
+  }
+
+  protected abstract routeName(): string;
+  protected abstract method(): string;
+
+  /** Frees the admission: the bulkhead slot, and the breaker learns the outcome. */
+  private release(outcome: Outcome): void {
+    if (this.holdsBulkhead) {
+      this.holdsBulkhead = false;
+      this.upstream.bulkhead!.active--;
+    }
+    if (this.admitted !== 'none') {
+      this.upstream.breaker!.record(outcome, this.admitted, this.ex);
+      this.admitted = 'none';
+    }
+  }
+
+  /** A certificate that fails verification: the reason goes to the log and the client span. */
+  private reportTls(failure: UpstreamError): void {
+    const reason = tlsReason(failure);
+    this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
+    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep?.url, reason, message: failure.message }, 'TLS with the upstream failed');
+  }
+}
+
+// ---------------------------------------------------------------- proxied attempts
+
+/**
+ * The innermost Send of a route: one try against one endpoint. The response streams straight
+ * from undici into the client's ServerResponse with backpressure (no intermediate stream, no
+ * pipeline()), unless `ex.retryable` claims it for another try, in which case nothing reaches
+ * the client. An upgrade request (WebSocket) is relayed once the upstream switches protocols.
+ */
+export function proxyAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps): Send {
+  return function attempt(ex: Exchange): Promise<AttemptResult> {
+    return new Promise<AttemptResult>((resolve, reject) => {
+      if (ex.cancelled) {
+        reject(new UpstreamError(ex.cancelled, 'request cancelled'));
+        return;
+      }
+      new ProxyAttempt(upstream, deps, ex, plan, host, resolve, reject).begin();
+    });
+  };
+}
+
+class ProxyAttempt extends Attempt {
+  private committed = false;
+  private discard = false;
+  private resume: () => void = noop;
+
+  constructor(
+    upstream: UpstreamRuntime,
+    deps: DispatchDeps,
+    private readonly exchange: Exchange,
+    private readonly plan: ResponseHeaderPlan,
+    /** `rewrite.host`: undefined = the endpoint's authority, 'preserve' = the client's Host. */
+    private readonly host: string | undefined,
+    private readonly resolve: (r: AttemptResult) => void,
+    private readonly reject: (e: unknown) => void,
+  ) {
+    super(upstream, deps, exchange, exchange.attempts > 0);
+  }
+
+  begin(): void {
+    this.exchange.attempt = this;
+    this.start();
+  }
+
+  protected signal(): AbortSignal {
+    return this.exchange.signal;
+  }
+
+  protected routeName(): string {
+    return this.exchange.route?.name ?? '';
+  }
+
+  protected method(): string {
+    return this.exchange.method;
+  }
+
+  protected outgoing(ep: Endpoint, credential: string | undefined): Outgoing {
+    const ex = this.exchange;
+    ex.attempts++;
+    const headers = ex.outHeaders;
+    headers.length = ex.outHeaderBase;
+    const host = this.host;
+    headers.push('host', host === undefined ? ep.authority : host === 'preserve' ? ex.hostHeader || ep.authority : host);
+    if (credential !== undefined) headers.push(this.upstream.credentials!.header, credential);
+    const upgrade = ex.upgrade === undefined ? undefined : (ex.header('upgrade') ?? 'websocket');
+    return { method: ex.method, path: ep.basePath + ex.target, headers, body: upgrade === undefined ? ex.body : null, upgrade };
+  }
+
+  protected startSpan(tracing: Tracing, ep: Endpoint, path: string): Span {
+    const ex = this.exchange;
+    const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
+    return startClientSpan(tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
+  }
+
+  protected refused(err: Error): void {
+    if (this.exchange.attempt === this) this.exchange.attempt = undefined;
+    this.reject(err);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: informational, not forwarded
+    const ex = this.exchange;
+    this.statusCode = statusCode;
+    this.rawHeaders = rawHeaders;
+    if (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) {
+      this.discard = true; // drained so the connection stays reusable; nothing reaches the client
+      return true;
+    }
+    const res = ex.res;
+    if (ex.deadlineTimer !== undefined) {
+      clearTimeout(ex.deadlineTimer);
+      ex.deadlineTimer = undefined;
+    }
+    if (res.destroyed) return true;
+    this.committed = true;
+    ex.status = statusCode;
+    res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining() || ex.upgrade !== undefined));
+    this.resume = resume;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.discard) return true;
+    const res = this.exchange.res;
+    if (res.write(chunk)) return true;
+    // Backpressure: undici stops reading until resume(). Listening only now spares most
+    // responses (one write) a listener.
+    res.once('drain', this.resume);
+    return false;
+  }
+
+  onComplete(): void {
+    const ex = this.exchange;
+    if (this.committed) {
+      ex.res.end();
+      // an upgrade the upstream refused: its answer went out on the raw socket, which ends with it
+      if (ex.upgrade !== undefined) ex.res.once('finish', () => ex.upgrade?.socket.end());
+    }
+    this.finish();
+    this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: this.committed });
+  }
+
+  /** The upstream switched protocols: its 101 goes to the client, then bytes flow both ways. */
+  onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, upstreamSocket: Duplex): void {
+    const ex = this.exchange;
+    const client = ex.upgrade!;
+    if (ex.deadlineTimer !== undefined) {
+      clearTimeout(ex.deadlineTimer);
+      ex.deadlineTimer = undefined;
+    }
+    this.statusCode = statusCode;
+    this.committed = true;
+    ex.status = statusCode;
+    let head = `HTTP/1.1 ${statusCode} Switching Protocols\r\n`;
+    const raw = (rawHeaders ?? []) as (Buffer | string)[];
+    for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]!.toString()}: ${raw[i + 1]!.toString()}\r\n`;
+    head += `x-request-id: ${ex.requestId}\r\n\r\n`;
+    const { socket } = client;
+    socket.write(head);
+    if (client.head.length > 0) upstreamSocket.write(client.head);
+    const closeBoth = () => {
+      socket.destroy();
+      upstreamSocket.destroy();
+    };
+    upstreamSocket.on('error', closeBoth).on('close', closeBoth);
+    socket.on('error', closeBoth).on('close', closeBoth);
+    upstreamSocket.pipe(socket);
+    socket.pipe(upstreamSocket);
+    this.finish();
+    this.resolve({ statusCode, rawHeaders: [], committed: true });
+  }
+
+  protected failed(failure: Error): void {
+    const ex = this.exchange;
+    if (!this.committed) {
+      this.reject(failure);
+      return;
+    }
+    // The client already has a status line: cut the connection so it cannot mistake a
+    // truncated body for a whole one (never a fake 200). Unless the client itself left, the
+    // failure is the upstream's: the access log, metrics and span say so.
+    if (!(failure instanceof UpstreamError && failure.kind === 'aborted')) {
+      ex.errorCode = failure instanceof UpstreamError ? (failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway') : (failure as GatehouseError).code;
+      ex.note = `upstream ${failure instanceof UpstreamError ? failure.kind : 'error'} after response headers: ${failure.message}`;
+    }
+    ex.res.destroy();
+    this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: true });
+  }
+
+  private finish(): void {
+    this.settle(undefined);
+    if (this.exchange.attempt === this) this.exchange.attempt = undefined;
+  }
+
+  protected override settle(failure: Error | undefined): void {
+    super.settle(failure);
+    if (this.exchange.attempt === this) this.exchange.attempt = undefined;
+  }
+}
+
+// ---------------------------------------------------------------- calls (deliveries)
+
+const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024;
+
+/** The upstream as a concern may use it: `call` takes the same path as proxied traffic. */
+export function upstreamClient(upstream: UpstreamRuntime, deps: DispatchDeps): UpstreamClient {
+  return {
+    name: upstream.name,
+    call: (call) => new Promise<UpstreamResult>((resolve) => new CallAttempt(upstream, deps, call, resolve).begin()),
+  };
+}
+
+class CallAttempt extends Attempt {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined = undefined;
+  private readonly chunks: Buffer[] = [];
+  private kept = 0;
+  private readonly maxBytes: number;
+  private readonly onAbort: () => void;
+
+  constructor(
+    upstream: UpstreamRuntime,
+    deps: DispatchDeps,
+    private readonly call: UpstreamCall,
+    private readonly resolve: (r: UpstreamResult) => void,
+  ) {
+    super(upstream, deps, undefined, (call.resends ?? 0) > 0);
+    this.maxBytes = call.maxBodyBytes ?? DEFAULT_MAX_ANSWER_BYTES;
+    this.onAbort = () => this.abort(call.signal!.reason as Error);
+  }
+
+  begin(): void {
+    const { call } = this;
+    if (call.signal?.aborted) return this.refused(toUpstreamError(call.signal.reason as Error, undefined));
+    this.timer = setTimeout(() => this.abort(new UpstreamError('timeout', `no answer from upstream '${this.upstream.name}' within ${call.timeoutMs}ms`)), call.timeoutMs);
+    call.signal?.addEventListener('abort', this.onAbort, { once: true });
+    this.start();
+  }
+
+  protected signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  protected routeName(): string {
+    return this.call.route;
+  }
+
+  protected method(): string {
+    return this.call.method;
+  }
+
+  protected outgoing(ep: Endpoint, credential: string | undefined): Outgoing {
+    const { call } = this;
+    const headers = [...call.headers, 'host', call.host ?? ep.authority];
+    if (credential !== undefined) headers.push(this.upstream.credentials!.header, credential);
+    return { method: call.method, path: ep.basePath + call.target, headers, body: call.body };
+  }
+
+  protected startSpan(tracing: Tracing, ep: Endpoint, path: string): Span {
+    const q = path.indexOf('?');
+    return startCallSpan(tracing, this.call, this.upstream.name, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: q < 0 ? path : path.slice(0, q) });
+  }
+
+  override abort(reason: Error): void {
+    this.controller.abort(reason);
+    super.abort(reason);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[]): boolean {
+    if (statusCode < 200) return true;
+    this.statusCode = statusCode;
+    this.rawHeaders = rawHeaders;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.kept < this.maxBytes) {
+      const part = chunk.length <= this.maxBytes - this.kept ? chunk : chunk.subarray(0, this.maxBytes - this.kept);
+      this.chunks.push(part);
+      this.kept += part.length;
+    }
+    return true;
+  }
+
+  onComplete(): void {
+    this.settle(undefined);
+    this.end(undefined);
+  }
+
+  protected refused(err: Error): void {
+    this.end(err);
+  }
+
+  protected failed(err: Error): void {
+    this.end(err);
+  }
+
+  private end(failure: Error | undefined): void {
+    clearTimeout(this.timer);
+    this.call.signal?.removeEventListener('abort', this.onAbort);
+    this.resolve({
+      status: failure === undefined ? this.statusCode : 0,
+      headers: this.rawHeaders.map((b) => b.toString('latin1')),
+      body: this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.kept),
+      failure: failure as GatehouseError | UpstreamError | undefined,
+      traceId: this.span?.spanContext().traceId ?? '',
+    });
+  }
+
+}
+
+const noop = () => {};
+
+/** undici's and Node's error codes -> what went wrong, by code and never by message text. */
+export function classifyFailure(err: unknown): FailureKind {
+  const code = (err as { code?: unknown } | null)?.code;
+  // llhttp errors without a mapped code still carry the class name
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'invalid-response';
+  if (typeof code !== 'string') return 'reset';
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EAI_AGAIN':
+    case 'EADDRNOTAVAIL':
+      return 'connect-failure';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'UND_ERR_ABORTED':
+      return 'aborted';
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'reset';
+    default:
+      if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || code === 'UND_ERR_INFO') return 'invalid-response';
+      if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') || code.startsWith('UNABLE_TO_')) return 'tls';
+      return 'reset';
+  }
+}
+
+function toUpstreamError(err: Error, ex: Exchange | undefined): Error {
+  if (ex?.cancelled) return new UpstreamError(ex.cancelled, err.message, { cause: err });
+  return new UpstreamError(classifyFailure(err), err.message, { cause: err });
+}
