@@ -66,6 +66,8 @@ export class Exchange {
   hostHeader = '';
   /** The client's address: the peer, or the first untrusted hop of X-Forwarded-For. */
   clientIp = '';
+  /** The peer is one of the listener's `trustedProxies`: its X-Forwarded-* and Forwarded are believed. */
+  trustedPeer = false;
   /** The peer's X-Forwarded-For when the peer is a trusted proxy, else undefined. */
   forwardedFor: string | undefined = undefined;
   forwardedProto: string | undefined = undefined;

@@ -12,7 +12,8 @@ import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from '../core/errors.js';
 import { Exchange } from '../core/exchange.js';
 import { scanRequestHeaders, type RequestFacts } from '../core/headers.js';
-import { acceptRequestId, buildUpstreamHeaders, clientAddress, isTrusted } from './headers.js';
+import { buildUpstreamHeaders } from '../core/forwarding.js';
+import { acceptRequestId, clientAddress, isTrusted } from './headers.js';
 import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
 import { sendProblem } from '../core/problem.js';
@@ -145,6 +146,7 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     const host = facts.host === undefined ? '' : hostName(facts.host);
     const peer = req.socket.remoteAddress ?? '';
     if (listener.trusted !== undefined && isTrusted(listener.trusted, peer)) {
+      ex.trustedPeer = true;
       ex.forwardedFor = facts.forwardedFor;
       ex.forwardedProto = facts.forwardedProto;
       ex.forwardedHost = facts.forwardedHost;
@@ -290,7 +292,7 @@ function forward(ex: Exchange, route: RoutePlan, state: ProxyState, deps: Pipeli
 
 function send(ex: Exchange, route: RoutePlan, state: ProxyState): void {
   ex.target = route.rewrite(ex.path) + ex.query;
-  ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders, ex.facts!, schemeOf(ex), ex.peer);
+  ex.outHeaders = buildUpstreamHeaders(ex, route.requestHeaders);
   ex.outHeaderBase = ex.outHeaders.length;
   // A body the upstream did not read to the end (413 mid-stream, a reset) must not be drained: close.
   ex.sending = route.send(ex).then(undefined, (err: unknown) => respondError(ex, err, state, ex.body !== null && !ex.req.complete));
@@ -450,7 +452,6 @@ function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: stri
   return { authority: m[1]!, pathAndQuery: rest.startsWith('?') ? `/${rest}` : rest };
 }
 
-const schemeOf = (ex: Exchange) => ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
 
 function traceIdOf(traceparent: string): string {
   const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/.exec(traceparent);

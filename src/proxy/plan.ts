@@ -23,7 +23,8 @@ import type { AuthObserver } from '../security/jwt.js';
 import type { Exchange, RouteInfo, Stage } from '../core/exchange.js';
 import { proxyAttempt, upstreamClient } from './dispatch.js';
 import { idempotencyKey } from './idempotency.js';
-import type { RequestHeaderPlan, ResponseHeaderPlan } from './headers.js';
+import type { RequestHeaderPlan } from '../core/forwarding.js';
+import type { ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from '../core/send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
 import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
@@ -256,8 +257,7 @@ function compileRoute(
         : webhook({
             route,
             target: { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout },
-            strip: requestHeaders.strip,
-            set: requestHeaders.set,
+            requestHeaders,
             isDraining: deps.isDraining,
           }),
     send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps)),

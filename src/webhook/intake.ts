@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { WebhookConfig } from '../config/schema.js';
 import { GatehouseError } from '../core/errors.js';
 import type { Exchange } from '../core/exchange.js';
-import { connectionTokens, findHeader, isHopByHop, lowerName } from '../core/headers.js';
+import { buildUpstreamHeaders, type RequestHeaderPlan } from '../core/forwarding.js';
+import { findHeader } from '../core/headers.js';
 import { sendProblem } from '../core/problem.js';
 import type { Clock } from '../core/clock.js';
 import { readKey, type SignedRequest, type Verifier } from './signature.js';
@@ -25,21 +26,24 @@ export interface IntakeOptions {
   readonly store: () => WebhookStore;
   /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
   readonly stored: () => void;
-  /** Request headers the route removes or sets (`headers.request`), lowercase. */
-  readonly strip: ReadonlySet<string>;
-  readonly set: readonly string[];
+  /** How the route shapes request headers, for the stored event (see deliveryHeaderPlan). */
+  readonly headers: RequestHeaderPlan;
   readonly clock: Clock;
   readonly observer: IntakeObserver;
   readonly logger: Logger;
   readonly isDraining: () => boolean;
 }
 
-/** Headers never kept for delivery besides the hop-by-hop ones: framing, gatehouse's own, and trace context. */
-const DROPPED = new Set([
-  'host', 'content-length', 'expect', 'traceparent', 'tracestate',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
-  'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt',
-]);
+/**
+ * Headers a stored event never keeps, besides what every forwarded request drops: its framing
+ * (the body is delivered whole) and gatehouse's own delivery headers, which a client must not forge.
+ */
+const DROPPED = ['content-length', 'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt'];
+
+/** The route's request-header plan for stored events: trace context is the delivery's own. */
+export function deliveryHeaderPlan(route: RequestHeaderPlan): RequestHeaderPlan {
+  return { ...route, strip: new Set([...route.strip, ...DROPPED]), replaceTraceContext: true };
+}
 
 /**
  * The route handler of a webhook route: read the raw body (bounded by maxBodySize), verify the
@@ -107,7 +111,8 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
       receivedAt,
       method: ex.method,
       path: ex.path + ex.query,
-      headers: deliveryHeaders(ex, o.strip, o.set),
+      // the provider's headers (signature included) and the forwarding facts, as a proxied request has them
+      headers: buildUpstreamHeaders(ex, o.headers),
       body,
       orderKey: orderBy === undefined ? undefined : readKey(req, orderBy),
       requestId: ex.requestId,
@@ -164,25 +169,4 @@ function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
       return parsed.value;
     },
   };
-}
-
-/** The provider's headers as the store should see them (signature included), plus forwarding facts. */
-function deliveryHeaders(ex: Exchange, strip: ReadonlySet<string>, set: readonly string[]): string[] {
-  const raw = ex.req.rawHeaders;
-  const named = connectionTokens(ex.header('connection'));
-  const out: string[] = [];
-  let hasRequestId = false;
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = lowerName(raw[i]!);
-    if (isHopByHop(lower) || DROPPED.has(lower) || strip.has(lower) || named?.has(lower)) continue;
-    if (lower === 'x-request-id') hasRequestId = true;
-    out.push(raw[i]!, raw[i + 1]!);
-  }
-  if (!hasRequestId) out.push('x-request-id', ex.requestId);
-  const peer = ex.req.socket.remoteAddress ?? '';
-  out.push('x-forwarded-for', ex.forwardedFor === undefined ? peer : `${ex.forwardedFor}, ${peer}`);
-  out.push('x-forwarded-proto', ex.forwardedProto ?? ((ex.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'));
-  if (ex.hostHeader !== '') out.push('x-forwarded-host', ex.forwardedHost ?? ex.hostHeader);
-  out.push(...set);
-  return out;
 }

@@ -11,7 +11,8 @@ import type { Exchange } from '../core/exchange.js';
 import type { Clock } from '../core/clock.js';
 import { DEFAULT_SQLITE_STORE, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
 import { createDeliveryWorker, type DeliveryObserver, type DeliveryTarget, type DeliveryWorker } from './delivery.js';
-import { compileIntake, type IntakeObserver } from './intake.js';
+import { compileIntake, deliveryHeaderPlan, type IntakeObserver } from './intake.js';
+import type { RequestHeaderPlan } from '../core/forwarding.js';
 import type { StoredEvent, WebhookStore } from './store.js';
 import { createRedisWebhookStore } from './store-redis.js';
 import { sqliteWebhookStore } from './store-sqlite.js';
@@ -51,8 +52,8 @@ export interface WebhookCompileInput {
   readonly target: DeliveryTarget;
   /** The config being compiled (its stores, not yet adopted by the store registry). */
   readonly config: Config;
-  readonly strip: ReadonlySet<string>;
-  readonly set: readonly string[];
+  /** The route's request-header plan. */
+  readonly requestHeaders: RequestHeaderPlan;
   readonly isDraining: () => boolean;
 }
 
@@ -189,8 +190,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         verify: compileVerifier(cfg),
         store: () => runtime.store(),
         stored: () => runtime.worker.notify(),
-        strip: input.strip,
-        set: input.set,
+        headers: deliveryHeaderPlan(input.requestHeaders),
         clock: deps.clock,
         observer,
         logger,
