@@ -1,12 +1,13 @@
 import type { AddressInfo } from 'node:net';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { json, startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
+import { startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
+import { answer } from './core/admin.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
-import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
+import { compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
 import { createListeners } from './proxy/server.js';
@@ -15,7 +16,9 @@ import { createStoreRegistry } from './stores/stores.js';
 import { METRICS } from './core/names.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
-import { observeUpstreams } from './telemetry/resilience-observer.js';
+import { createAuthObserver } from './telemetry/auth-observer.js';
+import { createQuotaObserver } from './telemetry/quota-observer.js';
+import { createResilienceObserver, observeUpstreams } from './telemetry/resilience-observer.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
@@ -81,7 +84,12 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   });
 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks };
+  const observers: PlanObservers = {
+    resilience: createResilienceObserver(metrics, logger),
+    quota: createQuotaObserver(metrics, logger),
+    auth: createAuthObserver(metrics),
+  };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks, observers };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, logger };
   state.plan = compilePlan(first, planDeps, 1);
   observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
@@ -156,8 +164,6 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const adminSource: AdminSource = {
     isReady: () => ready && !state.draining,
     token: () => state.plan.config.admin.token,
-    configView: () => ({ version: state.plan.version, config: state.plan.loaded.redacted }),
-    upstreamsView: () => ({ upstreams: Object.fromEntries([...state.plan.upstreams].map(([name, u]) => [name, u.view()])) }),
     metrics: (_req, res) => {
       if (metrics.prometheus === undefined) {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('metrics.prometheus is off\n');
@@ -168,14 +174,24 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
       );
     },
-    reload: () => reload('admin'),
-    handle: (req, res, path, url) => {
-      if (path === '/admin/quotas' && req.method === 'GET') {
-        json(res, 200, state.plan.quotas.view());
-        return true;
-      }
-      return webhooks.handleAdmin(req, res, path, url);
-    },
+    routes: [
+      { method: 'GET', path: '/admin/config', handle: () => answer(200, { version: state.plan.version, config: state.plan.loaded.redacted }) },
+      {
+        method: 'GET',
+        path: '/admin/upstreams',
+        handle: () => answer(200, { upstreams: Object.fromEntries([...state.plan.upstreams].map(([name, u]) => [name, u.view()])) }),
+      },
+      {
+        method: 'POST',
+        path: '/admin/reload',
+        async handle() {
+          const result = await reload('admin');
+          return result.ok ? answer(200, { version: result.version, changed: result.changed }) : answer(400, { errors: result.errors });
+        },
+      },
+      { method: 'GET', path: '/admin/quotas', handle: () => answer(200, state.plan.quotas.view()) },
+      ...webhooks.adminRoutes,
+    ],
   };
 
   let admin: Awaited<ReturnType<typeof startAdminServer>>;

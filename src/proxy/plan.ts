@@ -14,12 +14,13 @@ import { createCredentials } from '../security/credentials.js';
 import { createKeySet, keySetId, type KeySet } from '../security/jwks.js';
 import { compileJwt } from '../security/jwt.js';
 import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
-import { createAuthObserver } from '../telemetry/auth-observer.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { createQuotaObserver } from '../telemetry/quota-observer.js';
-import { createResilienceObserver, type ResilienceObserver } from '../telemetry/resilience-observer.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
+import type { QuotaObserver } from '../quota/quota.js';
+import type { BreakerObserver } from '../resilience/breaker.js';
+import type { HealthObserver } from '../resilience/health.js';
+import type { RetryObserver } from '../resilience/retry.js';
 import type { Exchange, RouteInfo, Stage } from '../core/exchange.js';
 import { proxyAttempt, upstreamClient } from './dispatch.js';
 import { idempotencyKey } from './idempotency.js';
@@ -27,6 +28,7 @@ import type { RequestHeaderPlan } from '../core/forwarding.js';
 import type { ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from '../core/send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
+import type { DeliveryTarget } from '../webhook/delivery.js';
 import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
 
 /**
@@ -95,6 +97,30 @@ export interface PlanDeps {
   readonly stores: StoreRegistry;
   readonly isDraining: () => boolean;
   readonly webhooks: WebhookRegistry;
+  /** What policies report to; built once by the composition root (telemetry implements them). */
+  readonly observers: PlanObservers;
+}
+
+export interface PlanObservers {
+  readonly resilience: RetryObserver & BreakerObserver & HealthObserver;
+  readonly quota: QuotaObserver;
+  readonly auth: AuthObserver;
+}
+
+/** What compiling one route needs besides its own config: the plan being built and its runtimes. */
+interface RouteContext {
+  readonly deps: PlanDeps;
+  readonly config: Config;
+  readonly upstream: UpstreamRuntime;
+  readonly listener: ListenerConfig;
+  /** The route's JWT key set (shared by routes with the same source, kept across reloads). */
+  readonly keys: KeySet | undefined;
+  /** Every header a JWT route of the config forwards claims in. */
+  readonly claimHeaders: readonly string[];
+  readonly quotas: QuotaRegistry;
+  readonly quotaDeps: QuotaDeps;
+  /** Collects the plan's webhook routes, activated once the plan is live. */
+  readonly webhooks: WebhookRoute[];
 }
 
 /**
@@ -103,30 +129,8 @@ export interface PlanDeps {
  */
 export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: number, previous?: Plan): Plan {
   const { config } = loaded;
-  const observer = createResilienceObserver(deps.metrics, deps.logger);
-
-  const upstreams = new Map<string, UpstreamRuntime>();
-  for (const [name, cfg] of Object.entries(config.upstreams)) {
-    // TLS files are part of the fingerprint: a reload after a certificate change rebuilds the pools.
-    const tls = cfg.tls === undefined ? undefined : loadUpstreamTls(cfg.tls);
-    if (tls?.insecure) deps.logger.warn({ upstream: name }, 'upstream TLS certificate verification is OFF (insecureSkipVerify: true)');
-    const print = fingerprint([cfg, tls?.digest]);
-    const old = previous?.upstreams.get(name);
-    upstreams.set(
-      name,
-      old !== undefined && old.fingerprint === print
-        ? old
-        : createUpstream(name, cfg, print, {
-            clock: deps.clock,
-            rand: deps.rand,
-            observer,
-            tls,
-            credentials: cfg.credentials === undefined ? undefined : createCredentials(name, cfg.credentials, deps),
-          }),
-    );
-  }
-
-  const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: createQuotaObserver(deps.metrics, deps.logger) };
+  const upstreams = compileUpstreams(config, deps, previous);
+  const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: deps.observers.quota };
   const quotas = compileQuotas(config, quotaDeps, previous?.quotas);
   const keySets = new Map<string, KeySet>();
   const keySetFor = (jwt: NonNullable<RouteConfig['jwt']>): KeySet => {
@@ -137,7 +141,6 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     return keys;
   };
   const listenerConfigs = new Map(config.listeners.map((l) => [l.name, l]));
-  const authObserver = createAuthObserver(deps.metrics);
   // Claim headers a JWT route asserts are removed from client requests on every route: a public
   // route to the same upstream must not let a client pick its `x-user-id` (SPEC §3.1).
   const claimHeaders = [...new Set(config.routes.flatMap((r) => Object.values(r.jwt?.forwardClaims ?? {})))];
@@ -145,16 +148,16 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
   for (const route of config.routes) {
-    const security: RouteSecurity = {
+    const plan = compileRoute(route, {
+      deps,
+      config,
+      upstream: upstreams.get(route.upstream)!,
       listener: listenerConfigs.get(route.listener)!,
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
-      authObserver,
       claimHeaders,
-    };
-    const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
-      const webhook = deps.webhooks.compile({ ...input, config });
-      webhooks.push(webhook);
-      return webhook.handler;
+      quotas,
+      quotaDeps,
+      webhooks,
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -178,37 +181,44 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks };
 }
 
-/** What compileRoute needs for the route's security stages. */
-interface RouteSecurity {
-  readonly listener: ListenerConfig;
-  readonly keys: KeySet | undefined;
-  readonly authObserver: AuthObserver;
-  /** Every header a JWT route of the config forwards claims in. */
-  readonly claimHeaders: readonly string[];
+/** Upstream runtimes (pools, breakers, health) are taken over from `previous` when their config is unchanged. */
+function compileUpstreams(config: Config, deps: PlanDeps, previous: Plan | undefined): Map<string, UpstreamRuntime> {
+  const upstreams = new Map<string, UpstreamRuntime>();
+  for (const [name, cfg] of Object.entries(config.upstreams)) {
+    // TLS files are part of the fingerprint: a reload after a certificate change rebuilds the pools.
+    const tls = cfg.tls === undefined ? undefined : loadUpstreamTls(cfg.tls);
+    if (tls?.insecure) deps.logger.warn({ upstream: name }, 'upstream TLS certificate verification is OFF (insecureSkipVerify: true)');
+    const print = fingerprint([cfg, tls?.digest]);
+    const old = previous?.upstreams.get(name);
+    upstreams.set(
+      name,
+      old !== undefined && old.fingerprint === print
+        ? old
+        : createUpstream(name, cfg, print, {
+            clock: deps.clock,
+            rand: deps.rand,
+            observer: deps.observers.resilience,
+            tls,
+            credentials: cfg.credentials === undefined ? undefined : createCredentials(name, cfg.credentials, deps),
+          }),
+    );
+  }
+
+  return upstreams;
 }
 
-type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
-
-function compileRoute(
-  route: RouteConfig,
-  upstream: UpstreamRuntime,
-  deps: PlanDeps,
-  security: RouteSecurity,
-  observer: ResilienceObserver,
-  quotas: QuotaRegistry,
-  quotaDeps: QuotaDeps,
-  webhook: WebhookSlot,
-): RoutePlan {
+function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
+  const { deps, upstream } = ctx;
   // [security] headers gatehouse asserts are stripped from the client's request at compile time
-  const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
-  const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
+  const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, ctx.keys!, { clock: deps.clock, observer: deps.observers.auth });
+  const clientCert = compileClientCertForwarding(ctx.listener.tls?.forwardClientCert);
   const credentials = upstream.credentials;
-  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
+  const asserted = [...ctx.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
     replaceTraceContext: deps.tracing !== undefined,
-    allowUnderscores: security.listener.limits.allowUnderscoreHeaders,
+    allowUnderscores: ctx.listener.limits.allowUnderscoreHeaders,
   };
   const responseHeaders: ResponseHeaderPlan = {
     strip: new Set([...route.headers.response.remove, ...Object.keys(route.headers.response.set)].map((h) => h.toLowerCase())),
@@ -221,7 +231,7 @@ function compileRoute(
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
-  const quota = compileRouteQuota(route, quotas, quotaDeps);
+  const quota = compileRouteQuota(route, ctx.quotas, ctx.quotaDeps);
   // [quota] RateLimit-Policy goes on every answer of the route, a 401 included
   if (quota !== undefined) stages.push(quota.announce);
   // [security] jwt: authenticate first, so quotas can key on claims
@@ -237,7 +247,7 @@ function compileRoute(
   const policies: Policy[] = [deadline(route.timeout)];
   // [resilience] retry
   if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
-  policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer }));
+  policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer: deps.observers.resilience }));
   // [security] a 401 refreshes the OAuth2 token and replays this one attempt
   if (credentials?.policy !== undefined) policies.push(credentials.policy);
   // [quota] innermost: limits a provider announces are read from every attempt's answer
@@ -251,15 +261,7 @@ function compileRoute(
     upstream,
     stages,
     // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler:
-      route.webhook === undefined
-        ? undefined
-        : webhook({
-            route,
-            target: { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout },
-            requestHeaders,
-            isDraining: deps.isDraining,
-          }),
+    handler: route.webhook === undefined ? undefined : compileWebhook(route, ctx, { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout }, requestHeaders),
     send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
@@ -267,6 +269,12 @@ function compileRoute(
     websocket: route.websocket,
     host,
   };
+}
+
+function compileWebhook(route: RouteConfig, ctx: RouteContext, target: DeliveryTarget, requestHeaders: RequestHeaderPlan): (ex: Exchange) => void {
+  const webhook = ctx.deps.webhooks.compile({ route, config: ctx.config, target, requestHeaders, isDraining: ctx.deps.isDraining });
+  ctx.webhooks.push(webhook);
+  return webhook.handler;
 }
 
 function compileTrusted(cidrs: readonly string[]): BlockList | undefined {

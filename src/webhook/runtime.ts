@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { json } from '../admin/server.js';
+import { answer, type AdminRoute } from '../core/admin.js';
 import { fingerprint } from '../config/fingerprint.js';
 import { REDACTED } from '../config/secret.js';
 import type { Config, RouteConfig, WebhookConfig } from '../config/schema.js';
@@ -62,8 +61,8 @@ export interface WebhookRegistry {
   compile(input: WebhookCompileInput): WebhookRoute;
   /** Once a plan is live: its routes' runtimes deliver, the rest stop (their events wait in the store). */
   activate(routes: readonly WebhookRoute[]): void;
-  /** `/admin/webhooks/...` (SPEC §9); false when the path is not one of them. */
-  handleAdmin(req: IncomingMessage, res: ServerResponse, path: string, url: URL): boolean | Promise<boolean>;
+  /** `/admin/webhooks/...` (SPEC §9). */
+  readonly adminRoutes: readonly AdminRoute[];
   /** Shutdown: in-flight deliveries get `graceMs`, then go back to the store for the next start. */
   close(graceMs: number): Promise<void>;
 }
@@ -131,49 +130,49 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
 
   const storesInUse = (): WebhookStore[] => [...new Set([...active.values()].map((r) => r.store()))];
 
-  async function admin(req: IncomingMessage, res: ServerResponse, path: string, url: URL): Promise<boolean> {
-    const method = req.method ?? 'GET';
-    if (path === '/admin/webhooks/dead' && method === 'GET') {
-      const seen = new Map<string, StoredEvent>();
-      for (const store of storesInUse()) for (const ev of await store.listDead()) seen.set(ev.id, ev);
-      const events = [...seen.values()].sort((a, b) => (a.deadAt ?? 0) - (b.deadAt ?? 0));
-      json(res, 200, { events: events.map(deadView) });
-      return true;
-    }
-    const replay = /^\/admin\/webhooks\/dead\/([^/]+)\/replay$/.exec(path);
-    if (replay !== null && method === 'POST') {
-      const id = decodeURIComponent(replay[1]!);
-      for (const store of storesInUse()) {
-        const ev = (await store.listDead()).find((e) => e.id === id);
-        if (ev === undefined) continue;
-        const runtime = active.get(ev.route);
-        if (runtime === undefined) {
-          json(res, 409, { error: `route '${ev.route}' of event ${id} is not configured: nowhere to deliver it` });
-          return true;
+  /** `/admin/webhooks/...` (SPEC §9): what is dead, replaying one, the latest events. */
+  const adminRoutes: AdminRoute[] = [
+    {
+      method: 'GET',
+      path: '/admin/webhooks/dead',
+      async handle() {
+        const seen = new Map<string, StoredEvent>();
+        for (const store of storesInUse()) for (const ev of await store.listDead()) seen.set(ev.id, ev);
+        const events = [...seen.values()].sort((a, b) => (a.deadAt ?? 0) - (b.deadAt ?? 0));
+        return answer(200, { events: events.map(deadView) });
+      },
+    },
+    {
+      method: 'POST',
+      path: '/admin/webhooks/dead/:id/replay',
+      async handle({ params }) {
+        const id = params.id!;
+        for (const store of storesInUse()) {
+          const ev = (await store.listDead()).find((e) => e.id === id);
+          if (ev === undefined) continue;
+          const runtime = active.get(ev.route);
+          if (runtime === undefined) return answer(409, { error: `route '${ev.route}' of event ${id} is not configured: nowhere to deliver it` });
+          await store.replay(id, deps.clock.now());
+          runtime.worker.notify();
+          return answer(202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying' });
         }
-        await store.replay(id, deps.clock.now());
-        runtime.worker.notify();
-        json(res, 202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying' });
-        return true;
-      }
-      json(res, 404, { error: `no dead-lettered webhook event with id ${id}` });
-      return true;
-    }
-    if (path === '/admin/webhooks/recent' && method === 'GET') {
-      const only = url.searchParams.get('route');
-      const limit = Math.min(100, Math.max(1, Number(url.searchParams.get('limit') ?? 50) || 50));
-      if (only !== null && !active.has(only)) {
-        json(res, 404, { error: `no webhook route named '${only}'`, routes: [...active.keys()] });
-        return true;
-      }
-      const runtimes = only === null ? [...active.values()] : [active.get(only)!];
-      const events: unknown[] = [];
-      for (const r of runtimes) for (const ev of await r.store().recent(r.name, limit)) events.push(recentView(ev, r.cfg.inspect));
-      json(res, 200, { events });
-      return true;
-    }
-    return false;
-  }
+        return answer(404, { error: `no dead-lettered webhook event with id ${id}` });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/admin/webhooks/recent',
+      async handle({ query }) {
+        const only = query.get('route');
+        const limit = Math.min(100, Math.max(1, Number(query.get('limit') ?? 50) || 50));
+        if (only !== null && !active.has(only)) return answer(404, { error: `no webhook route named '${only}'`, routes: [...active.keys()] });
+        const runtimes = only === null ? [...active.values()] : [active.get(only)!];
+        const events: unknown[] = [];
+        for (const r of runtimes) for (const ev of await r.store().recent(r.name, limit)) events.push(recentView(ev, r.cfg.inspect));
+        return answer(200, { events });
+      },
+    },
+  ];
 
   return {
     compile(input) {
@@ -222,10 +221,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       }
     },
 
-    handleAdmin(req, res, path, url) {
-      if (!path.startsWith('/admin/webhooks/')) return false;
-      return admin(req, res, path, url);
-    },
+    adminRoutes,
 
     async close(graceMs) {
       closed = true;
