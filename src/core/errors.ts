@@ -41,3 +41,22 @@ export class GatehouseError extends Error {
     return ERRORS[this.code].status;
   }
 }
+
+/** How an upstream exchange failed without a usable answer; the names of `retry.on`. */
+export type FailureKind = 'connect-failure' | 'reset' | 'timeout' | 'invalid-response' | 'tls' | 'aborted';
+
+export class UpstreamError extends Error {
+  readonly kind: FailureKind;
+
+  constructor(kind: FailureKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UpstreamError';
+    this.kind = kind;
+  }
+}
+
+/** A TLS failure's code (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`, `ERR_TLS_CERT_ALTNAME_INVALID`, ...): no peer data. */
+export function tlsReason(err: UpstreamError): string {
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'handshake failed';
+}

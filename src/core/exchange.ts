@@ -2,9 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Attributes, Span } from '@opentelemetry/api';
-import type { ErrorCode, GatehouseError } from './errors.js';
+import type { ErrorCode, FailureKind, GatehouseError } from './errors.js';
 import { findHeader, type RequestFacts } from './headers.js';
-import type { FailureKind } from './send.js';
 
 /** What a stage may know of the route it runs on; the full plan stays inside the proxy. */
 export interface RouteInfo {

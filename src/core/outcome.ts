@@ -1,4 +1,4 @@
-import { UpstreamError } from './send.js';
+import { UpstreamError } from './errors.js';
 
 /**
  * What one attempt says about an upstream's health, for the circuit breaker and for passive

@@ -1,6 +1,5 @@
 import type { Attributes } from '@opentelemetry/api';
-import type { GatehouseError } from './errors.js';
-import type { UpstreamError } from './send.js';
+import type { GatehouseError, UpstreamError } from './errors.js';
 
 /**
  * A request to an upstream that no client is waiting on: a webhook or outbox delivery, a

@@ -17,7 +17,7 @@ import { acceptRequestId, clientAddress, isTrusted } from './headers.js';
 import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
 import { sendProblem } from '../core/problem.js';
-import { tlsReason, UpstreamError } from '../core/send.js';
+import { tlsReason, UpstreamError } from '../core/errors.js';
 
 /** What every listener shares: the current plan (swapped by reload) and the drain state. */
 export interface ProxyState {

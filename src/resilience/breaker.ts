@@ -162,9 +162,6 @@ export function viewOf(state: BreakerState, nowMs: number, cfg: BreakerConfig): 
   return retryInMs > 0 ? { state: 'open', retryInMs: Math.ceil(retryInMs) } : { state: 'half-open', retryInMs: 0 };
 }
 
-/** `gatehouse_circuit_state`: 0 closed, 1 half-open, 2 open. */
-export const STATE_CODE: Readonly<Record<BreakerStateName, number>> = { closed: 0, 'half-open': 1, open: 2 };
-
 // ---------------------------------------------------------------- the runtime around it
 
 /** Told about every state change; telemetry turns it into a span event, a log line and a gauge. */

@@ -1,5 +1,6 @@
 import type { Exchange } from '../core/exchange.js';
-import { UpstreamError, type Policy } from '../core/send.js';
+import { type Policy } from '../core/send.js';
+import { UpstreamError } from '../core/errors.js';
 
 /**
  * The route `timeout`: one deadline for everything before the upstream's response headers reach

@@ -1,6 +1,7 @@
 import type { RetryConfig } from '../config/schema.js';
 import type { Exchange, ResponseFilter } from '../core/exchange.js';
-import { UpstreamError, type AttemptResult, type FailureKind, type Policy, type Send } from '../core/send.js';
+import { type AttemptResult, type Policy, type Send } from '../core/send.js';
+import { UpstreamError, type FailureKind } from '../core/errors.js';
 import { parseRateLimitField, parseResetSeconds, parseRetryAfter, scanLimitHeaders } from '../core/limit-headers.js';
 import { backoffDelayMs } from '../core/backoff.js';
 import type { Clock } from '../core/clock.js';

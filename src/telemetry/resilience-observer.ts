@@ -1,11 +1,14 @@
 import type { Meter } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Exchange } from '../core/exchange.js';
-import { STATE_CODE, type BreakerObserver, type BreakerStateName } from '../resilience/breaker.js';
+import type { BreakerObserver, BreakerStateName } from '../resilience/breaker.js';
 import type { EndpointChange, HealthObserver } from '../resilience/health.js';
 import type { RetryObserver, RetrySkip } from '../resilience/retry.js';
 import type { Metrics } from './metrics.js';
 import { EVENTS, METRICS } from '../core/names.js';
+
+/** `gatehouse_circuit_state`: 0 closed, 1 half-open, 2 open. */
+const STATE_CODE: Readonly<Record<BreakerStateName, number>> = { closed: 0, 'half-open': 1, open: 2 };
 
 export type ResilienceObserver = RetryObserver & BreakerObserver & HealthObserver;
 

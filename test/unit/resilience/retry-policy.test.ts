@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../../../src/config/schema.js';
 import { Exchange } from '../../../src/core/exchange.js';
-import { UpstreamError, type AttemptResult, type Send } from '../../../src/core/send.js';
+import { type AttemptResult, type Send } from '../../../src/core/send.js';
+import { UpstreamError } from '../../../src/core/errors.js';
 import type { Clock } from '../../../src/core/clock.js';
 import { compileRetry, retry, type RetryObserver } from '../../../src/resilience/retry.js';
 
