@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
-# gatehouse: a small image on the official Node.js 22 slim base, running as the non-root `node` user.
+# gatehouse: a small image on the official Node.js 24 LTS slim base (a line CI tests), running as the non-root `node` user.
 #   docker build -t gatehouse .
 #   docker run --rm -p 8080:8080 -v "$PWD/my.yaml:/etc/gatehouse/gatehouse.yaml:ro" gatehouse
 
 # ---- build: compile TypeScript (dev dependencies, no native builds needed for tsc)
-FROM node:22-slim AS build
+FROM node:24-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -13,7 +13,7 @@ COPY src ./src
 RUN npm run build
 
 # ---- deps: production dependencies only; better-sqlite3 is the one native module
-FROM node:22-slim AS deps
+FROM node:24-slim AS deps
 # a toolchain in case no prebuilt better-sqlite3 binary fits; it stays in this stage
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -25,7 +25,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
 
 # ---- runtime: dist/, production node_modules, package.json and config/ only
-FROM node:22-slim
+FROM node:24-slim
 ENV NODE_ENV=production \
     GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.yaml \
     GATEHOUSE_HEALTHCHECK_URL=http://127.0.0.1:9901/healthz

@@ -24,6 +24,9 @@ import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
 import { VERSION } from './version.js';
 
+/** The longest shutdown waits for pending spans and metrics to reach the collector (SPEC §1). */
+const FLUSH_MS = 2_000;
+
 export interface StartOptions {
   readonly configFile: string;
   readonly env?: NodeJS.ProcessEnv;
@@ -158,7 +161,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     state.plan.quotas.close();
     await stores.close();
-    await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    // Pending spans and metrics get at most FLUSH_MS: a collector that is down must not hold the
+    // exit (the exporters' own timeout is 10 s) — what is not sent by then is dropped.
+    const flushed = Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([flushed.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, FLUSH_MS, true)))]);
+    clearTimeout(timer);
+    if (late) logger.warn({ flushMs: FLUSH_MS }, 'telemetry not flushed in time (collector down?); pending spans and metrics dropped');
   }
 
   const adminSource: AdminSource = {

@@ -91,7 +91,16 @@ async function run(file: string): Promise<number> {
   const gh = gatehouse;
   process.on('SIGHUP', () => void gh.reload('signal'));
   return new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        // A second signal: stop now. The handler stays installed for this: as PID 1 in a container
+        // a signal without a handler is ignored, so `once` would leave the second one unheard.
+        gh.logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+        resolve(128 + (signal === 'SIGINT' ? 2 : 15));
+        return;
+      }
+      stopping = true;
       gh.logger.info({ signal }, 'shutting down');
       gh.shutdown().then(
         () => resolve(0),
@@ -101,8 +110,8 @@ async function run(file: string): Promise<number> {
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
 }
 

@@ -400,12 +400,13 @@ const quotaKey = z
 
 /**
  * One rate limit: a token bucket refilled at `limit` per `per`, holding at most `burst` tokens
- * (default: `limit`). `per` is a whole number of seconds: RateLimit-Policy announces it as `w=`.
+ * (default: `limit`). `per` is any duration, sub-second included; RateLimit-Policy announces it as
+ * `w=` rounded up to whole seconds.
  */
 const Quota = z
   .strictObject({
     limit: positiveInt,
-    per: duration.refine((ms) => ms >= 1000 && ms % 1000 === 0, 'must be a whole number of seconds such as 1s, 30s, 1m or 1h'),
+    per: duration.refine((ms) => ms >= 1, 'must be a duration of at least 1ms, such as 500ms, 1s or 1h'),
     burst: positiveInt.optional(),
     key: quotaKey.default('global'),
     onExceed: z.enum(['reject', 'queue']).default('reject'),

@@ -430,6 +430,9 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   }
 
   function paused(ex: Exchange, keys: readonly string[], leftMs: number): GatehouseError | Promise<GatehouseError | undefined> {
+    // The provider's pause empties every global limit until its reset; what per-client limits
+    // hold is not read (no store round trip for a request that is not sent)
+    ex.setResponseHeader(STATE_HEADER, formatRateLimit(names, limits.map((l) => (l.config.key === 'global' ? { remaining: 0, resetMs: leftMs, retryAfterMs: leftMs } : undefined))));
     if (pausedWaitAt >= 0) return enqueue(ex, keys, pausedWaitAt, leftMs);
     return refusal(ex, 0, leftMs, `upstream '${route.upstream}' announced a limit (${pause!.source}); new requests wait for its reset`);
   }

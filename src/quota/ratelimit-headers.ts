@@ -11,8 +11,8 @@ import type { BucketResult } from './bucket.js';
 export const POLICY_HEADER = 'RateLimit-Policy';
 export const STATE_HEADER = 'RateLimit';
 
-/** One limit's `RateLimit-Policy` member: built once at compile time. */
-export const policyMember = (name: string, limit: number, perMs: number): string => `"${name}";q=${limit};w=${perMs / 1000}`;
+/** One limit's `RateLimit-Policy` member, its window in whole seconds (rounded up): built once at compile time. */
+export const policyMember = (name: string, limit: number, perMs: number): string => `"${name}";q=${limit};w=${Math.max(1, Math.ceil(perMs / 1000))}`;
 
 /**
  * The `RateLimit` value for the limits of one request. `r` is whole tokens left, `t` the seconds

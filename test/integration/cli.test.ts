@@ -1,10 +1,14 @@
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
+import { onCleanup } from '../helpers/cleanup.js';
 import { eventually, request } from '../helpers/http.js';
 import { runCli, spawnGatehouse, writeConfig } from '../helpers/process.js';
-import { delay, echo, reply, startUpstream } from '../helpers/upstream.js';
+import { delay, echo, reply, stall, startUpstream } from '../helpers/upstream.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -112,6 +116,39 @@ describe('gatehouse run', () => {
     expect(msgs).toContain('draining requests in flight');
     expect(msgs.at(-1)).toBe('gatehouse stopped');
     expect(g.accessLog().at(-1)).toMatchObject({ path: '/slow', status: 200 }); // flushed before exit
+  });
+
+  it('exits at once on a second SIGTERM while draining, with 143', async () => {
+    const stuck = await startUpstream(stall);
+    const g = await spawnGatehouse(valid(stuck.url, 'shutdown: { drainTimeout: 30s }'));
+    void request(g.url('in') + '/stuck').catch(() => undefined);
+    await eventually(() => stuck.received.length === 1);
+    g.child.kill('SIGTERM');
+    await eventually(() => g.log().includes('draining requests in flight'), 3_000, 20);
+    const second = performance.now();
+    g.child.kill('SIGTERM');
+    expect(await g.exited).toEqual({ code: 143, signal: null });
+    expect(performance.now() - second).toBeLessThan(2_000);
+    expect(g.log()).toContain('second signal: exiting without waiting for the drain');
+  });
+
+  it('flushes spans for at most 2 s at shutdown when the collector takes connections and never answers', async () => {
+    const blackhole = createServer(() => {}); // accepts, reads, never answers
+    blackhole.listen(0, '127.0.0.1');
+    await once(blackhole, 'listening');
+    onCleanup(() => {
+      blackhole.closeAllConnections();
+      blackhole.close();
+    });
+    const collector = `http://127.0.0.1:${(blackhole.address() as AddressInfo).port}/v1/traces`;
+    const up = await startUpstream(reply(200, 'ok'));
+    const g = await spawnGatehouse(valid(up.url, `telemetry: { traces: { endpoint: ${collector} } }`));
+    for (let i = 0; i < 5; i++) expect((await request(g.url('in') + '/traced')).status).toBe(200);
+    const stopping = performance.now();
+    g.child.kill('SIGTERM');
+    expect(await g.exited).toEqual({ code: 0, signal: null });
+    expect(performance.now() - stopping).toBeLessThan(4_000);
+    expect(g.log()).toContain('telemetry not flushed in time');
   });
 
   it('stops on SIGINT with exit 0 when idle', async () => {

@@ -143,6 +143,9 @@ describe('limits announced by the upstream', () => {
     expect(held.status).toBe(429);
     expect(held.headers['gatehouse-error']).toBe('rate_limited');
     expect(held.headers['retry-after']).toBe('1');
+    // like every answer of a quota route: the policy, and the global limit spent until the reset
+    expect(held.headers['ratelimit-policy']).toBe('"provider-api";q=100;w=1');
+    expect(held.headers.ratelimit).toBe('"provider-api";r=0;t=1');
     expect(held.json().detail).toContain("upstream 'provider' announced a limit (429 Retry-After)");
     expect(up.received).toHaveLength(1);
     const view = (await request(g.admin('/admin/quotas'))).json();

@@ -48,6 +48,22 @@ describe('quotas', () => {
     expect(g.accessLog.json.at(-1)).toMatchObject({ route: 'api', status: 429, error: 'rate_limited' });
   });
 
+  it('paces a sub-second window: limit 1 per 500ms lets one request through every half second', async () => {
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(base(up.url, '    quota: [{ limit: 1, per: 500ms }]'));
+    const first = await g.fetch('in', '/x');
+    expect(first.status).toBe(200);
+    expect(first.headers['ratelimit-policy']).toBe('"api-0";q=1;w=1'); // the window rounded up to whole seconds
+    const started = performance.now();
+    const second = await g.fetch('in', '/x');
+    expect(second.status).toBe(429);
+    expect(second.headers['retry-after']).toBe('1');
+    expect(second.json().detail).toContain("quota 'api-0' allows 1 requests per 0.5s");
+    await new Promise((r) => setTimeout(r, Math.max(0, 520 - (performance.now() - started))));
+    expect((await g.fetch('in', '/x')).status).toBe(200);
+    expect(up.received).toHaveLength(2);
+  });
+
   it('keeps the buckets of different keys independent (header, then client address)', async () => {
     const up = await startUpstream(echo);
     const g = await startGatehouse(base(up.url, '    quota: [{ limit: 1, per: 1h, key: "header:X-User" }]'));

@@ -41,17 +41,23 @@ routes:
     expect(loaded.config.quotas['shopify-api']).toMatchObject({ per: 1000, maxWait: 10_000, store: 'shared' });
   });
 
+  it('takes sub-second windows: limit 1 per 500ms paces one request every half second', () => {
+    const loaded = loadConfigText(`${head}quotas:\n  pace: { limit: 1, per: 500ms }\n  fine: { limit: 3, per: 1500ms }\n`, 'gatehouse.yaml');
+    expect(loaded.config.quotas.pace).toMatchObject({ limit: 1, per: 500 });
+    expect(loaded.config.quotas.fine).toMatchObject({ limit: 3, per: 1500 });
+  });
+
   it('reports wrong values with their position', () => {
     expect(
       problems(`quotas:
-  a: { limit: 0, per: 1500ms, key: cookie }
+  a: { limit: 0, per: 0s, key: cookie }
   b: { limit: 1, per: 1s, maxWait: 1s }
   c: { limit: 1, per: 1s, onExceed: wait }
 `),
     ).toEqual([
       'gatehouse.yaml:8:15 quotas.a.limit: must be an integer >= 1 (got 0)',
-      'gatehouse.yaml:8:23 quotas.a.per: must be a whole number of seconds such as 1s, 30s, 1m or 1h',
-      'gatehouse.yaml:8:36 quotas.a.key: must be global, ip, header:<name> or jwt:<claim>',
+      'gatehouse.yaml:8:23 quotas.a.per: must be a duration of at least 1ms, such as 500ms, 1s or 1h',
+      'gatehouse.yaml:8:32 quotas.a.key: must be global, ip, header:<name> or jwt:<claim>',
       'gatehouse.yaml:9:36 quotas.b.maxWait: only applies with onExceed: queue',
       'gatehouse.yaml:10:37 quotas.c.onExceed: must be one of "reject", "queue" (got "wait")',
     ]);
