@@ -9,7 +9,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
-import type { PipelineDeps, ProxyState } from './proxy/pipeline.js';
+import type { PipelineDeps, ProxyState } from './proxy/lifecycle.js';
 import { createListeners } from './proxy/server.js';
 import { systemClock } from './core/clock.js';
 import { createStoreRegistry } from './stores/stores.js';

@@ -87,7 +87,7 @@ export class Exchange {
    */
   outHeaders: string[] = [];
   outHeaderBase = 0;
-  /** performance.now() by which the upstream's headers must arrive (the route `timeout`). */
+  /** Clock.monotonic() by which the upstream's headers must arrive (the route `timeout`). */
   deadlineAt = Infinity;
   /** The route deadline's timer; cleared once the upstream's headers are committed to the client. */
   deadlineTimer: NodeJS.Timeout | undefined = undefined;

@@ -1,39 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { ServerResponse, type IncomingMessage } from 'node:http';
-import type { Logger } from 'pino';
 import type { Socket } from 'node:net';
-import { Transform, type Duplex, type TransformCallback } from 'node:stream';
-import { normalizePath } from '../routing/normalize.js';
-import type { AccessLog } from '../telemetry/access-log.js';
-import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
-import type { Metrics } from '../telemetry/metrics.js';
-import { ATTR } from '../core/names.js';
-import type { Tracing } from '../telemetry/tracing.js';
+import type { Duplex } from 'node:stream';
 import { GatehouseError } from '../core/errors.js';
 import { Exchange } from '../core/exchange.js';
-import { scanRequestHeaders, type RequestFacts } from '../core/headers.js';
 import { buildUpstreamHeaders } from '../core/forwarding.js';
-import { acceptRequestId, clientAddress, isTrusted } from './headers.js';
+import { scanRequestHeaders } from '../core/headers.js';
+import { normalizePath } from '../routing/normalize.js';
+import { setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
+import { hasBody, hostName, limitBody, refuseFraming, splitAbsoluteForm, tooLarge, traceIdOf } from './arrival.js';
 import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
-import type { ListenerPlan, Plan, RoutePlan } from './plan.js';
-import { sendProblem } from '../core/problem.js';
-import { tlsReason, UpstreamError } from '../core/errors.js';
+import { acceptRequestId, clientAddress, isTrusted } from './headers.js';
+import { closed, respondError, type PipelineDeps, type ProxyState } from './lifecycle.js';
+import type { ListenerPlan, RoutePlan } from './plan.js';
 
-/** What every listener shares: the current plan (swapped by reload) and the drain state. */
-export interface ProxyState {
-  plan: Plan;
-  draining: boolean;
-  inFlight: number;
-  /** Called when inFlight drops to 0 while draining. */
-  onIdle: (() => void) | undefined;
-}
-
-export interface PipelineDeps {
-  readonly tracing: Tracing | undefined;
-  readonly metrics: Metrics;
-  readonly accessLog: AccessLog;
-  readonly logger: Logger;
-}
 
 /** The request's Exchange, kept on the object whose 'close' ends it (the response, or an upgraded socket). */
 const EXCHANGE = Symbol('gatehouse.exchange');
@@ -46,6 +26,13 @@ type Connection = Socket & {
   [BUSY]?: boolean;
   [WAITING]?: { readonly req: IncomingMessage; readonly res: ServerResponse; readonly expectContinue: boolean }[] | undefined;
 };
+
+/** One listener's request handling: the shared state, its dependencies, its body-timeout watch. */
+interface Pipeline {
+  readonly state: ProxyState;
+  readonly deps: PipelineDeps;
+  readonly bodyWatch: BodyWatch;
+}
 
 /** An HTTP/1.1 Upgrade request: the raw socket takes the place of a ServerResponse. */
 interface Upgrade {
@@ -62,6 +49,8 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
   /** `Expect: 100-continue` (node:http's 'checkContinue'): `100` goes out only once the route's checks pass. */
   const handleContinue = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, true);
   const bodyWatch = createBodyWatch((ex, timeoutMs) => bodyTimedOut(ex, timeoutMs, state));
+  /** What the stages and the forwarding of this listener's requests share. */
+  const ctx: Pipeline = { state, deps, bodyWatch };
 
   function onClose(this: Closable): void {
     const ex = this[EXCHANGE];
@@ -213,9 +202,9 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     ex.peer = peer;
     ex.listener = listener;
     if (route.stages.length === 0) {
-      forward(ex, route, state, deps, bodyWatch);
+      forward(ex, route, ctx);
     } else {
-      runStages(ex, route, 0, state, deps, bodyWatch);
+      runStages(ex, route, 0, ctx);
     }
   }
 
@@ -232,7 +221,8 @@ function matchRoute(listener: ListenerPlan, ex: Exchange, rawHeaders: string[]):
 }
 
 /** Runs stages in order; synchronous ones stay synchronous (no promise per stage). */
-function runStages(ex: Exchange, route: RoutePlan, from: number, state: ProxyState, deps: PipelineDeps, bodyWatch: BodyWatch): void {
+function runStages(ex: Exchange, route: RoutePlan, from: number, ctx: Pipeline): void {
+  const { state } = ctx;
   for (let i = from; i < route.stages.length; i++) {
     let outcome: ReturnType<RoutePlan['stages'][number]>;
     try {
@@ -245,7 +235,7 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, state: ProxySta
       outcome.then(
         (refusal) => {
           if (refusal !== undefined) respondError(ex, refusal, state, ex.body !== null);
-          else if (!ex.cancelled) runStages(ex, route, i + 1, state, deps, bodyWatch);
+          else if (!ex.cancelled) runStages(ex, route, i + 1, ctx);
         },
         (err: unknown) => respondError(ex, err, state, ex.body !== null),
       );
@@ -256,11 +246,11 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, state: ProxySta
       return;
     }
   }
-  forward(ex, route, state, deps, bodyWatch);
+  forward(ex, route, ctx);
 }
 
 /** Every check passed: the body may come (`100 Continue`), and the request goes on. */
-function forward(ex: Exchange, route: RoutePlan, state: ProxyState, deps: PipelineDeps, bodyWatch: BodyWatch): void {
+function forward(ex: Exchange, route: RoutePlan, { state, bodyWatch }: Pipeline): void {
   if (ex.expectContinue) {
     ex.expectContinue = false;
     ex.res.writeContinue();
@@ -311,165 +301,3 @@ function smallEnough(ex: Exchange, limit: number): boolean {
   return length === undefined || Number(length) <= limit;
 }
 
-/** Turns any failure into the client's answer: problem+json, or a cut connection once headers went out. */
-function respondError(ex: Exchange, err: unknown, state: ProxyState, bodyUnread: boolean): void {
-  if (ex.res.writableEnded) return; // answered already (a body timeout, say): nothing more to say
-  const error = toGatehouseError(err, ex);
-  if (error === undefined) return; // the client is gone: nobody to answer
-  ex.errorCode = error.code;
-  if (ex.res.headersSent || ex.res.destroyed) {
-    ex.res.destroy();
-    return;
-  }
-  ex.status = error.status;
-  if (ex.upgrade !== undefined) {
-    const socket = ex.upgrade.socket;
-    ex.res.once('finish', () => socket.end());
-  }
-  sendProblem(ex.res, error, {
-    route: ex.route?.name,
-    traceId: ex.traceId,
-    requestId: ex.requestId,
-    extraHeaders: ex.responseHeaders,
-    // An unread request body would have to be drained before the connection could be reused.
-    closing: state.draining || bodyUnread,
-  });
-}
-
-function toGatehouseError(err: unknown, ex: Exchange): GatehouseError | undefined {
-  if (err instanceof GatehouseError) return err;
-  const upstream = ex.route?.upstream ?? '?';
-  if (err instanceof UpstreamError) {
-    switch (err.kind) {
-      case 'aborted':
-        return undefined;
-      case 'timeout':
-        return new GatehouseError('upstream_timeout', err.message);
-      case 'connect-failure':
-        return new GatehouseError('bad_gateway', `could not connect to upstream '${upstream}'`);
-      case 'reset':
-        return new GatehouseError('bad_gateway', `upstream '${upstream}' closed the connection before answering`);
-      case 'invalid-response':
-        return new GatehouseError('bad_gateway', `upstream '${upstream}' sent an invalid HTTP response`);
-      case 'tls':
-        return new GatehouseError('bad_gateway', `TLS handshake with upstream '${upstream}' failed (${tlsReason(err)})`);
-    }
-  }
-  if ((err as { code?: unknown } | null)?.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || ex.cancelled === 'aborted') return undefined;
-  ex.note = `internal error: ${(err as Error)?.message ?? String(err)}`;
-  return new GatehouseError('bad_gateway', `upstream '${upstream}' could not be reached`);
-}
-
-/**
- * The response is over (sent, or the client is gone). The span and the log line wait for the
- * policies to settle too, so what they record about this request (a breaker transition on its
- * last answer, the final attempt count) is part of it.
- */
-function closed(ex: Exchange, state: ProxyState, deps: PipelineDeps): void {
-  if (!ex.res.writableFinished && ex.upgrade === undefined) ex.cancel('aborted', new UpstreamError('aborted', 'the client closed the connection'));
-  if (ex.deadlineTimer !== undefined) {
-    clearTimeout(ex.deadlineTimer);
-    ex.deadlineTimer = undefined;
-  }
-  const durationMs = performance.now() - ex.startMs;
-  if (ex.sending === undefined) finish(ex, state, deps, durationMs);
-  else {
-    const done = () => finish(ex, state, deps, durationMs);
-    ex.sending.then(done, done);
-  }
-}
-
-function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs: number): void {
-  const res = ex.res;
-  // 499: the client went away before an answer (nginx's convention)
-  const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
-  const routeName = ex.route?.name;
-  deps.metrics.serverDuration.record(durationMs / 1000, {
-    route: routeName ?? '',
-    [ATTR.method]: ex.method,
-    [ATTR.status]: status,
-    [ATTR.errorType]: ex.errorCode,
-  });
-  endServerSpan(ex, status);
-  deps.accessLog({
-    route: routeName ?? null,
-    method: ex.method,
-    path: ex.path,
-    status,
-    durationMs: Math.round(durationMs * 1000) / 1000,
-    upstream: ex.route?.upstream ?? null,
-    attempts: ex.attempts,
-    traceId: ex.traceId || null,
-    requestId: ex.requestId,
-    error: ex.errorCode ?? null,
-    client: ex.clientIp,
-  });
-  state.inFlight--;
-  if (state.inFlight === 0 && state.onIdle !== undefined) state.onIdle();
-}
-
-const hasBody = (f: RequestFacts) => (f.contentLength !== undefined ? f.contentLength !== '0' : f.transferEncoding !== undefined);
-
-/** `host[:port]` (RFC 9110 §7.2): a reg-name, an IPv4 or an [IPv6] literal; no userinfo, `%` or spaces. */
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=-]+)(?::\d{0,5})?$/;
-
-/**
- * The Host header's name for matching: without port, lowercased, one trailing dot removed
- * (`Shop.Example.com.:443` -> `shop.example.com`); undefined when the value is not a valid Host.
- */
-function hostName(header: string): string | undefined {
-  if (!HOST.test(header)) return undefined;
-  const end = header.charCodeAt(0) === 91 /* [ */ ? header.indexOf(']') + 1 : header.indexOf(':');
-  let name = end > 0 ? header.slice(0, end) : header;
-  if (name.endsWith('.')) name = name.slice(0, -1);
-  return name.toLowerCase();
-}
-
-/**
- * What the HTTP parser lets through but a proxy must not guess at (SPEC §3.1): a missing,
- * repeated or malformed Host, and a Transfer-Encoding other than `chunked` alone.
- */
-function refuseFraming(facts: RequestFacts, host: string | undefined, httpMinor: number): GatehouseError | undefined {
-  if (facts.hostCount > 1) {
-    // RFC 9112 §3.2: more than one Host is refused, not guessed at (a request-smuggling vector).
-    return new GatehouseError('bad_request', 'the request has more than one Host header');
-  }
-  if (facts.host === undefined ? httpMinor >= 1 : host === undefined || host === '') {
-    return new GatehouseError('bad_request', facts.host === undefined ? 'an HTTP/1.1 request needs a Host header' : 'the Host header is not a valid host[:port]');
-  }
-  const te = facts.transferEncoding;
-  if (te !== undefined && te !== 'chunked' && te.trim().toLowerCase() !== 'chunked') {
-    // `gzip, chunked` would reach the upstream as plain chunked with the gzip coding dropped
-    return new GatehouseError('not_implemented', `Transfer-Encoding '${te.slice(0, 64)}' is not supported; only chunked`);
-  }
-  return undefined;
-}
-
-function splitAbsoluteForm(url: string): { authority: string; pathAndQuery: string } | undefined {
-  const m = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i.exec(url);
-  if (!m) return undefined;
-  const rest = m[2] ?? '/';
-  return { authority: m[1]!, pathAndQuery: rest.startsWith('?') ? `/${rest}` : rest };
-}
-
-
-function traceIdOf(traceparent: string): string {
-  const m = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/.exec(traceparent);
-  return m?.[1] ?? '';
-}
-
-const tooLarge = (max: number) => new GatehouseError('payload_too_large', `the request body is larger than the route's maxBodySize of ${max} bytes`);
-
-/** A chunked body of unknown length, cut off with 413 once it passes the route's limit. */
-function limitBody(req: IncomingMessage, max: number): Transform {
-  let seen = 0;
-  const limiter = new Transform({
-    transform(chunk: Buffer, _enc, done: TransformCallback) {
-      seen += chunk.length;
-      if (seen > max) done(tooLarge(max));
-      else done(null, chunk);
-    },
-  });
-  req.on('error', (err) => limiter.destroy(err));
-  return req.pipe(limiter);
-}

@@ -244,7 +244,7 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ ... ⊃ attempt. The attempt is
   // the upstream dispatch: breaker, bulkhead, credentials, endpoint, span and metrics per try.
-  const policies: Policy[] = [deadline(route.timeout)];
+  const policies: Policy[] = [deadline(route.timeout, deps.clock)];
   // [resilience] retry
   if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
   policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer: deps.observers.resilience }));

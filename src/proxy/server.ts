@@ -10,7 +10,8 @@ import type { ListenerConfig } from '../config/schema.js';
 import { applyServerTls, loadServerTls, watchServerTls } from '../security/tls.js';
 import { GatehouseError } from '../core/errors.js';
 import type { Plan } from './plan.js';
-import { createRequestHandler, type PipelineDeps, type ProxyState } from './pipeline.js';
+import type { PipelineDeps, ProxyState } from './lifecycle.js';
+import { createRequestHandler } from './pipeline.js';
 import { problemResponseBytes } from '../core/problem.js';
 
 interface Bound {

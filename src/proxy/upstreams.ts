@@ -5,7 +5,8 @@ import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.
 import { createBreaker, type Breaker, type BreakerObserver, type BreakerStateName } from '../resilience/breaker.js';
 import { createBulkhead, type Bulkhead } from '../resilience/bulkhead.js';
 import type { Clock } from '../core/clock.js';
-import { createHealthChecker, ejectionTimeMs, mayEject, type EjectionRules, type HealthObserver } from '../resilience/health.js';
+import { createEjection } from '../resilience/ejection.js';
+import { createHealthChecker, type HealthObserver } from '../resilience/health.js';
 import type { Outcome } from '../core/outcome.js';
 import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
@@ -119,50 +120,15 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
   };
   const balance: Balancer<Endpoint> = cfg.loadBalancing === 'least-request' ? leastRequest(deps.rand) : roundRobin();
 
-  // ---- passive ejection
-  const ejectionTimers = new Set<NodeJS.Timeout>();
-  const rules: EjectionRules | undefined =
+  // ---- passive ejection (resilience/ejection.ts)
+  const ejection = createEjection(
+    name,
+    endpoints,
     cfg.ejection === false || endpoints.length < 2
       ? undefined
-      : { consecutiveFailures: cfg.ejection.consecutiveFailures, baseTimeMs: cfg.ejection.baseTime, maxTimeMs: cfg.ejection.maxTime, maxPercent: cfg.ejection.maxPercent };
-
-  const restore = (ep: Endpoint) => {
-    ep.ejected = false;
-    ep.failures = 0;
-    ep.restoredAt = clock.monotonic();
-    rebuild();
-    observer.endpointChange(name, ep.url, 'restored', undefined, `endpoint ${ep.url} of upstream '${name}' is back in rotation`);
-  };
-
-  const eject = (ep: Endpoint, r: EjectionRules, ex: Exchange | undefined) => {
-    const now = clock.monotonic();
-    if (now - ep.restoredAt > r.maxTimeMs) ep.ejections = 0; // long enough in rotation: start over at baseTime
-    const forMs = ejectionTimeMs(ep.ejections, r);
-    ep.ejections++;
-    ep.ejected = true;
-    rebuild();
-    const timer = setTimeout(() => {
-      ejectionTimers.delete(timer);
-      restore(ep);
-    }, forMs);
-    timer.unref();
-    ejectionTimers.add(timer);
-    observer.endpointChange(name, ep.url, 'ejected', ex, `endpoint ${ep.url} of upstream '${name}' failed ${ep.failures} times in a row; out of rotation for ${forMs}ms`);
-  };
-
-  const report =
-    rules === undefined
-      ? noReport
-      : (ep: Endpoint, outcome: Outcome, ex: Exchange | undefined) => {
-          if (outcome === 'success') {
-            ep.failures = 0;
-            return;
-          }
-          if (outcome === 'ignored' || ep.ejected) return;
-          if (++ep.failures < rules.consecutiveFailures) return;
-          const ejected = endpoints.reduce((n, e) => (e.ejected ? n + 1 : n), 0);
-          if (mayEject(endpoints.length, ejected, available.length, rules)) eject(ep, rules, ex);
-        };
+      : { consecutiveFailures: cfg.ejection.consecutiveFailures, baseTimeMs: cfg.ejection.baseTime, maxTimeMs: cfg.ejection.maxTime, maxPercent: cfg.ejection.maxPercent },
+    { clock, observer, inRotation: () => available.length, changed: rebuild },
+  );
 
   // ---- active health checks, on their own connections so a saturated pool cannot fail them
   const hc = cfg.healthCheck;
@@ -226,7 +192,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     breaker,
     bulkhead: cfg.maxConcurrent === undefined ? undefined : createBulkhead(cfg.maxConcurrent),
     pick: () => balance(available),
-    report,
+    report: ejection.report,
     view() {
       return {
         breaker: breaker?.view() ?? null,
@@ -236,8 +202,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     },
     async close() {
       checker?.stop();
-      for (const t of ejectionTimers) clearTimeout(t);
-      ejectionTimers.clear();
+      ejection.close();
       await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
       for (const e of endpoints) e.wsAgent?.destroy();
     },
@@ -245,4 +210,3 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
   return runtime;
 }
 
-function noReport(): void {}

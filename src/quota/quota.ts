@@ -9,7 +9,8 @@ import type { Policy } from '../core/send.js';
 import type { Clock } from '../core/clock.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { ATTR, EVENTS } from '../core/names.js';
-import { shapeOf, type BucketResult, type BucketShape } from './bucket.js';
+import { shapeOf, type BucketShape } from './bucket.js';
+import { compileRouteLimits, type RouteOutcome } from './route-limits.js';
 import { createWaitQueue, type AttemptOutcome, type WaitQueue } from './queue.js';
 import { formatRateLimit, policyMember, POLICY_HEADER, retryAfterSeconds, STATE_HEADER } from './ratelimit-headers.js';
 import {
@@ -18,7 +19,6 @@ import {
   createRedisQuotaStore,
   type FallbackObserver,
   type QuotaStore,
-  type TakeOutcome,
 } from './stores.js';
 import { createUpstreamLimits, observeUpstreamLimits, type PauseObserver, type UpstreamLimits, type UpstreamPause } from './upstream-limits.js';
 
@@ -243,22 +243,8 @@ export interface RouteQuota {
   readonly observe: Policy | undefined;
 }
 
-/** The outcome for all of a route's limits: `buckets[i]` is undefined for a limit not checked. */
-interface RouteOutcome {
-  readonly allowed: boolean;
-  readonly buckets: readonly (BucketResult | undefined)[];
-  readonly fallback: boolean;
-}
-
 /** One waiter's final answer. */
 type Final = { readonly granted: RouteOutcome } | { readonly refused: GatehouseError };
-
-interface Group {
-  readonly store: QuotaStore;
-  /** Positions in the route's limits. */
-  readonly index: readonly number[];
-  readonly shapes: readonly BucketShape[];
-}
 
 export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, deps: QuotaDeps): RouteQuota | undefined {
   if (route.quota === undefined) return undefined;
@@ -270,21 +256,7 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   const recorder = deps.observer.route(route.name);
   const priority = route.priority;
 
-  // One group per store, the memory one first: it answers at once and, when it refuses,
-  // the request never costs a Redis round trip.
-  const groups: Group[] = [];
-  for (let i = 0; i < n; i++) {
-    const store = limits[i]!.store;
-    let g = groups.find((x) => x.store === store);
-    if (g === undefined) {
-      g = { store, index: [], shapes: [] };
-      groups.push(g);
-    }
-    (g.index as number[]).push(i);
-    (g.shapes as BucketShape[]).push(limits[i]!.shape);
-  }
-  groups.sort((a, b) => Number(a.store.mode() !== 'memory') - Number(b.store.mode() !== 'memory'));
-  const single = groups.length === 1 ? groups[0]! : undefined;
+  const { takeAll, refundAll, verdict } = compileRouteLimits(limits.map((l) => ({ shape: l.shape, store: l.store, queues: l.queue !== undefined })));
   const queued = limits.flatMap((l, i) => (l.queue !== undefined ? [i] : []));
 
   // A provider's limit is one limit on everything gatehouse sends it, so routes with a global
@@ -294,52 +266,6 @@ export function compileRouteQuota(route: RouteConfig, registry: QuotaRegistry, d
   const pausedWaitAt = limits.findIndex((l) => l.queue !== undefined && l.config.key === 'global');
 
   const allowedEvent: Attributes = { [ATTR.quota]: names.join(','), [ATTR.quotaResult]: 'allowed' };
-
-  function takeAll(keys: readonly string[]): RouteOutcome | Promise<RouteOutcome> {
-    return single !== undefined ? single.store.take(single.shapes, keys) : takeGroups(keys);
-  }
-
-  /** Store by store; when one refuses, the tokens the earlier ones gave are handed back. */
-  async function takeGroups(keys: readonly string[]): Promise<RouteOutcome> {
-    const buckets = new Array<BucketResult | undefined>(n);
-    let fallback = false;
-    for (let gi = 0; gi < groups.length; gi++) {
-      const g = groups[gi]!;
-      const outcome: TakeOutcome = await g.store.take(g.shapes, g.index.map((i) => keys[i]!));
-      fallback ||= outcome.fallback;
-      g.index.forEach((i, k) => (buckets[i] = outcome.buckets[k]));
-      if (!outcome.allowed) {
-        for (const t of groups.slice(0, gi)) {
-          await t.store.refund(t.shapes, t.index.map((i) => keys[i]!));
-          t.index.forEach((i) => (buckets[i] = refunded(buckets[i]!, limits[i]!.shape)));
-        }
-        return { allowed: false, buckets, fallback };
-      }
-    }
-    return { allowed: true, buckets, fallback };
-  }
-
-  function refundAll(keys: readonly string[]): void {
-    for (const g of groups) void Promise.resolve(g.store.refund(g.shapes, g.index.map((i) => keys[i]!))).catch(() => undefined);
-  }
-
-  /** The refusing limits of an outcome: a reject-limit wins; else the queue with the longest wait. */
-  function verdict(outcome: RouteOutcome): { waitMs: number; rejectAt: number; queueAt: number } {
-    let waitMs = 0;
-    let rejectAt = -1;
-    let queueAt = -1;
-    for (let i = 0; i < n; i++) {
-      const retry = outcome.buckets[i]?.retryAfterMs ?? 0;
-      if (retry <= 0) continue;
-      if (limits[i]!.queue === undefined) {
-        if (rejectAt < 0 || retry > waitMs) rejectAt = i;
-      } else if (queueAt < 0 || retry > (outcome.buckets[queueAt]?.retryAfterMs ?? 0)) {
-        queueAt = i;
-      }
-      waitMs = Math.max(waitMs, retry);
-    }
-    return { waitMs, rejectAt, queueAt };
-  }
 
   function allowed(ex: Exchange): undefined {
     recorder.decision('allowed');
@@ -463,13 +389,6 @@ function rateLimited(why: string, waitMs: number): GatehouseError {
   const retry = retryAfterSeconds(waitMs);
   return new GatehouseError('rate_limited', `${why}; retry in ${retry}s`, { 'retry-after': retry });
 }
-
-/** A bucket's result as it was before its token was handed back. */
-const refunded = (r: BucketResult, shape: BucketShape): BucketResult => ({
-  remaining: Math.min(shape.burst, r.remaining + 1),
-  resetMs: Math.max(0, r.resetMs - shape.intervalMs),
-  retryAfterMs: 0,
-});
 
 function replaceHeader(ex: Exchange, name: string, value: string): void {
   const list = ex.responseHeaders;

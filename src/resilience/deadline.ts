@@ -1,3 +1,4 @@
+import type { Clock } from '../core/clock.js';
 import type { Exchange } from '../core/exchange.js';
 import { type Policy } from '../core/send.js';
 import { UpstreamError } from '../core/errors.js';
@@ -8,10 +9,11 @@ import { UpstreamError } from '../core/errors.js';
  * flight is cancelled and the client gets 504 `upstream_timeout`. Once headers are committed the
  * body streams on (the attempt clears the timer), so a long download is never cut by it.
  */
-export function deadline(timeoutMs: number): Policy {
+export function deadline(timeoutMs: number, clock: Clock): Policy {
   return (next) =>
     async function withDeadline(ex: Exchange) {
-      ex.deadlineAt = performance.now() + timeoutMs;
+      // the same clock the retry policy compares its waits against
+      ex.deadlineAt = clock.monotonic() + timeoutMs;
       ex.deadlineTimer = setTimeout(expire, timeoutMs, ex, timeoutMs);
       try {
         return await next(ex);
