@@ -1,6 +1,6 @@
 /**
- * The waiting room of a quota with `onExceed: queue`. Requests that found no token wait in a
- * lane per bucket key, released strictly by priority (high, then normal, then low; first come
+ * A priority waiting room (a quota with `onExceed: queue`, a provider budget). Requests that
+ * found no capacity wait in a lane per key, released strictly by priority (high, then normal, then low; first come
  * first served within a class). Only the head of a lane asks the store: the others wait behind
  * it, so a newcomer never overtakes a request of its own or a higher class. A waiter leaves
  * when it is granted, refused (by another of its limits), when `maxWait` passes, or at once

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createWaitQueue, type AttemptOutcome, type Priority } from '../../../src/quota/queue.js';
+import { createWaitQueue, type AttemptOutcome, type Priority } from '../../../src/core/wait-queue.js';
 
 /**
  * The queue scheduler alone, on fake timers: a "bucket" here is a counter that gains one token
