@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { MAX_REFERENCED_BYTES, readBoundedFile, whyUnreadable } from './read.js';
 import { readPem, type Config } from './schema.js';
 
 /**
@@ -16,7 +16,7 @@ export function fileProblems(config: Config): { path: PropertyKey[]; message: st
     try {
       text = readPem(source);
     } catch (err) {
-      problems.push({ path, message: `cannot read ${what} file ${source} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+      problems.push({ path, message: `cannot read ${what} file ${source} (${whyUnreadable(err)})` });
       return;
     }
     try {
@@ -44,11 +44,18 @@ export function fileProblems(config: Config): { path: PropertyKey[]; message: st
     const file = r.jwt?.jwks;
     if (file === undefined) return;
     const path = ['routes', i, 'jwt', 'jwks'];
+    let text: string;
     try {
-      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys?: unknown } | null;
-      if (!Array.isArray(parsed?.keys)) problems.push({ path, message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
+      text = readBoundedFile(file, MAX_REFERENCED_BYTES);
     } catch (err) {
-      problems.push({ path, message: `cannot read JWKS file ${file} (${(err as NodeJS.ErrnoException).code ?? 'not JSON'})` });
+      problems.push({ path, message: `cannot read JWKS file ${file} (${whyUnreadable(err)})` });
+      return;
+    }
+    try {
+      const parsed = JSON.parse(text) as { keys?: unknown } | null;
+      if (!Array.isArray(parsed?.keys)) problems.push({ path, message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
+    } catch {
+      problems.push({ path, message: `cannot read JWKS file ${file} (not JSON)` });
     }
   });
   return problems;

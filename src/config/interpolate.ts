@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { MAX_REFERENCED_BYTES, readBoundedFile, whyUnreadable } from './read.js';
 import { fileVersion } from './watch.js';
 
 export interface InterpolationProblem {
@@ -33,7 +33,7 @@ export function interpolate(root: unknown, sources: InterpolationSources): Inter
   const secretPaths: PropertyKey[][] = [];
   const problems: InterpolationProblem[] = [];
   const files = new Map<string, string>();
-  const readFile = sources.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const readFile = sources.readFile ?? ((p: string) => readBoundedFile(p, MAX_REFERENCED_BYTES));
 
   const walk = (value: unknown, path: PropertyKey[]): unknown => {
     if (typeof value === 'string') {
@@ -55,8 +55,7 @@ export function interpolate(root: unknown, sources: InterpolationSources): Inter
           const text = readFile(file);
           return text.endsWith('\n') ? text.slice(0, text.endsWith('\r\n') ? -2 : -1) : text;
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-          problems.push({ path, message: `cannot read file ${file} (${code})` });
+          problems.push({ path, message: `cannot read file ${file} (${whyUnreadable(err)})` });
           return '';
         }
       });

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Alias, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
 import { fileProblems } from './files.js';
 import { interpolate } from './interpolate.js';
+import { MAX_CONFIG_BYTES, readBoundedFile, whyUnreadable } from './read.js';
 import { ConfigSchema, crossCheck, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
 
@@ -36,16 +36,25 @@ export interface LoadOptions {
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readBoundedFile(file, MAX_CONFIG_BYTES);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `cannot read config file (${code})` }]);
+    throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `cannot read config file (${whyUnreadable(err)})` }]);
   }
   return loadConfigText(text, file, { baseDir: dirname(resolve(file)), ...options });
 }
 
 /** Parses, interpolates and validates; throws a ConfigError that lists every problem found. */
 export function loadConfigText(text: string, file: string, options: LoadOptions = {}): LoadedConfig {
+  try {
+    return parseAndValidate(text, file, options);
+  } catch (err) {
+    // the stack ran out (nesting thousands deep), or a string or array grew past V8's limits
+    if (err instanceof RangeError) throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `too large or nested too deeply to load (${err.message})` }]);
+    throw err;
+  }
+}
+
+function parseAndValidate(text: string, file: string, options: LoadOptions): LoadedConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const at = (offset: number, path: string, message: string): ConfigProblem => {
@@ -57,7 +66,21 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     throw new ConfigError(doc.errors.map((e) => at(e.pos[0], '', `invalid YAML: ${firstLine(e.message)}${flowHint(text, e.pos[0])}`)));
   }
 
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  const bomb = aliasExpansion(doc.contents);
+  if (bomb !== undefined) {
+    const offset = bomb.alias.range?.[0] ?? 0;
+    const message = bomb.cycle
+      ? `YAML alias *${bomb.alias.source} refers to a node that contains it`
+      : `YAML aliases expand to more than ${MAX_ALIAS_NODES} nodes (passed at *${bomb.alias.source})`;
+    throw new ConfigError([at(offset, formatPath(bomb.path), message)]);
+  }
+  let raw: unknown;
+  try {
+    // aliasExpansion() bounded the expansion, and refused a self-referencing alias
+    raw = doc.toJS({ maxAliasCount: -1 });
+  } catch (err) {
+    throw new ConfigError([at(0, '', `invalid YAML: ${firstLine((err as Error).message)}`)]);
+  }
   const { value, files, secretPaths, problems: interpolationProblems } = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
@@ -106,6 +129,57 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     hash: createHash('sha256').update(JSON.stringify(value)).digest('hex'),
     files,
   };
+}
+
+/** SPEC §3.1: what YAML aliases may add to a document, counted in nodes (the billion-laughs bound). */
+export const MAX_ALIAS_NODES = 10_000;
+
+/**
+ * Finds the alias at which the nodes that aliases add to the document pass MAX_ALIAS_NODES, or
+ * one that refers to its own anchor (a cycle, which no config needs). Linear in the document: the
+ * expanded size of each node is computed once. An alias refers to the last node with its anchor
+ * before it, as in the YAML spec and yaml's own resolution.
+ */
+function aliasExpansion(root: unknown): { alias: Alias; path: PropertyKey[]; cycle: boolean } | undefined {
+  const anchors = new Map<string, Node>();
+  const sizes = new Map<Node, number>();
+  const inProgress = new Set<Node>();
+  let added = 0;
+  let found: { alias: Alias; path: PropertyKey[]; cycle: boolean } | undefined;
+  /** Expanded size of `node`; every node is visited once, in document order, so targets are sized first. */
+  const size = (node: unknown, path: PropertyKey[]): number => {
+    if (found !== undefined) return 0;
+    if (isAlias(node)) {
+      const target = anchors.get(node.source);
+      if (target === undefined) return 1; // yaml reports the unresolved alias itself
+      const cycle = inProgress.has(target);
+      const n = cycle ? Infinity : (sizes.get(target) ?? 1);
+      added += n;
+      if (added > MAX_ALIAS_NODES) found = { alias: node, path, cycle };
+      return n;
+    }
+    if (!isMap(node) && !isSeq(node) && !isScalar(node)) return 1;
+    if (node.anchor !== undefined) anchors.set(node.anchor, node);
+    if (isScalar(node)) {
+      sizes.set(node, 1);
+      return 1;
+    }
+    inProgress.add(node);
+    let n = 1;
+    node.items.forEach((item, i) => {
+      if (isPair(item)) {
+        const key = isScalar(item.key) ? (item.key.value as PropertyKey) : i;
+        n += size(item.key, path) + size(item.value, [...path, key]);
+      } else {
+        n += size(item, [...path, i]);
+      }
+    });
+    inProgress.delete(node);
+    sizes.set(node, n);
+    return n;
+  };
+  size(root, []);
+  return found;
 }
 
 /** Keys that hold secrets even when written literally in the file (SPEC §1). */

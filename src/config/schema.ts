@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { linearRegexProblem } from '../routing/regex.js';
+import { MAX_REFERENCED_BYTES, readBoundedFile } from './read.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -121,9 +121,10 @@ const headerRules = z.strictObject({
  * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
  * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
  * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
+ * A path must name a regular file of at most 1 MB (SPEC §3.1).
  */
 export function readPem(source: string): string {
-  return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
+  return source.trimStart().startsWith('-----BEGIN') ? source : readBoundedFile(source, MAX_REFERENCED_BYTES);
 }
 
 const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);

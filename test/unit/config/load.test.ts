@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -245,5 +246,77 @@ listeners:
     expect(load('# a comment\n' + yaml, { baseDir: dir }).hash).toBe(a.hash);
     writeFileSync(join(dir, 'token'), 'two');
     expect(load(yaml, { baseDir: dir }).hash).not.toBe(a.hash);
+  });
+});
+
+describe('hostile config input (SPEC §3.1)', () => {
+  /** A billion-laughs document: each level lists the previous one nine times. */
+  const aliasBomb = (levels: number) => {
+    let yaml = MINIMAL + 'x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n';
+    for (let i = 1; i <= levels; i++) yaml += `x${i}: &x${i} [${Array.from({ length: 9 }, () => `*x${i - 1}`).join(', ')}]\n`;
+    return yaml;
+  };
+
+  it('refuses YAML aliases that expand past 10,000 nodes at the alias, in bounded time', () => {
+    const started = performance.now();
+    expect(problems(aliasBomb(9))).toEqual(['gh.yaml:16:10 x4[0]: YAML aliases expand to more than 10000 nodes (passed at *x3)']);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('accepts aliases that stay within the bound, as ordinary YAML reuse', () => {
+    const { config } = load(
+      MINIMAL.replace('routes:\n', 'routes:\n  - { name: a, listener: in, upstream: app, match: &m { pathPrefix: /a, methods: [GET] } }\n') +
+        '  - { name: b, listener: in, upstream: app, match: *m }\n',
+    );
+    expect(config.routes.map((r) => r.match.pathPrefix)).toEqual(['/a', undefined, '/a']);
+  });
+
+  it('refuses an alias that refers to a node containing it', () => {
+    expect(problems(MINIMAL + 'x: &a [1, *a]\n')).toEqual(['gh.yaml:12:11 x[1]: YAML alias *a refers to a node that contains it']);
+  });
+
+  it('reports nesting too deep to load as a located problem, not a crash', () => {
+    const lines = problems(MINIMAL + `x: ${'['.repeat(5_000)}${']'.repeat(5_000)}\n`);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^gh\.yaml:\d+:\d+ \(root\): (invalid YAML|too large or nested too deeply)/);
+  });
+
+  it('refuses a config file over 10 MB before parsing it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    const file = join(dir, 'big.yaml');
+    writeFileSync(file, MINIMAL + `# ${'x'.repeat(10 * 1024 * 1024)}\n`);
+    expect(() => loadConfigFile(file)).toThrow(new RegExp(`^${file}:1:1 \\(root\\): cannot read config file \\(larger than 10 MB: 10 MB\\)$`));
+  });
+
+  it('refuses a ${file:} over 1 MB, a FIFO and a device, each at its value, without reading them', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    writeFileSync(join(dir, 'big'), 'x'.repeat(1024 * 1024 + 1));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    const started = performance.now();
+    const lines = problems(
+      MINIMAL + '    headers: { request: { set: { a: "${file:big}", b: "${file:fifo}", c: "${file:/dev/zero}" } } }\n',
+      { baseDir: dir },
+    );
+    expect(lines).toEqual([
+      `gh.yaml:12:37 routes[0].headers.request.set.a: cannot read file ${join(dir, 'big')} (larger than 1 MB: 1 MB)`,
+      `gh.yaml:12:55 routes[0].headers.request.set.b: cannot read file ${join(dir, 'fifo')} (not a regular file: a FIFO)`,
+      'gh.yaml:12:74 routes[0].headers.request.set.c: cannot read file /dev/zero (not a regular file: a character device)',
+    ]);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('refuses a FIFO or a device named as the config file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    execFileSync('mkfifo', [join(dir, 'fifo.yaml')]);
+    expect(() => loadConfigFile(join(dir, 'fifo.yaml'))).toThrow(/fifo\.yaml:1:1 \(root\): cannot read config file \(not a regular file: a FIFO\)$/);
+    expect(() => loadConfigFile('/dev/zero')).toThrow(/^\/dev\/zero:1:1 \(root\): cannot read config file \(not a regular file: a character device\)$/);
+  });
+
+  it('refuses a certificate path that is not a regular file', () => {
+    const lines = problems(MINIMAL.replace('    address: 127.0.0.1:8080\n', '    address: 127.0.0.1:8080\n    tls: { cert: /dev/zero, key: /dev/zero }\n'));
+    expect(lines).toEqual([
+      'gh.yaml:5:18 listeners[0].tls.cert: cannot read certificate file /dev/zero (not a regular file: a character device)',
+      'gh.yaml:5:34 listeners[0].tls.key: cannot read key file /dev/zero (not a regular file: a character device)',
+    ]);
   });
 });
