@@ -110,8 +110,23 @@ export const notBuilt = (what: string) =>
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid HTTP header name');
 
+/**
+ * A value gatehouse puts in a header, checked as Node and undici check it on every request: a CR,
+ * LF, NUL or other control character (literal or from `${env:}`/`${file:}`) would otherwise
+ * validate and then fail every request on the route. The message never quotes the value.
+ */
+const HEADER_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
+const HEADER_VALUE_MESSAGE = 'must be a valid HTTP header value: no CR, LF, NUL or other control character, nothing beyond U+00FF';
+const headerValue = z.string({ error: 'must be a string' }).refine((v) => !HEADER_VALUE_INVALID.test(v), HEADER_VALUE_MESSAGE);
+/** A secret header value (an API key, a collector token): checked like any header value, then wrapped. */
+const secretHeaderValue = z
+  .string({ error: 'must be a string' })
+  .min(1, 'must not be empty')
+  .refine((v) => !HEADER_VALUE_INVALID.test(v), HEADER_VALUE_MESSAGE)
+  .transform((s) => new Secret(s));
+
 const headerRules = z.strictObject({
-  set: z.record(headerName, z.string({ error: 'must be a string' })).default({}),
+  set: z.record(headerName, headerValue).default({}),
   remove: z.array(headerName).default([]),
 });
 
@@ -226,7 +241,7 @@ const OAuth2 = z.strictObject({
 
 const Credentials = z
   .strictObject({
-    header: z.strictObject({ name: headerName, value: secret }).optional(),
+    header: z.strictObject({ name: headerName, value: secretHeaderValue }).optional(),
     oauth2: OAuth2.optional(),
   })
   .superRefine((c, ctx) => {
@@ -322,7 +337,7 @@ const Telemetry = z.strictObject({
     .strictObject({
       endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
       sampleRatio: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional(),
-      headers: z.record(headerName, secret).optional(),
+      headers: z.record(headerName, secretHeaderValue).optional(),
     })
     .prefault({}),
   metrics: z
@@ -451,7 +466,7 @@ const Rewrite = z
   .strictObject({
     stripPrefix: z.string().startsWith('/', 'must start with /').optional(),
     prefix: z.string().startsWith('/', 'must start with /').optional(),
-    host: z.string().min(1).optional(),
+    host: headerValue.min(1).optional(),
   })
   .superRefine((r, ctx) => {
     if (r.stripPrefix !== undefined && r.prefix !== undefined) {

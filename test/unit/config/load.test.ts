@@ -320,3 +320,48 @@ describe('hostile config input (SPEC §3.1)', () => {
     ]);
   });
 });
+
+describe('header values the config sets (SPEC §3.1)', () => {
+  const MESSAGE = 'must be a valid HTTP header value: no CR, LF, NUL or other control character, nothing beyond U+00FF';
+
+  it('refuses CR, LF and NUL in headers.set, written literally, at the value', () => {
+    expect(problems(MINIMAL + '    headers: { request: { set: { x-a: "a\\r\\nx-injected: 1" } }, response: { set: { x-b: "b\\0" } } }\n')).toEqual([
+      `gh.yaml:12:39 routes[0].headers.request.set.x-a: ${MESSAGE}`,
+      `gh.yaml:12:89 routes[0].headers.response.set.x-b: ${MESSAGE}`,
+    ]);
+  });
+
+  it('refuses them when they come from ${env:} or ${file:}, never quoting the secret', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    writeFileSync(join(dir, 'key'), 'sk_live_first\nsk_live_second\n'); // one trailing newline is dropped, the inner one stays
+    const lines = problems(
+      MINIMAL.replace(
+        '    endpoints: [http://127.0.0.1:3000]\n',
+        '    endpoints: [http://127.0.0.1:3000]\n    credentials: { header: { name: authorization, value: "Bearer ${file:key}" } }\n',
+      ) +
+        '    headers: { request: { set: { x-api-key: "${env:API_KEY}" } } }\n' +
+        '    rewrite: { host: "${env:HOST}" }\n' +
+        'telemetry: { traces: { headers: { x-token: "${env:OTLP}" } } }\n',
+      { baseDir: dir, env: { API_KEY: 'k3y\r\nx-evil: 1', HOST: 'a\nb', OTLP: 'otlp-s3cret\0' } },
+    );
+    expect(lines).toEqual([
+      `gh.yaml:8:58 upstreams.app.credentials.header.value: ${MESSAGE}`,
+      `gh.yaml:13:45 routes[0].headers.request.set.x-api-key: ${MESSAGE}`,
+      `gh.yaml:14:22 routes[0].rewrite.host: ${MESSAGE}`,
+      `gh.yaml:15:44 telemetry.traces.headers.x-token: ${MESSAGE}`,
+    ]);
+    expect(lines.join('\n')).not.toMatch(/sk_live|k3y|x-evil|s3cret/);
+  });
+
+  it('refuses a forwarded claim header name from ${env:} with a line break, masked', () => {
+    const lines = problems(MINIMAL + '    jwt: { jwksUri: https://idp.example/jwks, forwardClaims: { sub: "${env:CLAIM_HEADER}" } }\n', {
+      env: { CLAIM_HEADER: 'x-user\r\nx-admin' },
+    });
+    expect(lines).toEqual(['gh.yaml:12:69 routes[0].jwt.forwardClaims.sub: must be a valid HTTP header name (got ***)']);
+  });
+
+  it('accepts tabs, spaces and Latin-1 text, as Node and undici do', () => {
+    const { config } = load(MINIMAL + '    headers: { request: { set: { x-a: "caf\\u00e9\\tbar baz" } } }\n');
+    expect(config.routes[0]!.headers.request.set['x-a']).toBe('café\tbar baz');
+  });
+});
