@@ -6,8 +6,9 @@ import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
 import { fileProblems } from './files.js';
 import { interpolate } from './interpolate.js';
 import { MAX_CONFIG_BYTES, readBoundedFile, whyUnreadable } from './read.js';
-import { ConfigSchema, crossCheck, type Config } from './schema.js';
+import { ConfigSchema, crossCheck, name, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
+import { allowedKeys, didYouMean } from './suggest.js';
 
 export interface LoadedConfig {
   readonly config: Config;
@@ -89,31 +90,32 @@ function parseAndValidate(text: string, file: string, options: LoadOptions): Loa
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
 
-  const problems: ConfigProblem[] = interpolationProblems.map((p) =>
-    at(offsetOf(doc, p.path), formatPath(p.path), p.message),
-  );
+  const show = (path: readonly PropertyKey[]) => displayPath(path, value, isSecret);
+  const problems: ConfigProblem[] = interpolationProblems.map((p) => at(offsetOf(doc, p.path), show(p.path), p.message));
   const seen = new Set(problems.map((p) => p.path));
 
   const parsed = ConfigSchema.safeParse(value, { reportInput: true });
   if (!parsed.success) {
     for (const issue of flattenIssues(parsed.error.issues)) {
       if (issue.code === 'unrecognized_keys') {
+        const allowed = allowedKeys(ConfigSchema, issue.path, issue.input);
         for (const key of issue.keys) {
           const path = [...issue.path, key];
-          problems.push(at(offsetOf(doc, path, 'key'), formatPath(path), 'unknown key'));
+          const meant = didYouMean(key, allowed);
+          problems.push(at(offsetOf(doc, path, 'key'), show(path), meant === undefined ? 'unknown key' : `unknown key (did you mean ${meant}?)`));
         }
         continue;
       }
-      const path = formatPath(issue.path);
+      const path = show(issue.path);
       if (seen.has(path)) continue; // the interpolation problem already explains it
       problems.push(at(offsetOf(doc, issue.path), path, describeIssue(issue, isSecret(issue.path))));
     }
   }
 
   const quote = (v: unknown, path: readonly PropertyKey[]) => (isSecret(path) ? REDACTED : JSON.stringify(v));
-  for (const p of crossCheck(value, quote)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+  for (const p of crossCheck(value, quote)) problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
   if (parsed.success && options.checkFiles !== false) {
-    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), formatPath(p.path), p.message));
+    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
   }
 
   if (problems.length > 0 || !parsed.success) {
@@ -180,6 +182,20 @@ function aliasExpansion(root: unknown): { alias: Alias; path: PropertyKey[]; cyc
   };
   size(root, []);
   return found;
+}
+
+/**
+ * A path as problems print it: `routes[3](stripe-charges).upstream`, so a route is found by its
+ * name in a long file. The name is left out when it is not a plain name or came from `${env:}`.
+ */
+function displayPath(path: readonly PropertyKey[], value: unknown, isSecret: (p: readonly PropertyKey[]) => boolean): string {
+  const text = formatPath(path);
+  if (path[0] !== 'routes' || typeof path[1] !== 'number') return text;
+  const routes = (value as { routes?: unknown } | null)?.routes;
+  const routeName = Array.isArray(routes) ? (routes[path[1]] as { name?: unknown } | null)?.name : undefined;
+  if (!name.safeParse(routeName).success || isSecret(['routes', path[1], 'name'])) return text;
+  const head = `routes[${path[1]}]`;
+  return `${head}(${routeName as string})${text.slice(head.length)}`;
 }
 
 /** Keys that hold secrets even when written literally in the file (SPEC §1). */

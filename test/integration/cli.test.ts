@@ -41,9 +41,9 @@ routes:
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr.trim().split('\n')).toEqual([
-      `${file}:6:5 upstreams.store.conectTimeout: unknown key`,
+      `${file}:6:5 upstreams.store.conectTimeout: unknown key (did you mean connectTimeout?)`,
       `${file}:7:21 upstreams.store.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)`,
-      `${file}:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "three")`,
+      `${file}:12:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "three")`,
     ]);
   });
 
@@ -62,7 +62,7 @@ describe('gatehouse run', () => {
     const r = await runCli(['run', '-c', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('refusing to start, the config is invalid');
-    expect(r.stderr).toContain(`${file}:5:58 routes[0].match.pathPrefix: must start with / (got "nope")`);
+    expect(r.stderr).toContain(`${file}:5:58 routes[0](api).match.pathPrefix: must start with / (got "nope")`);
   });
 
   it('exits 1 with a clear message when a listener cannot bind', async () => {

@@ -353,9 +353,9 @@ describe('retries', () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toMatch(/g\.yaml:\d+:\d+ routes\[0\]\.retry\.attempts: must be an integer >= 1/);
-    expect(message).toMatch(/routes\[0\]\.retry\.on\[1\]: must be connect-failure, reset, timeout, invalid-response, a status code such as 503 or a class such as 5xx \(got "sometimes"\)/);
-    expect(message).toMatch(/routes\[0\]\.retry\.backoff\.max: must not be shorter than backoff\.base/);
-    expect(message).toMatch(/routes\[0\]\.retry\.budget: must be between 0 and 1/);
+    expect(message).toMatch(/g\.yaml:\d+:\d+ routes\[0\]\(r\)\.retry\.attempts: must be an integer >= 1/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.on\[1\]: must be connect-failure, reset, timeout, invalid-response, a status code such as 503 or a class such as 5xx \(got "sometimes"\)/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.backoff\.max: must not be shorter than backoff\.base/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.budget: must be between 0 and 1/);
   });
 });

@@ -365,7 +365,7 @@ routes:
     upstream: store
     webhook: { provider: github, secret: x, dedupe: { store: shared } }
 `),
-    ).rejects.toThrow(/:9:\d+ routes\[0\]\.webhook\.dedupe\.store: unknown store "shared"/);
+    ).rejects.toThrow(/:9:\d+ routes\[0\]\(hooks\)\.webhook\.dedupe\.store: unknown store "shared"/);
   });
 });
 

@@ -57,19 +57,19 @@ upstreams:
     endpoints: [http://127.0.0.1:3000]
     conectTimeout: 1s
 `),
-    ).toEqual(['gh.yaml:6:5 upstreams.store.conectTimeout: unknown key']);
+    ).toEqual(['gh.yaml:6:5 upstreams.store.conectTimeout: unknown key (did you mean connectTimeout?)']);
   });
 
   it('reports a bad duration at the value with what was written', () => {
     expect(problems(MINIMAL + '    timeout: fast\n')).toEqual([
-      'gh.yaml:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "fast")',
+      'gh.yaml:12:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "fast")',
     ]);
   });
 
   it('rejects a bare number where a duration or size is expected, so 5 never means 5 ms', () => {
     expect(problems(MINIMAL + '    timeout: 5\n    maxBodySize: 1024\n')).toEqual([
-      'gh.yaml:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got 5)',
-      'gh.yaml:13:18 routes[0].maxBodySize: must be a size such as 512b, 64kb or 10mb (got 1024)',
+      'gh.yaml:12:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got 5)',
+      'gh.yaml:13:18 routes[0](r).maxBodySize: must be a size such as 512b, 64kb or 10mb (got 1024)',
     ]);
   });
 
@@ -122,19 +122,19 @@ routes:
       'gh.yaml:4:14 listeners[0].address: must be host:port, e.g. 127.0.0.1:8080 (got "nowhere")',
       'gh.yaml:5:5 listeners[0].bogus: unknown key',
       'gh.yaml:7:3 upstreams.app.endpoints: is required',
-      'gh.yaml:11:15 routes[0].listener: unknown listener "out" (defined: in)',
-      'gh.yaml:13:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "soon")',
+      'gh.yaml:11:15 routes[0](r).listener: unknown listener "out" (defined: in)',
+      'gh.yaml:13:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "soon")',
     ]);
   });
 
   it('points at the key when a value is missing, and at the owning key when a required key is absent', () => {
     expect(problems(MINIMAL + '    timeout:\n')).toEqual([
-      'gh.yaml:12:5 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got null)',
+      'gh.yaml:12:5 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got null)',
     ]);
     expect(problems(MINIMAL.replace('    endpoints: [http://127.0.0.1:3000]\n', '    connectTimeout: 2s\n'))).toEqual([
       'gh.yaml:6:3 upstreams.app.endpoints: is required',
     ]);
-    expect(problems(MINIMAL.replace('    upstream: app\n', ''))).toEqual(['gh.yaml:9:5 routes[0].upstream: is required']);
+    expect(problems(MINIMAL.replace('    upstream: app\n', ''))).toEqual(['gh.yaml:9:5 routes[0](r).upstream: is required']);
     expect(problems('version: 1\n')).toEqual(['gh.yaml:1:1 listeners: is required']);
   });
 
@@ -181,7 +181,7 @@ routes:
     expect(lines).toEqual([
       'gh.yaml:3:17 admin.token: must be a string (got ***)',
       'gh.yaml:7:21 upstreams.app.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)',
-      'gh.yaml:9:40 routes[0].upstream: unknown upstream *** (defined: app)',
+      'gh.yaml:9:40 routes[0](r).upstream: unknown upstream *** (defined: app)',
     ]);
   });
 
@@ -222,13 +222,13 @@ listeners:
 
   it('rejects more than one of path, pathPrefix and pathRegex, and rewrite.prefix without a pathPrefix', () => {
     expect(problems(MINIMAL + '    match: { path: /a, pathPrefix: /b }\n')).toEqual([
-      'gh.yaml:12:12 routes[0].match: use only one of path, pathPrefix and pathRegex',
+      'gh.yaml:12:12 routes[0](r).match: use only one of path, pathPrefix and pathRegex',
     ]);
     expect(problems(MINIMAL + '    rewrite: { prefix: /v2 }\n')).toEqual([
-      'gh.yaml:12:24 routes[0].rewrite.prefix: needs match.pathPrefix: it replaces the matched prefix',
+      'gh.yaml:12:24 routes[0](r).rewrite.prefix: needs match.pathPrefix: it replaces the matched prefix',
     ]);
     expect(problems(MINIMAL + '    match: { pathRegex: "/a(" }\n')).toEqual([
-      'gh.yaml:12:25 routes[0].match.pathRegex: must be an RE2 regular expression (linear time: no backreferences or lookaround): missing closing ): `/a(`',
+      'gh.yaml:12:25 routes[0](r).match.pathRegex: must be an RE2 regular expression (linear time: no backreferences or lookaround): missing closing ): `/a(`',
     ]);
   });
 
@@ -298,9 +298,9 @@ describe('hostile config input (SPEC §3.1)', () => {
       { baseDir: dir },
     );
     expect(lines).toEqual([
-      `gh.yaml:12:37 routes[0].headers.request.set.a: cannot read file ${join(dir, 'big')} (larger than 1 MB: 1 MB)`,
-      `gh.yaml:12:55 routes[0].headers.request.set.b: cannot read file ${join(dir, 'fifo')} (not a regular file: a FIFO)`,
-      'gh.yaml:12:74 routes[0].headers.request.set.c: cannot read file /dev/zero (not a regular file: a character device)',
+      `gh.yaml:12:37 routes[0](r).headers.request.set.a: cannot read file ${join(dir, 'big')} (larger than 1 MB: 1 MB)`,
+      `gh.yaml:12:55 routes[0](r).headers.request.set.b: cannot read file ${join(dir, 'fifo')} (not a regular file: a FIFO)`,
+      'gh.yaml:12:74 routes[0](r).headers.request.set.c: cannot read file /dev/zero (not a regular file: a character device)',
     ]);
     expect(performance.now() - started).toBeLessThan(1_000);
   });
@@ -326,8 +326,8 @@ describe('header values the config sets (SPEC §3.1)', () => {
 
   it('refuses CR, LF and NUL in headers.set, written literally, at the value', () => {
     expect(problems(MINIMAL + '    headers: { request: { set: { x-a: "a\\r\\nx-injected: 1" } }, response: { set: { x-b: "b\\0" } } }\n')).toEqual([
-      `gh.yaml:12:39 routes[0].headers.request.set.x-a: ${MESSAGE}`,
-      `gh.yaml:12:89 routes[0].headers.response.set.x-b: ${MESSAGE}`,
+      `gh.yaml:12:39 routes[0](r).headers.request.set.x-a: ${MESSAGE}`,
+      `gh.yaml:12:89 routes[0](r).headers.response.set.x-b: ${MESSAGE}`,
     ]);
   });
 
@@ -346,8 +346,8 @@ describe('header values the config sets (SPEC §3.1)', () => {
     );
     expect(lines).toEqual([
       `gh.yaml:8:58 upstreams.app.credentials.header.value: ${MESSAGE}`,
-      `gh.yaml:13:45 routes[0].headers.request.set.x-api-key: ${MESSAGE}`,
-      `gh.yaml:14:22 routes[0].rewrite.host: ${MESSAGE}`,
+      `gh.yaml:13:45 routes[0](r).headers.request.set.x-api-key: ${MESSAGE}`,
+      `gh.yaml:14:22 routes[0](r).rewrite.host: ${MESSAGE}`,
       `gh.yaml:15:44 telemetry.traces.headers.x-token: ${MESSAGE}`,
     ]);
     expect(lines.join('\n')).not.toMatch(/sk_live|k3y|x-evil|s3cret/);
@@ -357,11 +357,65 @@ describe('header values the config sets (SPEC §3.1)', () => {
     const lines = problems(MINIMAL + '    jwt: { jwksUri: https://idp.example/jwks, forwardClaims: { sub: "${env:CLAIM_HEADER}" } }\n', {
       env: { CLAIM_HEADER: 'x-user\r\nx-admin' },
     });
-    expect(lines).toEqual(['gh.yaml:12:69 routes[0].jwt.forwardClaims.sub: must be a valid HTTP header name (got ***)']);
+    expect(lines).toEqual(['gh.yaml:12:69 routes[0](r).jwt.forwardClaims.sub: must be a valid HTTP header name (got ***)']);
   });
 
   it('accepts tabs, spaces and Latin-1 text, as Node and undici do', () => {
     const { config } = load(MINIMAL + '    headers: { request: { set: { x-a: "caf\\u00e9\\tbar baz" } } }\n');
     expect(config.routes[0]!.headers.request.set['x-a']).toBe('café\tbar baz');
+  });
+});
+
+describe('problems a newcomer can act on', () => {
+  it('suggests the key that was probably meant, from the keys allowed at that place', () => {
+    expect(
+      problems(`version: 1
+listeners: [{ name: in, address: 127.0.0.1:0, trustedProxie: [10.0.0.0/8] }]
+upstreams:
+  store: { endpoints: [http://127.0.0.1:1], conectTimeout: 1s, circuitBreaker: { openfor: 5s }, LoadBalancing: round-robin }
+routes:
+  - { name: r, listener: in, upstream: store, tiemout: 2s, retry: { attempt: 2 }, frobnicate: true }
+`),
+    ).toEqual([
+      'gh.yaml:2:47 listeners[0].trustedProxie: unknown key (did you mean trustedProxies?)',
+      'gh.yaml:4:45 upstreams.store.conectTimeout: unknown key (did you mean connectTimeout?)',
+      'gh.yaml:4:82 upstreams.store.circuitBreaker.openfor: unknown key (did you mean openFor?)',
+      'gh.yaml:4:97 upstreams.store.LoadBalancing: unknown key (did you mean loadBalancing?)',
+      'gh.yaml:6:47 routes[0](r).tiemout: unknown key (did you mean timeout?)',
+      'gh.yaml:6:69 routes[0](r).retry.attempt: unknown key (did you mean attempts?)',
+      'gh.yaml:6:83 routes[0](r).frobnicate: unknown key',
+    ]);
+  });
+
+  it('suggests from the union branch that was written (a webhook provider, a store type)', () => {
+    expect(
+      problems(
+        MINIMAL +
+          '    webhook: { provider: hmac, secret: s, header: x-sig, eventId: "header:x-id", algoritm: sha1 }\n' +
+          'stores: { s: { type: redis, url: "redis://r:6379", keyprefix: "g:" } }\n',
+      ),
+    ).toEqual([
+      'gh.yaml:12:82 routes[0](r).webhook.algoritm: unknown key (did you mean algorithm?)',
+      'gh.yaml:13:52 stores.s.keyprefix: unknown key (did you mean keyPrefix?)',
+    ]);
+    // github has no algorithm setting: nothing to suggest from another provider's keys
+    expect(problems(MINIMAL + '    webhook: { provider: github, secret: s, algoritm: sha1 }\n')).toEqual([
+      'gh.yaml:12:45 routes[0](r).webhook.algoritm: unknown key',
+    ]);
+  });
+
+  it('names a route in its path, except a name that came from ${env:}', () => {
+    const yaml = `version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+upstreams: { stripe: { endpoints: [https://api.stripe.com] } }
+routes:
+  - { name: health, listener: in, upstream: stripe }
+  - { name: stripe-charges, listener: in, upstream: strpie }
+  - { name: "\${env:ROUTE}", listener: in, upstream: nope }
+`;
+    expect(problems(yaml, { env: { ROUTE: 'secret-name' } })).toEqual([
+      'gh.yaml:6:53 routes[1](stripe-charges).upstream: unknown upstream "strpie" (defined: stripe)',
+      'gh.yaml:7:53 routes[2].upstream: unknown upstream "nope" (defined: stripe)',
+    ]);
   });
 });

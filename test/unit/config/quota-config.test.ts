@@ -69,8 +69,8 @@ routes:
     ).toEqual([
       'gatehouse.yaml:8:34 quotas.a.store: store "disk" is sqlite: quotas use a memory or redis store',
       'gatehouse.yaml:9:34 quotas.b.store: unknown store "nowhere" (defined: disk, shared)',
-      'gatehouse.yaml:11:56 routes[0].quota[1]: quota "a" is listed twice',
-      'gatehouse.yaml:11:59 routes[0].quota[2]: unknown quota "missing" (defined: a, b)',
+      'gatehouse.yaml:11:56 routes[0](r).quota[1]: quota "a" is listed twice',
+      'gatehouse.yaml:11:59 routes[0](r).quota[2]: unknown quota "missing" (defined: a, b)',
     ]);
   });
 
@@ -82,8 +82,8 @@ routes:
   - { name: r, listener: in, upstream: app, quota: [per-user, { limit: 5, per: 1s, key: "jwt:tenant" }] }
 `),
     ).toEqual([
-      'gatehouse.yaml:10:53 routes[0].quota[0]: quota "per-user" counts by "jwt:sub", which needs jwt on this route',
-      'gatehouse.yaml:10:89 routes[0].quota[1].key: counts by "jwt:tenant", which needs jwt on this route',
+      'gatehouse.yaml:10:53 routes[0](r).quota[0]: quota "per-user" counts by "jwt:sub", which needs jwt on this route',
+      'gatehouse.yaml:10:89 routes[0](r).quota[1].key: counts by "jwt:tenant", which needs jwt on this route',
     ]);
   });
 
@@ -95,8 +95,8 @@ routes:
   - { name: r, listener: in, upstream: app, priority: urgent, quota: [{ limit: 1, per: 1s }] }
 `),
     ).toEqual([
-      'gatehouse.yaml:10:55 routes[0].priority: must be one of "high", "normal", "low" (got "urgent")',
-      'gatehouse.yaml:10:71 routes[0].quota[0]: this inline quota is named "r-0", which quotas.r-0 already uses',
+      'gatehouse.yaml:10:55 routes[0](r).priority: must be one of "high", "normal", "low" (got "urgent")',
+      'gatehouse.yaml:10:71 routes[0](r).quota[0]: this inline quota is named "r-0", which quotas.r-0 already uses',
     ]);
   });
 });

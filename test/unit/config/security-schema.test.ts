@@ -24,12 +24,12 @@ describe('security config', () => {
   it('never accepts HMAC or none as a JWT algorithm', () => {
     const out = problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { jwksUri: https://idp.example/jwks, algorithms: [HS256, none] } }]`);
     expect(out).toHaveLength(2);
-    expect(out[0]).toMatch(/^g\.yaml:7:\d+ routes\[0\]\.jwt\.algorithms\[0\]: must be one of RS256, .*; HMAC and none are never accepted \(got "HS256"\)/);
+    expect(out[0]).toMatch(/^g\.yaml:7:\d+ routes\[0\]\(r\)\.jwt\.algorithms\[0\]: must be one of RS256, .*; HMAC and none are never accepted \(got "HS256"\)/);
   });
 
   it('asks for a key source and refuses two', () => {
     expect(problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { audiences: [a] } }]`)[0]).toContain(
-      'routes[0].jwt: needs jwksUri, jwks, or issuer (keys found by OIDC discovery)',
+      'routes[0](r).jwt: needs jwksUri, jwks, or issuer (keys found by OIDC discovery)',
     );
     expect(problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { jwksUri: https://i/j, jwks: /nope.json } }]`).join('\n')).toContain(
       'use either jwksUri or jwks, not both',

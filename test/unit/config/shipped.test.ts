@@ -137,7 +137,7 @@ describe('the fragment rules', () => {
 
   it('reports a wrong fragment, so a broken docs example fails the suite', () => {
     const problems = problemsOf(() => loadConfigText(asWholeConfig('routes: [{ name: r, listener: inbound, upstream: nowhere, timeout: 5 }]\n'), 'x', DOC_OPTIONS));
-    expect(problems).toContain('routes[0].timeout: must be a duration');
-    expect(problems).toContain('routes[0].upstream: unknown upstream "nowhere"');
+    expect(problems).toContain('routes[0](r).timeout: must be a duration');
+    expect(problems).toContain('routes[0](r).upstream: unknown upstream "nowhere"');
   });
 });

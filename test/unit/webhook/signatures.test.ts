@@ -199,21 +199,21 @@ describe('webhook config', () => {
   };
 
   it('needs exactly one of secret and secrets, and rejects keys of another provider', () => {
-    expect(fails('provider: github')).toMatch(/routes\[0\]\.webhook\.secret: set either secret or secrets/);
+    expect(fails('provider: github')).toMatch(/routes\[0\]\(hooks\)\.webhook\.secret: set either secret or secrets/);
     expect(fails('provider: github\nsecret: a\nsecrets: [b]')).toMatch(/set either secret or secrets/);
-    expect(fails('provider: shopify\nsecret: a\ntolerance: 5m')).toMatch(/routes\[0\]\.webhook\.tolerance: unknown key/);
+    expect(fails('provider: shopify\nsecret: a\ntolerance: 5m')).toMatch(/routes\[0\]\(hooks\)\.webhook\.tolerance: unknown key/);
     expect(fails('provider: paypal\nsecret: a')).toMatch(/provider must be one of/);
   });
 
   it('checks a Standard Webhooks secret without printing it', () => {
     const message = fails('provider: standard\nsecret: "whsec_not base64!"');
-    expect(message).toMatch(/routes\[0\]\.webhook\.secret: must be a Standard Webhooks secret/);
+    expect(message).toMatch(/routes\[0\]\(hooks\)\.webhook\.secret: must be a Standard Webhooks secret/);
     expect(message).not.toContain('not base64');
   });
 
   it('parses orderBy and eventId sources', () => {
     expect(webhook('provider: github\nsecret: a\ndelivery: { orderBy: "json:data.object.id" }').delivery.orderBy).toEqual({ from: 'json', path: ['data', 'object', 'id'] });
     expect(fails('provider: github\nsecret: a\ndelivery: { orderBy: "body:x" }')).toMatch(/must be header:<name> or json:<path>/);
-    expect(fails('provider: hmac\nsecret: a\nheader: X-Sig')).toMatch(/routes\[0\]\.webhook\.eventId: is required/);
+    expect(fails('provider: hmac\nsecret: a\nheader: X-Sig')).toMatch(/routes\[0\]\(hooks\)\.webhook\.eventId: is required/);
   });
 });
