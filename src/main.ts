@@ -10,13 +10,19 @@ import { VERSION } from './version.js';
 const HELP = `gatehouse ${VERSION} — a config-driven API gateway sidecar
 
 Usage:
-  gatehouse run [-c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
-  gatehouse validate [-c FILE]   check FILE; print every problem as file:line:col path: message
+  gatehouse run [FILE | -c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
+  gatehouse validate [FILE | -c FILE]   check FILE; print every problem as file:line:col path: message
   gatehouse --version
   gatehouse --help
 
 Signals (run): SIGHUP reloads the config; SIGTERM/SIGINT drain and stop.
 `;
+
+/** A command line that cannot be right: exit 2 with the reason and the usage. */
+function usageError(message: string): number {
+  process.stderr.write(`gatehouse: ${message}\n\n${HELP}`);
+  return 2;
+}
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -31,8 +37,7 @@ async function main(argv: string[]): Promise<number> {
       },
     });
   } catch (err) {
-    process.stderr.write(`gatehouse: ${(err as Error).message}\n\n${HELP}`);
-    return 2;
+    return usageError((err as Error).message);
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -44,17 +49,14 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const file = values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
-
-  switch (command) {
-    case 'validate':
-      return validate(file);
-    case 'run':
-      return run(file);
-    default:
-      process.stderr.write(`gatehouse: unknown command '${command}'\n\n${HELP}`);
-      return 2;
+  if (command !== 'validate' && command !== 'run') return usageError(`unknown command '${command}'`);
+  const [positional, ...extra] = positionals.slice(1);
+  if (extra.length > 0) return usageError(`unexpected argument '${extra[0]}': ${command} takes one config file`);
+  if (positional !== undefined && values.config !== undefined) {
+    return usageError(`two config files given ('${values.config}' and '${positional}'): give FILE or -c FILE`);
   }
+  const file = positional ?? values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
+  return command === 'validate' ? validate(file) : run(file);
 }
 
 async function validate(file: string): Promise<number> {

@@ -47,6 +47,31 @@ routes:
     ]);
   });
 
+  it('takes the file as a positional argument, and never checks another one instead', async () => {
+    const good = writeConfig(valid());
+    expect(await runCli(['validate', good])).toMatchObject({ code: 0, stdout: `${good}: ok (1 listeners, 1 upstreams, 1 routes)\n` });
+    const bad = writeConfig(valid().replace('pathPrefix: /', 'pathPrefix: nope'));
+    // $GATEHOUSE_CONFIG names a valid file: the positional one is the one checked
+    const r = await runCli(['validate', bad], { env: { PATH: process.env.PATH, GATEHOUSE_CONFIG: good } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${bad}:5:58 routes[0](api).match.pathPrefix: must start with / (got "nope")`);
+  });
+
+  it('refuses extra positionals, two config files and unknown options with exit 2 and the usage', async () => {
+    const file = writeConfig(valid());
+    for (const args of [
+      ['validate', file, 'other.yaml'],
+      ['validate', '-c', file, 'other.yaml'],
+      ['run', file, 'extra'],
+      ['validate', '--config-file', file],
+    ]) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/^gatehouse: .+\n\ngatehouse .*\n\nUsage:\n/);
+    }
+  });
+
   it('uses $GATEHOUSE_CONFIG when no -c is given, and reports a missing file', async () => {
     const file = writeConfig(valid());
     expect((await runCli(['validate'], { env: { PATH: process.env.PATH, GATEHOUSE_CONFIG: file } })).code).toBe(0);
@@ -130,7 +155,7 @@ describe('gatehouse --version and --help', () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^gatehouse .*\n\nUsage:\n/);
-    expect(help.stdout).toContain('gatehouse validate [-c FILE]');
+    expect(help.stdout).toContain('gatehouse validate [FILE | -c FILE]');
     const unknown = await runCli(['frobnicate']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);
