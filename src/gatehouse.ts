@@ -5,6 +5,7 @@ import { json, startAdminServer, type AdminSource, type ReloadResult } from './a
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { loadConfigOffThread } from './config/load-off-thread.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
@@ -31,6 +32,11 @@ export interface StartOptions {
   readonly accessLogFlushMs?: number;
   /** gatehouse's own log (default: stderr). */
   readonly logStream?: DestinationStream;
+  /**
+   * Load the first config in a worker thread too, as every reload is (the CLI does): a file that
+   * would exhaust memory is then refused with a located problem. Default false: nothing serves yet.
+   */
+  readonly loadOffThread?: boolean;
   /** Reload when the config file changes (default: true). */
   readonly watch?: boolean;
   readonly watchIntervalMs?: number;
@@ -52,7 +58,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const env = options.env ?? process.env;
   const file = options.configFile;
   const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
-  const first = loadConfigFile(file, { env });
+  const first = options.loadOffThread === true ? await loadConfigOffThread(file, { env }) : loadConfigFile(file, { env });
   const { config } = first;
 
   const logger = pino({ base: { service: 'gatehouse' }, timestamp: pino.stdTimeFunctions.isoTime }, options.logStream ?? pino.destination(2));
@@ -104,7 +110,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const version = fileVersion(file);
     let loaded: LoadedConfig;
     try {
-      loaded = loadConfigFile(file, { env });
+      // read, parsed and validated in a worker thread: traffic keeps flowing meanwhile (SPEC §3.1)
+      loaded = await loadConfigOffThread(file, { env });
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map(formatProblem) : [String(err)];
       metrics.configReloads.add(1, { result: 'failure' });

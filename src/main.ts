@@ -60,9 +60,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function validate(file: string): Promise<number> {
-  const { loadConfigFile } = await import('./config/load.js');
+  const { loadConfigOffThread } = await import('./config/load-off-thread.js');
   try {
-    const { config } = loadConfigFile(file);
+    const { config } = await loadConfigOffThread(file);
     process.stdout.write(
       `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes)\n`,
     );
@@ -81,7 +81,7 @@ async function run(file: string): Promise<number> {
   const { startGatehouse } = await import('./gatehouse.js');
   let gatehouse;
   try {
-    gatehouse = await startGatehouse({ configFile: file });
+    gatehouse = await startGatehouse({ configFile: file, loadOffThread: true });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`gatehouse: refusing to start, the config is invalid:\n${err.message}\n`);
