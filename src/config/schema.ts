@@ -565,6 +565,7 @@ const Webhook = z
     if (w.provider !== 'standard') return;
     const list = w.secrets ?? [w.secret!];
     list.forEach((s, i) => {
+      if (!(s instanceof Secret)) return; // not a valid string: that problem is reported already
       const b64 = s.reveal().replace(/^whsec_/, '');
       if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
         ctx.addIssue({

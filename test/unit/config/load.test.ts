@@ -419,3 +419,11 @@ routes:
     ]);
   });
 });
+
+describe('a Standard Webhooks secret that is missing', () => {
+  it('is reported at the secret, not thrown as a TypeError', () => {
+    expect(problems(MINIMAL + '    webhook: { provider: standard, secret: "${env:WH_SECRET}" }\n')).toEqual([
+      'gh.yaml:12:44 routes[0](r).webhook.secret: environment variable WH_SECRET is not set',
+    ]);
+  });
+});
