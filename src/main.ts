@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError } from './config/errors.js';
+import { ConfigError, formatProblem, type ConfigProblem } from './config/errors.js';
 import { VERSION } from './version.js';
 
 /*
@@ -12,6 +12,9 @@ const HELP = `gatehouse ${VERSION} — a config-driven API gateway sidecar
 Usage:
   gatehouse run [FILE | -c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
   gatehouse validate [FILE | -c FILE]   check FILE; print every problem as file:line:col path: message
+      --env-optional                    an unset \${env:} variable, or a \${file:}, certificate or JWKS
+                                        file that does not exist, is a placeholder: listed on stderr,
+                                        its value not checked; everything else is (CI without secrets)
   gatehouse --version
   gatehouse --help
 
@@ -32,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        'env-optional': { type: 'boolean' },
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -55,20 +59,27 @@ async function main(argv: string[]): Promise<number> {
   if (positional !== undefined && values.config !== undefined) {
     return usageError(`two config files given ('${values.config}' and '${positional}'): give FILE or -c FILE`);
   }
+  if (values['env-optional'] === true && command !== 'validate') return usageError('--env-optional applies to validate only');
   const file = positional ?? values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
-  return command === 'validate' ? validate(file) : run(file);
+  return command === 'validate' ? validate(file, values['env-optional'] === true) : run(file);
 }
 
-async function validate(file: string): Promise<number> {
+async function validate(file: string, envOptional: boolean): Promise<number> {
   const { loadConfigOffThread } = await import('./config/load-off-thread.js');
+  const skippedNote = (skipped: readonly ConfigProblem[]) => {
+    if (skipped.length > 0) process.stderr.write(`${skipped.map(formatProblem).join('\n')}\n`);
+  };
   try {
-    const { config } = await loadConfigOffThread(file);
+    const { config, skipped } = await loadConfigOffThread(file, { envOptional });
+    skippedNote(skipped);
+    const unchecked = skipped.length > 0 ? `; ${skipped.length} value${skipped.length === 1 ? '' : 's'} not checked (--env-optional)` : '';
     process.stdout.write(
-      `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes)\n`,
+      `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes${unchecked})\n`,
     );
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
+      skippedNote(err.skipped);
       process.stderr.write(err.message + '\n');
       return 1;
     }

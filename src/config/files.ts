@@ -2,21 +2,28 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { MAX_REFERENCED_BYTES, readBoundedFile, whyUnreadable } from './read.js';
 import { readPem, type Config } from './schema.js';
 
+export interface FileProblem {
+  readonly path: PropertyKey[];
+  readonly message: string;
+  /** The file does not exist (what `validate --env-optional` lets pass: a secret mounted in production only). */
+  readonly missing?: boolean;
+}
+
 /**
  * The files a valid config names — TLS certificates, keys and CAs, local JWKS — checked once the
  * schema passed, so `gatehouse validate` and a reload report an unreadable or unparsable file at
  * its key's position instead of failing later at bind or on the first request. Kept out of the
  * schema itself so that the schema does no I/O. A problem never quotes key material.
  */
-export function fileProblems(config: Config): { path: PropertyKey[]; message: string }[] {
-  const problems: { path: PropertyKey[]; message: string }[] = [];
+export function fileProblems(config: Config): FileProblem[] {
+  const problems: FileProblem[] = [];
   const pem = (path: PropertyKey[], source: string | undefined, what: 'certificate' | 'key') => {
     if (source === undefined) return;
     let text: string;
     try {
       text = readPem(source);
     } catch (err) {
-      problems.push({ path, message: `cannot read ${what} file ${source} (${whyUnreadable(err)})` });
+      problems.push({ path, message: `cannot read ${what} file ${source} (${whyUnreadable(err)})`, missing: whyUnreadable(err) === 'ENOENT' });
       return;
     }
     try {
@@ -48,7 +55,7 @@ export function fileProblems(config: Config): { path: PropertyKey[]; message: st
     try {
       text = readBoundedFile(file, MAX_REFERENCED_BYTES);
     } catch (err) {
-      problems.push({ path, message: `cannot read JWKS file ${file} (${whyUnreadable(err)})` });
+      problems.push({ path, message: `cannot read JWKS file ${file} (${whyUnreadable(err)})`, missing: whyUnreadable(err) === 'ENOENT' });
       return;
     }
     try {

@@ -17,10 +17,11 @@ import { Secret } from './secret.js';
 export interface LoadRequest {
   readonly file: string;
   readonly env: Readonly<Record<string, string | undefined>>;
+  readonly envOptional: boolean;
 }
 
 /** What the worker answers: a loaded config in transferable form, or the problems. */
-export type LoadAnswer = { readonly ok: true; readonly loaded: Transferable } | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+export type LoadAnswer = { readonly ok: true; readonly loaded: Transferable } | { readonly ok: false; readonly problems: readonly ConfigProblem[]; readonly skipped: readonly ConfigProblem[] };
 
 export interface OffThreadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
@@ -28,6 +29,8 @@ export interface OffThreadOptions {
   readonly timeoutMs?: number;
   /** The worker's heap limit (default: half this process's, between 64 MB and 2 GB). */
   readonly maxHeapMb?: number;
+  /** `validate --env-optional` (see LoadOptions). */
+  readonly envOptional?: boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -36,7 +39,7 @@ const DEFAULT_TIMEOUT_MS = 60_000;
 export function loadConfigOffThread(file: string, options: OffThreadOptions = {}): Promise<LoadedConfig> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxHeapMb = options.maxHeapMb ?? defaultHeapMb();
-  const request: LoadRequest = { file, env: { ...(options.env ?? process.env) } };
+  const request: LoadRequest = { file, env: { ...(options.env ?? process.env) }, envOptional: options.envOptional === true };
   const problem = (message: string) => new ConfigError([{ file, line: 1, col: 1, path: '', message }]);
   return new Promise<LoadedConfig>((resolve, reject) => {
     let settled = false;
@@ -51,7 +54,7 @@ export function loadConfigOffThread(file: string, options: OffThreadOptions = {}
     const timer = setTimeout(() => settle(() => reject(problem(`took longer than ${timeoutMs / 1000}s to load; refused`))), timeoutMs);
     worker.once('message', (answer: LoadAnswer) =>
       settle(() => {
-        if (!answer.ok) reject(new ConfigError(answer.problems));
+        if (!answer.ok) reject(new ConfigError(answer.problems, answer.skipped));
         else resolve(fromTransferable(answer.loaded));
       }),
     );

@@ -5,12 +5,12 @@ import { toTransferable, type LoadAnswer, type LoadRequest } from './load-off-th
 
 /* The worker thread of `loadConfigOffThread`: loads one config file and answers once. */
 
-const { file, env } = workerData as LoadRequest;
+const { file, env, envOptional } = workerData as LoadRequest;
 let answer: LoadAnswer;
 try {
-  answer = { ok: true, loaded: toTransferable(loadConfigFile(file, { env })) };
+  answer = { ok: true, loaded: toTransferable(loadConfigFile(file, { env, envOptional })) };
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err; // a bug: the 'error' event reports it
-  answer = { ok: false, problems: err.problems };
+  answer = { ok: false, problems: err.problems, skipped: err.skipped };
 }
 parentPort!.postMessage(answer);

@@ -4,7 +4,7 @@ import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, ty
 import type { z } from 'zod';
 import { ConfigError, formatPath, type ConfigProblem } from './errors.js';
 import { fileProblems } from './files.js';
-import { interpolate } from './interpolate.js';
+import { interpolate, type SkippedReference } from './interpolate.js';
 import { MAX_CONFIG_BYTES, readBoundedFile, whyUnreadable } from './read.js';
 import { ConfigSchema, crossCheck, name, type Config } from './schema.js';
 import { REDACTED } from './secret.js';
@@ -19,6 +19,8 @@ export interface LoadedConfig {
   readonly hash: string;
   /** The files `${file:}` read (certificates, secrets) and their versions: watched like the config file. */
   readonly files: ReadonlyMap<string, string>;
+  /** With `envOptional`: each value left unchecked, located, saying which variable or file was missing. */
+  readonly skipped: readonly ConfigProblem[];
 }
 
 export interface LoadOptions {
@@ -32,6 +34,11 @@ export interface LoadOptions {
   readonly checkFiles?: boolean;
   /** Reads `${file:}` references (default: the file system); the docs test stubs it. */
   readonly readFile?: (path: string) => string;
+  /**
+   * `validate --env-optional`: an unset `${env:}` variable, and a `${file:}`, certificate, key or
+   * JWKS file that does not exist, are placeholders: listed in `skipped`, their values not checked.
+   */
+  readonly envOptional?: boolean;
 }
 
 export function loadConfigFile(file: string, options: LoadOptions = {}): LoadedConfig {
@@ -82,11 +89,17 @@ function parseAndValidate(text: string, file: string, options: LoadOptions): Loa
   } catch (err) {
     throw new ConfigError([at(0, '', `invalid YAML: ${firstLine((err as Error).message)}`)]);
   }
-  const { value, files, secretPaths, problems: interpolationProblems } = interpolate(raw, {
+  const interpolated = interpolate(raw, {
     env: options.env ?? process.env,
     baseDir: options.baseDir ?? process.cwd(),
     readFile: options.readFile,
+    optional: options.envOptional,
   });
+  const { files, secretPaths, problems: interpolationProblems } = interpolated;
+  const value = withPlaceholders(interpolated.value, interpolated.skipped);
+  const skippedPaths = interpolated.skipped.map((s) => s.path);
+  /** A problem about a value that is a placeholder says nothing about the real one. */
+  const unchecked = (path: readonly PropertyKey[]) => skippedPaths.some((s) => s.every((k, i) => path[i] === k));
   const secretKeys = new Set(secretPaths.map((p) => formatPath(p)));
   const isSecret = (path: readonly PropertyKey[]) => secretKeys.has(formatPath(path)) || isSecretKeyPath(path);
 
@@ -107,20 +120,29 @@ function parseAndValidate(text: string, file: string, options: LoadOptions): Loa
         continue;
       }
       const path = show(issue.path);
-      if (seen.has(path)) continue; // the interpolation problem already explains it
+      if (seen.has(path) || unchecked(issue.path)) continue; // the interpolation problem already explains it
       problems.push(at(offsetOf(doc, issue.path), path, describeIssue(issue, isSecret(issue.path))));
     }
   }
 
   const quote = (v: unknown, path: readonly PropertyKey[]) => (isSecret(path) ? REDACTED : JSON.stringify(v));
-  for (const p of crossCheck(value, quote)) problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
+  for (const p of crossCheck(value, quote)) if (!unchecked(p.path)) problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
+  const skipped = interpolated.skipped.map((s) => at(offsetOf(doc, s.path), show(s.path), `not checked: ${s.message}`));
   if (parsed.success && options.checkFiles !== false) {
-    for (const p of fileProblems(parsed.data)) problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
+    for (const p of fileProblems(parsed.data)) {
+      if (unchecked(p.path)) continue;
+      if (p.missing === true && options.envOptional === true) skipped.push(at(offsetOf(doc, p.path), show(p.path), `not checked: ${p.message}`));
+      else problems.push(at(offsetOf(doc, p.path), show(p.path), p.message));
+    }
+  }
+  if (!parsed.success && problems.length === 0) {
+    // only placeholders failed, and no placeholder fits them: the rest cannot be checked without the values
+    for (const s of interpolated.skipped) problems.push(at(offsetOf(doc, s.path), show(s.path), `needs a value to be checked: ${s.message}`));
   }
 
   if (problems.length > 0 || !parsed.success) {
     problems.sort((a, b) => a.line - b.line || a.col - b.col);
-    throw new ConfigError(problems);
+    throw new ConfigError(problems, skipped.sort((a, b) => a.line - b.line || a.col - b.col));
   }
 
   return {
@@ -130,7 +152,45 @@ function parseAndValidate(text: string, file: string, options: LoadOptions): Loa
     // of the interpolated value, not the text: a rotated `${file:}` secret is a change, a comment is not
     hash: createHash('sha256').update(JSON.stringify(value)).digest('hex'),
     files,
+    skipped: skipped.sort((a, b) => a.line - b.line || a.col - b.col),
   };
+}
+
+/**
+ * Placeholders tried, in order, for a value whose `${env:}` or `${file:}` is missing: the first
+ * one the schema accepts at that place is kept, so the rest of the config is still checked.
+ */
+const PLACEHOLDERS = [
+  'placeholder',
+  '/placeholder',
+  'http://placeholder.invalid',
+  'redis://placeholder.invalid:6379',
+  '127.0.0.1:0',
+  '1s',
+  '1kb',
+  `whsec_${Buffer.from('placeholder-secret').toString('base64')}`,
+];
+
+function withPlaceholders(value: unknown, skipped: readonly SkippedReference[]): unknown {
+  if (skipped.length === 0) return value;
+  const set = (root: unknown, path: readonly PropertyKey[], v: string) => {
+    let parent = root as Record<PropertyKey, unknown>;
+    for (const key of path.slice(0, -1)) parent = parent[key] as Record<PropertyKey, unknown>;
+    parent[path[path.length - 1]!] = v;
+  };
+  const fits = (root: unknown, path: readonly PropertyKey[]) => {
+    const parsed = ConfigSchema.safeParse(root);
+    return parsed.success || !parsed.error.issues.some((i) => i.path.length >= path.length && path.every((k, n) => i.path[n] === k));
+  };
+  for (const s of skipped) {
+    if (s.path.length === 0) continue;
+    const placeholder = PLACEHOLDERS.find((p) => {
+      set(value, s.path, s.render(p));
+      return fits(value, s.path);
+    });
+    set(value, s.path, s.render(placeholder ?? PLACEHOLDERS[0]!));
+  }
+  return value;
 }
 
 /** SPEC §3.1: what YAML aliases may add to a document, counted in nodes (the billion-laughs bound). */

@@ -72,6 +72,43 @@ routes:
     }
   });
 
+  it('validates a production config without its secrets with --env-optional, listing what it skipped', async () => {
+    const prod = `version: 1
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    tls: { cert: /etc/gatehouse/tls/server.crt, key: "\${file:/run/secrets/gatehouse-tls.key}" }
+admin: { address: 127.0.0.1:0, token: "\${env:ADMIN_TOKEN}" }
+upstreams:
+  store: { endpoints: ["\${env:STORE_URL}"] }
+  stripe: { endpoints: [https://api.stripe.com], credentials: { header: { name: authorization, value: "Bearer \${env:STRIPE_KEY}" } } }
+routes:
+  - { name: hooks, listener: in, upstream: store, match: { path: /hooks }, webhook: { provider: standard, secret: "\${env:WH_SECRET}" } }
+  - { name: pay, listener: in, upstream: stripe }
+`;
+    const file = writeConfig(prod);
+    expect((await runCli(['validate', file])).code).toBe(1); // without the flag, every missing secret is a problem
+    const r = await runCli(['validate', '--env-optional', file]);
+    expect(r.stdout).toBe(`${file}: ok (1 listeners, 2 upstreams, 2 routes; 6 values not checked (--env-optional))\n`);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `${file}:5:18 listeners[0].tls.cert: not checked: cannot read certificate file /etc/gatehouse/tls/server.crt (ENOENT)`,
+      `${file}:5:54 listeners[0].tls.key: not checked: file /run/secrets/gatehouse-tls.key does not exist`,
+      `${file}:6:39 admin.token: not checked: environment variable ADMIN_TOKEN is not set`,
+      `${file}:8:24 upstreams.store.endpoints[0]: not checked: environment variable STORE_URL is not set`,
+      `${file}:9:103 upstreams.stripe.credentials.header.value: not checked: environment variable STRIPE_KEY is not set`,
+      `${file}:11:115 routes[0](hooks).webhook.secret: not checked: environment variable WH_SECRET is not set`,
+    ]);
+    expect(r.code).toBe(0);
+
+    // everything else is still checked: a typo fails, with the skipped values listed too
+    const typo = await runCli(['validate', '--env-optional', writeConfig(prod.replace('upstream: stripe }', 'upstream: strpie, timeout: soon }'))]);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toMatch(/routes\[1\]\(pay\)\.upstream: unknown upstream "strpie"/);
+    expect(typo.stderr).toMatch(/routes\[1\]\(pay\)\.timeout: must be a duration/);
+    expect(typo.stderr).toContain('admin.token: not checked: environment variable ADMIN_TOKEN is not set');
+    expect((await runCli(['run', '--env-optional', file])).code).toBe(2);
+  });
+
   it('uses $GATEHOUSE_CONFIG when no -c is given, and reports a missing file', async () => {
     const file = writeConfig(valid());
     expect((await runCli(['validate'], { env: { PATH: process.env.PATH, GATEHOUSE_CONFIG: file } })).code).toBe(0);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../../src/config/errors.js';
+import { ConfigError, formatProblem } from '../../../src/config/errors.js';
 import { loadConfigFile, loadConfigText, type LoadOptions } from '../../../src/config/load.js';
 import { notBuilt } from '../../../src/config/schema.js';
 import { Secret } from '../../../src/config/secret.js';
@@ -416,6 +416,33 @@ routes:
     expect(problems(yaml, { env: { ROUTE: 'secret-name' } })).toEqual([
       'gh.yaml:6:53 routes[1](stripe-charges).upstream: unknown upstream "strpie" (defined: stripe)',
       'gh.yaml:7:53 routes[2].upstream: unknown upstream "nope" (defined: stripe)',
+    ]);
+  });
+});
+
+describe('validate --env-optional', () => {
+  const optional = (yaml: string, options: LoadOptions = {}) => load(yaml, { envOptional: true, ...options });
+
+  it('puts a placeholder the schema accepts where a variable is missing, and lists it', () => {
+    const loaded = optional(MINIMAL.replace('[http://127.0.0.1:3000]', '["${env:STORE_URL}"]') + '    timeout: ${env:ROUTE_TIMEOUT}\n');
+    expect(loaded.skipped.map(formatProblem)).toEqual([
+      'gh.yaml:7:17 upstreams.app.endpoints[0]: not checked: environment variable STORE_URL is not set',
+      'gh.yaml:12:14 routes[0](r).timeout: not checked: environment variable ROUTE_TIMEOUT is not set',
+    ]);
+    expect(loaded.config.upstreams.app!.endpoints[0]!.href).toBe('http://placeholder.invalid/');
+  });
+
+  it('still reports every other problem, and a file that exists but cannot be used', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-load-'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    expect(
+      problems(MINIMAL + '    headers: { request: { set: { a: "${env:A}", b: "${file:fifo}", c: "${file:absent}" } } }\n    timeout: soon\n', {
+        envOptional: true,
+        baseDir: dir,
+      }),
+    ).toEqual([
+      `gh.yaml:12:52 routes[0](r).headers.request.set.b: cannot read file ${join(dir, 'fifo')} (not a regular file: a FIFO)`,
+      'gh.yaml:13:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "soon")',
     ]);
   });
 });
