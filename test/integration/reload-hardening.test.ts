@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
 import { request } from '../helpers/http.js';
 import { spawnGatehouse } from '../helpers/process.js';
-import { reply, startUpstream } from '../helpers/upstream.js';
+import { echo, reply, startUpstream } from '../helpers/upstream.js';
 
 /*
  * SPEC §3.1 (F6): a reload reads and validates off the serving thread. These run the built CLI as
@@ -39,7 +39,7 @@ const replace = (file: string, yaml: string) => {
   renameSync(`${file}.next`, file);
 };
 
-describe('reloading hostile or huge configs (F6)', () => {
+describe('reloading hostile or huge configs (F6, F9)', () => {
   it('keeps answering proxied requests promptly while a large config is read and validated', async () => {
     const up = await startUpstream(reply(200, 'ok'));
     const g = await spawnGatehouse(config(up.url));
@@ -95,5 +95,24 @@ describe('reloading hostile or huge configs (F6)', () => {
     ]);
     expect((await request(g.admin('/healthz'))).status).toBe(200);
     expect((await request(g.url('in') + '/x')).status).toBe(200);
+  });
+
+  it('refuses a rotated ${file:} header value with a line break (F9), unquoted, and keeps sending the old one', async () => {
+    const up = await startUpstream(echo);
+    const g = await spawnGatehouse(config(up.url).replace('upstream: app }', 'upstream: app, headers: { request: { set: { x-api-key: "${file:api-key}" } } } }'), {
+      files: { 'api-key': 'key-one\n' },
+    });
+    expect((await request(g.url('in') + '/x')).json().headers['x-api-key']).toBe('key-one');
+    writeFileSync(join(g.dir, 'api-key'), 'key-two\r\nx-injected: 1\n');
+    const res = await request(g.admin('/admin/reload'), { method: 'POST' });
+    expect(res.status).toBe(400);
+    expect(res.json().errors).toEqual([
+      `${g.file}:6:113 routes[0](api).headers.request.set.x-api-key: must be a valid HTTP header value: no CR, LF, NUL or other control character, nothing beyond U+00FF`,
+    ]);
+    expect(res.text).not.toContain('key-two');
+    const after = await request(g.url('in') + '/x');
+    expect(after.status).toBe(200);
+    expect(after.json().headers['x-api-key']).toBe('key-one');
+    expect(after.json().headers['x-injected']).toBeUndefined();
   });
 });
