@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { json, startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { ConfigError, formatProblem } from './config/errors.js';
@@ -18,6 +17,9 @@ import { createWebSocketProxy } from './proxy/websocket.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { observeUpstreams } from './telemetry/resilience-observer.js';
+import { bridgeOtelDiagnostics } from './telemetry/diagnostics.js';
+import { readOtelSettings, withOtelEnv } from './telemetry/otel-env.js';
+import { detectResource } from './telemetry/resource.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
@@ -61,13 +63,21 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const first = options.loadOffThread === true ? await loadConfigOffThread(file, { env }) : loadConfigFile(file, { env });
   const { config } = first;
 
-  const logger = pino({ base: { service: 'gatehouse' }, timestamp: pino.stdTimeFunctions.isoTime }, options.logStream ?? pino.destination(2));
-  const resource = resourceFromAttributes({
-    'service.name': config.telemetry.serviceName ?? env.OTEL_SERVICE_NAME ?? 'gatehouse',
-    'service.version': VERSION,
+  // the OTEL_* variables are read before the logger exists (they may set nothing it needs, but
+  // GATEHOUSE_LOG_LEVEL is read with them): their warnings wait for it
+  const warnings: { variable: string; message: string }[] = [];
+  const otel = readOtelSettings(config.telemetry, env, (variable, message) => warnings.push({ variable, message }));
+  const logger = pino(
+    { level: otel.logLevel, base: { service: 'gatehouse' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    options.logStream ?? pino.destination(2),
+  );
+  for (const { variable, message } of warnings) logger.warn({ variable }, message);
+  const restoreDiagnostics = bridgeOtelDiagnostics(logger, () => systemClock.now());
+  // the SDK reads its own OTEL_* variables (exporters, resource) as these are built
+  const { tracing, metrics } = withOtelEnv(env, () => {
+    const resource = detectResource(otel.serviceName);
+    return { tracing: createTracing(otel.traces, resource), metrics: createMetrics(otel.metrics, resource) };
   });
-  const tracing = createTracing(config.telemetry, env, resource);
-  const metrics = createMetrics(config.telemetry, resource);
   // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
   const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream, options.accessLogFlushMs);
@@ -161,6 +171,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     state.plan.quotas.close();
     await stores.close();
     await Promise.allSettled([tracing?.shutdown(), metrics.shutdown()]);
+    restoreDiagnostics();
   }
 
   const adminSource: AdminSource = {
@@ -206,7 +217,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       version: VERSION,
       listeners: Object.fromEntries(config.listeners.map((l) => [l.name, formatAddress(listeners.address(l.name))])),
       admin: formatAddress(admin.address),
-      tracing: tracing !== undefined,
+      tracing: otel.traces === undefined ? false : { exporters: otel.traces.exporters, protocol: otel.traces.otlp.protocol, propagators: otel.traces.propagators },
+      metrics: { prometheus: otel.metrics.prometheus, otlp: otel.metrics.otlp?.protocol ?? false },
+      logLevel: otel.logLevel,
     },
     'gatehouse started',
   );

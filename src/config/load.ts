@@ -266,7 +266,7 @@ export function isSecretKeyPath(path: readonly PropertyKey[]): boolean {
   if (key === 'key' && parent === 'tls') return true;
   if (key === 'value' && parent === 'header') return true;
   // headers sent to the OTLP collector usually carry an API key
-  return parent === 'headers' && path[path.length - 3] === 'traces';
+  return parent === 'headers' && (path[path.length - 3] === 'traces' || path[path.length - 3] === 'otlp');
 }
 
 function redact(value: unknown, path: PropertyKey[], isSecret: (p: readonly PropertyKey[]) => boolean): unknown {

@@ -365,23 +365,41 @@ const Admin = z.strictObject({
   token: secret.optional().describe('Bearer token required for /admin/* (secret). Default: none.'),
 });
 
+/** OTLP encodings (OTEL_EXPORTER_OTLP_PROTOCOL): the specification's default is http/protobuf. */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
+const otlpProtocol = z.enum(OTLP_PROTOCOLS, { error: 'must be one of "http/protobuf", "http/json", "grpc"' });
+const otlpEndpoint = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+/**
+ * Unset keys fall back to the OTEL_* variables (SPEC §8) and then to gatehouse's defaults, in
+ * src/telemetry/otel-env.ts: a key written here wins over its variable.
+ */
 const Telemetry = z.strictObject({
   serviceName: z.string().min(1).optional().describe('service.name of traces and metrics. Default: $OTEL_SERVICE_NAME, else gatehouse.'),
+  logLevel: z
+    .enum(LOG_LEVELS, { error: 'must be one of "debug", "info", "warn", "error"' })
+    .optional()
+    .describe("gatehouse's own log on stderr: debug, info, warn or error. Default: $GATEHOUSE_LOG_LEVEL, else info."),
   traces: z
     .strictObject({
-      endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional().describe('OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; none: no traces.'),
-      sampleRatio: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional().describe('Share of new traces sampled, 0 to 1. Default: $OTEL_TRACES_SAMPLER_ARG, else 1.'),
+      endpoint: otlpEndpoint.optional().describe('OTLP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT; none: no traces.'),
+      protocol: otlpProtocol.optional().describe('OTLP encoding: http/protobuf, http/json or grpc. Default: $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.'),
+      sampleRatio: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional().describe('Share of new traces sampled, 0 to 1. Default: $OTEL_TRACES_SAMPLER (+ _ARG), else parent-based always on.'),
       headers: z.record(headerName, secretHeaderValue).optional().describe('Headers sent to the collector, e.g. an API key (secrets).'),
     })
     .prefault({})
     .describe('Traces exported over OTLP.'),
   metrics: z
     .strictObject({
-      prometheus: z.boolean().default(true).describe('Serve Prometheus metrics at the admin /metrics. Default: true.'),
+      prometheus: z.boolean().optional().describe('Serve Prometheus metrics at the admin /metrics. Default: on, unless $OTEL_METRICS_EXPORTER leaves prometheus out.'),
       otlp: z
         .strictObject({
-          endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).describe('OTLP/HTTP metrics endpoint.'),
+          endpoint: otlpEndpoint.optional().describe('OTLP metrics endpoint. Default: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/metrics.'),
+          protocol: otlpProtocol.optional().describe('OTLP encoding: http/protobuf, http/json or grpc. Default: $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.'),
           interval: duration.prefault('15s').describe('Export interval. Default: 15s.'),
+          headers: z.record(headerName, secretHeaderValue).optional().describe('Headers sent to the collector (secrets).'),
         })
         .optional()
         .describe('Also push metrics over OTLP.'),

@@ -204,9 +204,10 @@ function compileRoute(
   const credentials = upstream.credentials;
   const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
-    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
+    // [telemetry] trace headers gatehouse writes (b3) replace the client's copies
+    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted, ...(deps.tracing?.fields ?? [])].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
-    replaceTraceContext: deps.tracing !== undefined,
+    replaceTraceContext: deps.tracing?.traceContext ?? false,
     allowUnderscores: security.listener.limits.allowUnderscoreHeaders,
   };
   const responseHeaders: ResponseHeaderPlan = {

@@ -15,7 +15,7 @@ export function startServerSpan(
   tracestate: string | undefined,
   scheme: string,
 ): void {
-  const parent = tracing.extract(traceparent, tracestate);
+  const parent = tracing.extract(traceparent, tracestate, ex.req.rawHeaders);
   const span = tracing.tracer.startSpan(
     ex.method,
     {
@@ -66,7 +66,7 @@ export interface ClientTarget {
 }
 
 export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTarget): Span {
-  const parent = ex.span === undefined ? undefined : trace.setSpan(tracing.extract(undefined, undefined), ex.span);
+  const parent = ex.span === undefined ? undefined : trace.setSpan(tracing.extract(undefined, undefined, []), ex.span);
   return tracing.tracer.startSpan(
     ex.method,
     {

@@ -1,11 +1,11 @@
 import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
-import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
-import type { TelemetryConfig } from '../config/schema.js';
+import { createMetricExporter } from './exporters.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
 import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
+import type { MetricSettings } from './otel-env.js';
 
 const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
 const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
@@ -37,9 +37,12 @@ export interface Metrics {
   shutdown(): Promise<void>;
 }
 
-/** OTel metrics, read as Prometheus text at the admin /metrics and pushed by OTLP when configured. */
+/**
+ * OTel metrics, read as Prometheus text at the admin /metrics and pushed by OTLP when configured.
+ * Build inside `withOtelEnv`: the OTLP exporter reads its OTEL_EXPORTER_OTLP_* variables.
+ */
 export function createMetrics(
-  cfg: TelemetryConfig,
+  cfg: MetricSettings,
   resource: Resource,
   wallClockMs: () => number = () => performance.timeOrigin + performance.now(),
 ): Metrics {
@@ -65,13 +68,13 @@ export function createMetrics(
   );
   const metricProducers = [histogramProducer('gatehouse', [serverDuration, clientDuration], wallClockMs)];
   const readers: IMetricReader[] = [];
-  const prometheus = cfg.metrics.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers }) : undefined;
+  const prometheus = cfg.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers }) : undefined;
   if (prometheus) readers.push(prometheus);
-  if (cfg.metrics.otlp) {
+  if (cfg.otlp) {
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter({ url: cfg.metrics.otlp.endpoint }),
-        exportIntervalMillis: cfg.metrics.otlp.interval,
+        exporter: createMetricExporter(cfg.otlp),
+        exportIntervalMillis: cfg.otlp.intervalMs,
         metricProducers,
       }),
     );

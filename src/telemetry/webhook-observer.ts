@@ -55,9 +55,11 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
           [ATTR.webhookAttempt]: attempt,
         },
       });
-      const traceparent = span === undefined ? undefined : traceparentOf(span.spanContext());
+      // in the configured propagation formats (OTEL_PROPAGATORS), as proxied requests
+      const traceHeaders: string[] = [];
+      if (span !== undefined) tracing!.inject(span, traceHeaders);
       return {
-        traceparent,
+        traceHeaders,
         end(report) {
           const attributes = { route: ev.route, 'http.request.method': ev.method, upstream } as Record<string, string | number>;
           if (report.status !== 0) attributes['http.response.status_code'] = report.status;

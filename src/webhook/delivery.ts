@@ -51,8 +51,8 @@ export interface AttemptReport {
 
 /** What delivery tells telemetry (implemented in src/telemetry/webhook-observer.ts). */
 export interface DeliveryObserver {
-  /** An attempt starts: returns the traceparent to send (undefined when tracing is off) and its end. */
-  attempt(ev: StoredEvent, upstream: string, ep: DeliveryEndpoint, path: string): { traceparent: string | undefined; end(report: AttemptReport): void };
+  /** An attempt starts: returns the trace headers to send ([name, value, ...]; none when tracing is off) and its end. */
+  attempt(ev: StoredEvent, upstream: string, ep: DeliveryEndpoint, path: string): { traceHeaders: readonly string[]; end(report: AttemptReport): void };
   pending(route: string, count: number): void;
 }
 
@@ -210,7 +210,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       'gatehouse-webhook-attempt',
       String(ev.attempts),
     );
-    if (span.traceparent !== undefined) headers.push('traceparent', span.traceparent);
+    headers.push(...span.traceHeaders);
 
     const startedMs = clock.monotonic();
     const attempt = new AbortController();

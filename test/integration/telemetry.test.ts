@@ -128,7 +128,7 @@ describe('tracing', () => {
     await g.fetch('in', '/api/x');
     const [server] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER);
     expect(server!.resource['service.name']).toBe('from-env');
-    expect(otlp.requests[0]).toEqual({ path: '/v1/traces', contentType: 'application/json' });
+    expect(otlp.requests[0]).toMatchObject({ path: '/v1/traces', contentType: 'application/x-protobuf' });
   });
 
   it('uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given', async () => {

@@ -44,7 +44,7 @@ describe('config loading', () => {
     expect(config.upstreams.app!.connectTimeout).toBe(1_000);
     expect(config.routes[0]!.timeout).toBe(30_000);
     expect(config.telemetry.accessLog).toBe('stdout');
-    expect(config.telemetry.metrics.prometheus).toBe(true);
+    expect(config.telemetry.metrics.prometheus).toBeUndefined(); // on, unless OTEL_METRICS_EXPORTER leaves it out (src/telemetry/otel-env.ts)
     expect(config.dataDir).toBe('./data');
   });
 
