@@ -51,8 +51,7 @@ export function createAttempt(
       const path = ep.basePath + ex.target;
       let span: Span | undefined;
       if (deps.tracing !== undefined) {
-        const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
-        span = startClientSpan(deps.tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
+        span = startClientSpan(deps.tracing, ex, ep, path);
         deps.tracing.inject(span, headers);
       }
       const body = ex.body;
@@ -121,6 +120,8 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
       return;
     }
     this.abortRequest = abort;
+    // a host-name endpoint: the span learns the IP undici connected to
+    if (this.span !== undefined && this.ep.peerAddress === undefined) this.deps.tracing!.recordPeer(this.span, abort);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {

@@ -1,4 +1,5 @@
 import { Agent as HttpsAgent } from 'node:https';
+import { isIP } from 'node:net';
 import { Client, Pool } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.js';
@@ -21,6 +22,8 @@ export interface Endpoint {
   readonly port: number;
   /** `host[:port]`: the Host sent upstream unless the route rewrites it. */
   readonly authority: string;
+  /** The endpoint's IP when it is named by one (the CLIENT span's `network.peer.address`); undefined for a host name. */
+  readonly peerAddress: string | undefined;
   /** The endpoint URL's path without a trailing slash ('' for none), put before every request path. */
   readonly basePath: string;
   readonly pool: Pool;
@@ -85,12 +88,14 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1'); // an IPv6 literal without its brackets
     return {
       url: url.href.replace(/\/$/, ''),
       scheme,
       hostname: url.hostname,
       port,
       authority: url.host,
+      peerAddress: isIP(host) !== 0 ? host : undefined,
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,

@@ -1,11 +1,12 @@
-import { SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import type { Exchange } from '../proxy/exchange.js';
 import { ATTR } from './names.js';
 import type { Tracing } from './tracing.js';
 
 /**
- * The HTTP semantic-convention spans: one SERVER span per request (`{method} {http.route}`),
- * one CLIENT span per upstream attempt (`{method}`), the client span's context sent upstream.
+ * The HTTP semantic-convention spans (stable HTTP conventions): one SERVER span per request
+ * (`{method} {http.route}`), one CLIENT span per upstream attempt (`{method}`), the client
+ * span's context sent upstream.
  */
 
 export function startServerSpan(
@@ -15,7 +16,8 @@ export function startServerSpan(
   tracestate: string | undefined,
   scheme: string,
 ): void {
-  const parent = tracing.extract(traceparent, tracestate, ex.req.rawHeaders);
+  const req = ex.req;
+  const parent = tracing.extract(traceparent, tracestate, req.rawHeaders);
   const span = tracing.tracer.startSpan(
     ex.method,
     {
@@ -24,9 +26,13 @@ export function startServerSpan(
         [ATTR.method]: ex.method,
         [ATTR.urlPath]: ex.path,
         [ATTR.urlScheme]: scheme,
+        [ATTR.urlQuery]: ex.query === '' ? undefined : redactQuery(ex.query.slice(1)),
         [ATTR.serverAddress]: ex.host || undefined,
-        [ATTR.serverPort]: ex.req.socket.localPort,
-        [ATTR.peerAddress]: ex.req.socket.remoteAddress,
+        [ATTR.serverPort]: req.socket.localPort,
+        [ATTR.clientAddress]: ex.clientIp || undefined,
+        [ATTR.peerAddress]: req.socket.remoteAddress,
+        [ATTR.userAgent]: ex.header('user-agent'),
+        [ATTR.protocolVersion]: req.httpVersion,
         [ATTR.requestId]: ex.requestId,
       },
     },
@@ -58,26 +64,33 @@ export function endServerSpan(ex: Exchange, status: number): void {
   span.end();
 }
 
+/** The endpoint an attempt goes to, as the upstream runtime has it. */
 export interface ClientTarget {
   readonly scheme: string;
   readonly hostname: string;
   readonly port: number;
-  readonly path: string;
+  /** `host[:port]` of the endpoint URL: never userinfo. */
+  readonly authority: string;
+  /** The endpoint's IP when it is named by one; undefined for a host name (then the socket tells). */
+  readonly peerAddress: string | undefined;
 }
 
-export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTarget): Span {
-  const parent = ex.span === undefined ? undefined : trace.setSpan(tracing.extract(undefined, undefined, []), ex.span);
+/** `path` is the request target sent upstream (path and query). */
+export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTarget, path: string): Span {
+  const parent = ex.span === undefined ? undefined : trace.setSpan(ROOT_CONTEXT, ex.span);
+  const query = ex.query;
   return tracing.tracer.startSpan(
     ex.method,
     {
       kind: SpanKind.CLIENT,
       attributes: {
         [ATTR.method]: ex.method,
-        [ATTR.urlPath]: target.path,
+        [ATTR.urlFull]: `${target.scheme}://${target.authority}${query === '' ? path : path.slice(0, path.length - query.length + 1) + redactQuery(query.slice(1))}`,
+        [ATTR.urlPath]: query === '' ? path : path.slice(0, path.length - query.length),
         [ATTR.urlScheme]: target.scheme,
         [ATTR.serverAddress]: target.hostname,
         [ATTR.serverPort]: target.port,
-        [ATTR.peerAddress]: target.hostname,
+        [ATTR.peerAddress]: target.peerAddress,
         [ATTR.gatehouseRoute]: ex.route?.name,
         [ATTR.gatehouseUpstream]: ex.route?.upstream,
         [ATTR.resendCount]: ex.attempts > 1 ? ex.attempts - 1 : undefined,
@@ -94,4 +107,34 @@ export function endClientSpan(span: Span, status: number, errorType: string | un
     span.setStatus({ code: SpanStatusCode.ERROR, message: errorType });
   }
   span.end();
+}
+
+/** Query keys whose values are secrets, as SPEC §8 lists them (and the semconv's `sig`). */
+const SECRET_KEY = /token|key|secret|signature|password|code|^sig$/i;
+const MAYBE_SECRET = /token|key|secret|signature|password|code|sig/i;
+
+/**
+ * A query string (without `?`) with the values of secret-looking keys replaced by `REDACTED`
+ * (`?access_token=abc&page=2` -> `access_token=REDACTED&page=2`). A query that mentions none
+ * of the words is returned as it is, after one regex test.
+ */
+export function redactQuery(query: string): string {
+  if (!MAYBE_SECRET.test(query)) return query;
+  const pairs = query.split('&');
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!;
+    const eq = pair.indexOf('=');
+    const rawKey = eq < 0 ? pair : pair.slice(0, eq);
+    if (eq >= 0 && SECRET_KEY.test(decodeKey(rawKey))) pairs[i] = `${rawKey}=REDACTED`;
+  }
+  return pairs.join('&');
+}
+
+function decodeKey(key: string): string {
+  if (!key.includes('%') && !key.includes('+')) return key;
+  try {
+    return decodeURIComponent(key.replace(/\+/g, ' '));
+  } catch {
+    return key;
+  }
 }

@@ -1,4 +1,6 @@
-import { SpanKind, type Tracer } from '@opentelemetry/api';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
+import { SpanKind, type Span, type Tracer } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -12,15 +14,29 @@ import {
   type SpanExporter,
 } from '@opentelemetry/sdk-trace';
 import { createSpanExporter } from './exporters.js';
+import { ATTR } from './names.js';
 import type { TraceSettings } from './otel-env.js';
 import { createPropagation, type Propagation } from './propagation.js';
 
 export interface Tracing extends Propagation {
   readonly tracer: Tracer;
+  /**
+   * Sets the CLIENT span's `network.peer.address` to the address of the socket the attempt is
+   * sent on, for endpoints named by host name (an IP endpoint's is known at compile time). Call
+   * from the undici handler's onConnect with the `abort` it was given: undici publishes the
+   * socket for that request right after, on the `undici:client:sendHeaders` channel.
+   */
+  recordPeer(span: Span, abort: (err?: Error) => void): void;
   shutdown(): Promise<void>;
 }
 
 export { SpanKind };
+
+/** What undici publishes on `undici:client:sendHeaders` (its documented diagnostics channel). */
+interface SendHeadersMessage {
+  readonly request: { readonly abort: unknown };
+  readonly socket: Socket;
+}
 
 /**
  * Tracing as the settings say (OTel SDK: TracerProvider, batch processor, OTLP and/or console
@@ -37,13 +53,38 @@ export function createTracing(settings: TraceSettings | undefined, resource: Res
   });
   const propagation = createPropagation(settings.propagators);
 
+  // The peer address of host-name endpoints: one span waits between onConnect and undici's
+  // synchronous sendHeaders publication for the same request (matched by its abort function).
+  let waiting: Span | undefined;
+  let waitingAbort: unknown;
+  let subscribed = false;
+  const onSendHeaders = (message: unknown) => {
+    const { request, socket } = message as SendHeadersMessage;
+    if (waiting === undefined || request.abort !== waitingAbort) return;
+    const address = socket.remoteAddress;
+    if (address !== undefined) waiting.setAttribute(ATTR.peerAddress, address);
+    waiting = undefined;
+    waitingAbort = undefined;
+  };
+
   return {
     tracer: provider.getTracer('gatehouse'),
     extract: propagation.extract,
     inject: propagation.inject,
     traceContext: propagation.traceContext,
     fields: propagation.fields,
-    shutdown: () => provider.shutdown(),
+    recordPeer(span, abort) {
+      if (!subscribed) {
+        subscribed = true; // only once an endpoint is named by host name: IP endpoints never publish
+        subscribe('undici:client:sendHeaders', onSendHeaders);
+      }
+      waiting = span;
+      waitingAbort = abort;
+    },
+    shutdown: () => {
+      if (subscribed) unsubscribe('undici:client:sendHeaders', onSendHeaders);
+      return provider.shutdown();
+    },
   };
 }
 
