@@ -18,6 +18,7 @@ import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
 import { observeUpstreams } from './telemetry/resilience-observer.js';
 import { bridgeOtelDiagnostics } from './telemetry/diagnostics.js';
+import { createLogger } from './telemetry/log.js';
 import { readOtelSettings, withOtelEnv } from './telemetry/otel-env.js';
 import { detectResource } from './telemetry/resource.js';
 import { createTracing } from './telemetry/tracing.js';
@@ -67,10 +68,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   // GATEHOUSE_LOG_LEVEL is read with them): their warnings wait for it
   const warnings: { variable: string; message: string }[] = [];
   const otel = readOtelSettings(config.telemetry, env, (variable, message) => warnings.push({ variable, message }));
-  const logger = pino(
-    { level: otel.logLevel, base: { service: 'gatehouse' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
-    options.logStream ?? pino.destination(2),
-  );
+  const logger = createLogger(otel.logLevel, options.logStream ?? pino.destination(2));
   for (const { variable, message } of warnings) logger.warn({ variable }, message);
   const restoreDiagnostics = bridgeOtelDiagnostics(logger, () => systemClock.now());
   // the SDK reads its own OTEL_* variables (exporters, resource) as these are built

@@ -2,6 +2,7 @@ import type { Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
+import { requestFields } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
@@ -186,7 +187,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
   private reportTls(failure: UpstreamError): void {
     const reason = tlsReason(failure);
     this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
-    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
+    this.deps.logger?.warn({ ...requestFields(this.ex), upstream: this.upstream.name, endpoint: this.ep.url, reason, message: failure.message }, 'TLS with the upstream failed');
   }
 
   private settle(failure: Error | undefined): void {

@@ -6,6 +6,7 @@ import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import { normalizePath } from '../routing/normalize.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
+import { createRouteLog } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { ATTR } from '../telemetry/names.js';
 import type { Tracing } from '../telemetry/tracing.js';
@@ -58,6 +59,7 @@ interface Upgrade {
  * read plan -> scan headers -> normalise path -> match route -> stages -> forward -> log/trace.
  */
 export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
+  const routeLog = createRouteLog(deps.logger); // undefined unless the log level is debug
   const handleRequest = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, false);
   /** `Expect: 100-continue` (node:http's 'checkContinue'): `100` goes out only once the route's checks pass. */
   const handleContinue = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, true);
@@ -191,6 +193,7 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
     ex.route = route.info;
     setServerRoute(ex);
+    routeLog?.(ex);
 
     const bodyPresent = hasBody(facts);
     if (route.maxBodyBytes !== undefined && bodyPresent) {

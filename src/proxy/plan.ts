@@ -15,6 +15,7 @@ import { createKeySet, keySetId, type KeySet } from '../security/jwks.js';
 import { compileJwt } from '../security/jwt.js';
 import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
 import { createAuthObserver } from '../telemetry/auth-observer.js';
+import { createEventLog } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { createQuotaObserver } from '../telemetry/quota-observer.js';
 import { createResilienceObserver, type ResilienceObserver } from '../telemetry/resilience-observer.js';
@@ -245,7 +246,7 @@ function compileRoute(
   if (quota?.observe !== undefined) policies.push(quota.observe);
 
   return {
-    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
+    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name, log: createEventLog(deps.logger) },
     config: route,
     match: compileMatch(route.match),
     rewrite,
