@@ -8,7 +8,8 @@ export interface AccessLogEntry {
   readonly route: string | null;
   readonly method: string;
   readonly path: string;
-  readonly status: number;
+  /** What the client got; null on a background line whose upstream did not answer. */
+  readonly status: number | null;
   readonly durationMs: number;
   readonly upstream: string | null;
   readonly attempts: number;
@@ -16,7 +17,8 @@ export interface AccessLogEntry {
   readonly requestId: string;
   /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
   readonly error: string | null;
-  readonly client: string;
+  /** The client address; null on background lines (no client). */
+  readonly client: string | null;
   /** Set on the lines of background work that no client request carries (webhook deliveries). */
   readonly kind?: 'webhook-delivery';
   readonly webhookId?: string;
@@ -81,7 +83,7 @@ export function formatAccessLine(e: AccessLogEntry, time: string): string {
   return (
     `{"time":"${time}","route":${orNull(e.route)},"method":${jsonString(e.method)},"path":${jsonString(e.path)},` +
     `"status":${e.status},"durationMs":${e.durationMs},"upstream":${orNull(e.upstream)},"attempts":${e.attempts},` +
-    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${jsonString(e.client)}}\n`
+    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${orNull(e.client)}}\n`
   );
 }
 

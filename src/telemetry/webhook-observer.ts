@@ -76,18 +76,19 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
             }
             span.end();
           }
+          // the access log's shape (SPEC §8): every key, null where it does not apply, a code in `error`
           accessLog({
             route: ev.route,
             method: ev.method,
             path,
-            status: report.status,
+            status: report.status === 0 ? null : report.status,
             durationMs: Math.round(report.durationMs * 1000) / 1000,
             upstream,
             attempts: attempt,
             traceId: span?.spanContext().traceId ?? null,
             requestId: ev.requestId,
-            error: report.error ?? null,
-            client: '',
+            error: report.code ?? null,
+            client: null,
             kind: 'webhook-delivery',
             webhookId: ev.id,
             eventId: ev.eventId,

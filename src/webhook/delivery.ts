@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { WebhookConfig } from '../config/schema.js';
-import { GatehouseError } from '../proxy/errors.js';
+import { GatehouseError, type ErrorCode } from '../proxy/errors.js';
 import { findHeader } from '../proxy/exchange.js';
+import { classifyFailure } from '../proxy/forward.js';
 import { backoffCeilingMs } from '../resilience/backoff.js';
 import type { Clock } from '../resilience/clock.js';
 import type { Credentials } from '../security/credentials.js';
@@ -41,8 +42,15 @@ export interface DeliveryTarget {
 export type AttemptResult = 'delivered' | 'retried' | 'dead' | 'released';
 
 export interface AttemptReport {
+  /** The upstream's status; 0 when it did not answer. */
   readonly status: number;
+  /** What went wrong, as text (kept as the event's lastError), or undefined for a 2xx. */
   readonly error: string | undefined;
+  /**
+   * The SPEC §4 code of a failure gatehouse saw (no answer: bad_gateway, upstream_timeout; a
+   * credentials failure: its code); undefined when the upstream answered, as in the access log.
+   */
+  readonly code: ErrorCode | undefined;
   readonly result: AttemptResult;
   readonly durationMs: number;
   /** Wall-clock ms from receipt to delivery, for a delivered event. */
@@ -219,6 +227,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     signal.addEventListener('abort', onStop, { once: true });
     let status = 0;
     let error: string | undefined;
+    let code: ErrorCode | undefined;
     ep.inFlight++;
     target.upstream.inFlight++;
     let credential: string | undefined;
@@ -240,9 +249,15 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       error = reason instanceof Error ? reason.message : String(reason);
       if (reason instanceof Stopped) {
         await store.release(ev.id, owner, clock.now());
-        span.end({ status, error, result: 'released', durationMs: clock.monotonic() - startedMs, lagMs: undefined });
+        span.end({ status, error, code: undefined, result: 'released', durationMs: clock.monotonic() - startedMs, lagMs: undefined });
         return;
       }
+      code =
+        reason instanceof GatehouseError
+          ? reason.code
+          : attempt.signal.aborted || classifyFailure(reason) === 'timeout'
+            ? 'upstream_timeout'
+            : 'bad_gateway';
     } finally {
       clearTimeout(timeout);
       signal.removeEventListener('abort', onStop);
@@ -254,11 +269,11 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     if (error === undefined) {
       const now = clock.now();
       await store.delivered(ev.id, now, cfg.inspect);
-      span.end({ status, error, result: 'delivered', durationMs, lagMs: now - ev.receivedAt });
+      span.end({ status, error, code, result: 'delivered', durationMs, lagMs: now - ev.receivedAt });
       return;
     }
     const result = await fail(ev, store, error, status);
-    span.end({ status, error, result, durationMs, lagMs: undefined });
+    span.end({ status, error, code, result, durationMs, lagMs: undefined });
   }
 
   /** A failed attempt: due again after the back-off, or dead once it was the last one. */

@@ -100,7 +100,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     ),
     get: db.prepare(`SELECT * FROM webhook_events WHERE id = ?`),
     delivered: db.prepare(
-      `UPDATE webhook_events SET state = 'delivered', delivered_at = @now, dead_at = NULL, owner = NULL, lease_until = NULL,
+      `UPDATE webhook_events SET state = 'delivered', delivered_at = @now, dead_at = NULL, owner = NULL, lease_until = NULL, last_error = NULL,
        body = CASE WHEN @keep = 1 THEN body ELSE NULL END WHERE id = @id`,
     ),
     promote: db.prepare(

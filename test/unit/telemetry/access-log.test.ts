@@ -27,7 +27,7 @@ describe('access log line', () => {
   });
 
   it('keeps the keys of background lines (webhook deliveries) after the request keys', () => {
-    const delivery = { ...entry, client: '', kind: 'webhook-delivery' as const, webhookId: 'w1', eventId: 'evt_1', result: 'delivered' };
+    const delivery = { ...entry, status: null, client: null, kind: 'webhook-delivery' as const, webhookId: 'w1', eventId: 'evt_1', result: 'retried' };
     expect(formatAccessLine(delivery, TIME)).toBe(JSON.stringify({ time: TIME, ...delivery }) + '\n');
   });
 
