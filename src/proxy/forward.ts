@@ -3,8 +3,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { endClientSpan, startClientSpan } from '../telemetry/http-spans.js';
 import { requestFields } from '../telemetry/log.js';
-import type { Metrics } from '../telemetry/metrics.js';
-import { ATTR } from '../telemetry/names.js';
+import { recordClient, type Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { errorOutcome, statusOutcome } from '../resilience/outcome.js';
@@ -200,13 +199,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptControl {
     if (this.isRetry) this.upstream.retryAttemptsInFlight--;
     this.upstream.report(this.ep, failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure), ex);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
-    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
-      upstream: this.upstream.name,
-      route: ex.route?.name ?? '',
-      [ATTR.method]: ex.method,
-      [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
-      [ATTR.errorType]: errorType,
-    });
+    recordClient(this.deps.metrics, (performance.now() - this.startMs) / 1000, this.upstream.name, ex.route?.name, this.ep, ex.method, this.statusCode, errorType);
     if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }

@@ -7,8 +7,7 @@ import { normalizePath } from '../routing/normalize.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan, setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
 import { createRouteLog } from '../telemetry/log.js';
-import type { Metrics } from '../telemetry/metrics.js';
-import { ATTR } from '../telemetry/names.js';
+import { recordServer, type Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { GatehouseError } from './errors.js';
 import { Exchange } from './exchange.js';
@@ -395,12 +394,7 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
   // 499: the client went away before an answer (nginx's convention)
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
   const routeName = ex.route?.name;
-  deps.metrics.serverDuration.record(durationMs / 1000, {
-    route: routeName ?? '',
-    [ATTR.method]: ex.method,
-    [ATTR.status]: status,
-    [ATTR.errorType]: ex.errorCode,
-  });
+  recordServer(deps.metrics, durationMs / 1000, ex.route, ex.method, status, ex.errorCode);
   endServerSpan(ex, status);
   deps.accessLog({
     route: routeName ?? null,

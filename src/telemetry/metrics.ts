@@ -2,17 +2,23 @@ import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@open
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
+import type { RouteInfo } from '../proxy/exchange.js';
 import { createMetricExporter } from './exporters.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
 import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
 import type { MetricSettings } from './otel-env.js';
 
-const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
-const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
+/**
+ * The duration histograms' attributes (SPEC §8): the HTTP semconv names, plus gatehouse's own
+ * where the semconv has none. A route's name comes first: it decides `http.route` (one value per
+ * name, so that level of the histogram's tree is a one-entry Map).
+ */
+const SERVER_ATTRIBUTES = [ATTR.gatehouseRoute, ATTR.route, ATTR.method, ATTR.status, ATTR.errorType] as const;
+const CLIENT_ATTRIBUTES = [ATTR.gatehouseUpstream, ATTR.gatehouseRoute, ATTR.serverAddress, ATTR.serverPort, ATTR.method, ATTR.status, ATTR.errorType] as const;
 
 export interface Metrics {
   readonly meter: Meter;
-  /** Recorded once per request: keyed histograms, see histogram.ts. */
+  /** Recorded once per request: keyed histograms, see histogram.ts. Record through recordServer/recordClient. */
   readonly serverDuration: KeyedHistogram<(typeof SERVER_ATTRIBUTES)[number]>;
   readonly clientDuration: KeyedHistogram<(typeof CLIENT_ATTRIBUTES)[number]>;
   readonly configReloads: Counter;
@@ -112,6 +118,56 @@ export function createMetrics(
     shutdown: () => provider.shutdown(),
   };
 }
+
+/** The endpoint an upstream attempt went to, as the client histogram's `server.*` attributes name it. */
+export interface ClientTarget {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+/**
+ * `http.server.request.duration` of a request that ended with `status` (499: the client left).
+ * `error.type` is gatehouse's error code, else the status of a 5xx answer (the semconv's rule for
+ * servers), so an upstream's 500 passed on is a failure on the metric as it is on the span.
+ */
+export function recordServer(metrics: Metrics, durationS: number, route: RouteInfo | undefined, method: string, status: number, errorCode: string | undefined): void {
+  metrics.serverDuration.record(durationS, {
+    [ATTR.gatehouseRoute]: route?.name,
+    [ATTR.route]: route?.httpRoute,
+    [ATTR.method]: method,
+    [ATTR.status]: status,
+    [ATTR.errorType]: errorCode ?? (status >= 500 ? STATUS_TEXT[status] : undefined),
+  });
+}
+
+/**
+ * `http.client.request.duration` of one upstream attempt: `status` 0 when no answer came, then
+ * `failure` says why (connect-failure, reset, timeout, ...). An answer of 4xx or 5xx is a failure
+ * too (`error.type` = the status, the semconv's rule for clients).
+ */
+export function recordClient(
+  metrics: Metrics,
+  durationS: number,
+  upstream: string,
+  route: string | undefined,
+  target: ClientTarget,
+  method: string,
+  status: number,
+  failure: string | undefined,
+): void {
+  metrics.clientDuration.record(durationS, {
+    [ATTR.gatehouseUpstream]: upstream,
+    [ATTR.gatehouseRoute]: route,
+    [ATTR.serverAddress]: target.hostname,
+    [ATTR.serverPort]: target.port,
+    [ATTR.method]: method,
+    [ATTR.status]: status !== 0 ? status : undefined,
+    [ATTR.errorType]: failure ?? (status >= 400 ? STATUS_TEXT[status] : undefined),
+  });
+}
+
+/** '0'..'599': a status as `error.type` without making a string per request. */
+const STATUS_TEXT: readonly string[] = Array.from({ length: 600 }, (_, i) => String(i));
 
 /** One series of a CounterCells counter: `value++` is all a request pays. */
 export interface CounterCell {

@@ -1,7 +1,7 @@
 import { SpanKind, SpanStatusCode, TraceFlags, type Link } from '@opentelemetry/api';
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
-import type { Metrics } from './metrics.js';
+import { recordClient, type Metrics } from './metrics.js';
 import { ATTR, METRICS } from './names.js';
 import type { Tracing } from './tracing.js';
 
@@ -61,10 +61,8 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
       return {
         traceHeaders,
         end(report) {
-          const attributes = { route: ev.route, 'http.request.method': ev.method, upstream } as Record<string, string | number>;
-          if (report.status !== 0) attributes['http.response.status_code'] = report.status;
-          if (report.error !== undefined) attributes['error.type'] = report.status !== 0 ? String(report.status) : 'delivery';
-          metrics.clientDuration.record(report.durationMs / 1000, attributes);
+          const failure = report.error === undefined ? undefined : report.status !== 0 ? String(report.status) : 'delivery';
+          recordClient(metrics, report.durationMs / 1000, upstream, ev.route, ep, ev.method, report.status, failure);
           if (report.result !== 'released') metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
           if (report.lagMs !== undefined) metrics.webhookDeliveryLag.record(Math.max(0, report.lagMs) / 1000, { route: ev.route });
           if (span !== undefined) {

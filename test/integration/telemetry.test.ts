@@ -217,9 +217,9 @@ describe('metrics', () => {
     const text = res.text;
     expect(text).toMatch(/^# TYPE http_server_request_duration_seconds histogram$/m);
     expect(text).toMatch(/^# TYPE http_client_request_duration_seconds histogram$/m);
-    expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*route="api"[^}]*http_response_status_code="200"[^}]*\} 1$/m);
+    expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*gatehouse_route="api"[^}]*http_response_status_code="200"[^}]*\} 1$/m);
     expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*http_response_status_code="404"[^}]*error_type="no_route"[^}]*\} 1$/m);
-    expect(text).toMatch(/^http_client_request_duration_seconds_count\{[^}]*upstream="app"[^}]*\} 1$/m);
+    expect(text).toMatch(/^http_client_request_duration_seconds_count\{[^}]*gatehouse_upstream="app"[^}]*\} 1$/m);
     expect(text).toMatch(/^http_server_request_duration_seconds_bucket\{[^}]*le="0.005"[^}]*\} \d+$/m);
     // both results are exported from the start, so rate() works before the first failure
     expect(text).toMatch(/^gatehouse_config_reloads_total\{result="success"\} 0$/m);
