@@ -95,6 +95,8 @@ export class Exchange {
   retryDelayMs = -1;
 
   attempts = 0;
+  /** Why a retry the route asked for was not made (`budget`, `deadline`); for the access log. */
+  retrySkipped: string | undefined = undefined;
   status = 0;
   errorCode: ErrorCode | undefined = undefined;
   /** Set when the exchange was cancelled: by the client going away or by the route deadline. */

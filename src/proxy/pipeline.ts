@@ -404,6 +404,7 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
     durationMs: Math.round(durationMs * 1000) / 1000,
     upstream: ex.route?.upstream ?? null,
     attempts: ex.attempts,
+    retrySkipped: ex.retrySkipped ?? null,
     traceId: ex.traceId || null,
     requestId: ex.requestId,
     error: ex.errorCode ?? null,

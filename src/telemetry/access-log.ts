@@ -13,6 +13,8 @@ export interface AccessLogEntry {
   readonly durationMs: number;
   readonly upstream: string | null;
   readonly attempts: number;
+  /** Why a retry the route's policy wanted was not made: `budget` or `deadline`; null when none was skipped. */
+  readonly retrySkipped: string | null;
   readonly traceId: string | null;
   readonly requestId: string;
   /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
@@ -83,7 +85,7 @@ export function formatAccessLine(e: AccessLogEntry, time: string): string {
   return (
     `{"time":"${time}","route":${orNull(e.route)},"method":${jsonString(e.method)},"path":${jsonString(e.path)},` +
     `"status":${e.status},"durationMs":${e.durationMs},"upstream":${orNull(e.upstream)},"attempts":${e.attempts},` +
-    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${orNull(e.client)}}\n`
+    `"retrySkipped":${orNull(e.retrySkipped)},"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${orNull(e.client)}}\n`
   );
 }
 

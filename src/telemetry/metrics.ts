@@ -24,6 +24,8 @@ export interface Metrics {
   readonly configReloads: Counter;
   /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
   readonly retries: Counter;
+  /** `gatehouse_retries_skipped_total{route,reason}`: retries wanted but not made; reason budget or deadline. */
+  readonly retriesSkipped: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
   readonly authDecisions: CounterCells;
   /** `gatehouse_webhook_events_total{route,result}`. */
@@ -97,6 +99,9 @@ export function createMetrics(
     clientDuration,
     configReloads,
     retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
+    retriesSkipped: meter.createCounter(METRICS.retriesSkipped, {
+      description: 'Retryable answers or failures passed on without a retry, by route and reason (budget: the retry budget was spent; deadline: the wait would end past the route timeout).',
+    }),
     authDecisions: createCounterCells(meter, METRICS.authDecisions, 'JWT decisions by route and result.'),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',

@@ -12,6 +12,7 @@ export const METRICS = {
   ratelimitQueueDepth: 'gatehouse.ratelimit.queue.depth',
   ratelimitQueueWait: 'gatehouse.ratelimit.queue.wait',
   retries: 'gatehouse.retries',
+  retriesSkipped: 'gatehouse.retries.skipped',
   circuitState: 'gatehouse.circuit.state',
   upstreamHealthy: 'gatehouse.upstream.healthy',
   webhookEvents: 'gatehouse.webhook.events',

@@ -18,6 +18,9 @@ export function createResilienceObserver(metrics: Metrics, logger: Logger): Resi
       ex.event(EVENTS.retry, { reason, 'gatehouse.retry.delay_ms': Math.round(delayMs), 'gatehouse.attempt': ex.attempts + 1 });
     },
     retrySkipped(ex: Exchange, reason: string, why: RetrySkip) {
+      // `reason` here is what the retry would have been for; the metric's reason is why it was not made
+      metrics.retriesSkipped.add(1, { route: ex.route?.name ?? '', reason: why });
+      ex.retrySkipped = why;
       ex.event(EVENTS.retrySkipped, { reason, 'gatehouse.retry.skipped_because': why });
     },
     breakerTransition(upstream: string, from: BreakerStateName, to: BreakerStateName, ex: Exchange | undefined, detail: string) {

@@ -83,6 +83,7 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
             durationMs: Math.round(report.durationMs * 1000) / 1000,
             upstream,
             attempts: attempt,
+            retrySkipped: null,
             traceId: span?.spanContext().traceId ?? null,
             requestId: ev.requestId,
             error: report.code ?? null,
