@@ -1,10 +1,11 @@
 import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
-import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
+import { DataPointType, MeterProvider, PeriodicExportingMetricReader, type IMetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
 import type { RouteInfo } from '../proxy/exchange.js';
 import { createMetricExporter } from './exporters.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
+import { startRuntimeMetrics } from './runtime-metrics.js';
 import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from './names.js';
 import type { MetricSettings } from './otel-env.js';
 
@@ -89,6 +90,7 @@ export function createMetrics(
   }
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter('gatehouse');
+  const runtime = readers.length > 0 ? startRuntimeMetrics(provider, meter) : undefined;
   const configReloads = meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' });
   // Both series exist from the start, so `increase(...{result="failure"}[5m])` alerts work before the first failure.
   configReloads.add(0, { result: 'success' });
@@ -120,7 +122,10 @@ export function createMetrics(
     }),
     tlsHandshakeFailures: createCounterCells(meter, METRICS.tlsHandshakeFailures, 'TLS handshakes refused or not finished, by listener and reason.'),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
-    shutdown: () => provider.shutdown(),
+    shutdown: () => {
+      runtime?.stop();
+      return provider.shutdown();
+    },
   };
 }
 
@@ -206,8 +211,11 @@ export function createCounterCells(meter: Meter, name: string, description: stri
 const serializer = new PrometheusSerializer('', false, undefined, false, true);
 
 /**
- * The exporter's text with the unit suffix the OTel-to-Prometheus rules ask for and this exporter
- * version leaves out: `http.server.request.duration` (unit s) -> `http_server_request_duration_seconds`.
+ * The exporter's text with the unit suffixes the OTel-to-Prometheus rules ask for and this exporter
+ * version leaves out, so the names are those an OTel Collector's Prometheus exporter would give:
+ * `http.server.request.duration` (unit s) -> `http_server_request_duration_seconds`,
+ * `process.memory.usage` (By) -> `process_memory_usage_bytes`, `nodejs.eventloop.utilization`
+ * (a gauge of unit 1) -> `nodejs_eventloop_utilization_ratio`. Annotations (`{resource}`) add nothing.
  */
 async function prometheusText(exporter: PrometheusExporter): Promise<string> {
   const { resourceMetrics } = await exporter.collect();
@@ -215,11 +223,23 @@ async function prometheusText(exporter: PrometheusExporter): Promise<string> {
     ...resourceMetrics,
     scopeMetrics: resourceMetrics.scopeMetrics.map((scope) => ({
       ...scope,
-      metrics: scope.metrics.map((m) =>
-        m.descriptor.unit === 's' && !m.descriptor.name.endsWith('_seconds')
-          ? { ...m, descriptor: { ...m.descriptor, name: `${m.descriptor.name}_seconds` } }
-          : m,
-      ),
+      metrics: scope.metrics.map((m) => {
+        const suffix = unitSuffix(m);
+        return suffix === undefined || m.descriptor.name.endsWith(suffix) ? m : { ...m, descriptor: { ...m.descriptor, name: m.descriptor.name + suffix } };
+      }),
     })),
   });
+}
+
+function unitSuffix(m: MetricData): string | undefined {
+  switch (m.descriptor.unit) {
+    case 's':
+      return '_seconds';
+    case 'By':
+      return '_bytes';
+    case '1':
+      return m.dataPointType === DataPointType.GAUGE ? '_ratio' : undefined;
+    default:
+      return undefined;
+  }
 }

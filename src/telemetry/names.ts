@@ -21,6 +21,10 @@ export const METRICS = {
   authDecisions: 'gatehouse.auth.decisions',
   storeUp: 'gatehouse.store.up',
   tlsHandshakeFailures: 'gatehouse.tls.handshake.failures',
+  /** Runtime metrics of our own (runtime-metrics.ts); the rest come from the OTel runtime instrumentation. */
+  processCpuTime: 'process.cpu.time',
+  processMemoryUsage: 'process.memory.usage',
+  processOpenFiles: 'process.unix.file_descriptor.count',
 } as const;
 
 /** Span and metric attribute keys: the stable HTTP semantic conventions, plus gatehouse's own. */
