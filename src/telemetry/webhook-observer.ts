@@ -1,9 +1,13 @@
 import { SpanKind, SpanStatusCode, TraceFlags, type Link } from '@opentelemetry/api';
+import type { AttemptResult } from '../webhook/delivery.js';
+import type { IntakeResult } from '../webhook/intake.js';
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
 import { recordClient, type Metrics } from './metrics.js';
 import { ATTR, METRICS } from './names.js';
 import type { Tracing } from './tracing.js';
+
+const RESULTS = ['verified', 'invalid', 'duplicate', 'delivered', 'retried', 'dead'] as const satisfies readonly (IntakeResult | Exclude<AttemptResult, 'released'>)[];
 
 /**
  * Webhook visibility: `gatehouse_webhook_events_total{route,result}`, the delivery-lag histogram,
@@ -29,6 +33,9 @@ export function createWebhookObserver(metrics: Metrics, tracing: Tracing | undef
     },
 
     pending(route, count) {
+      // A route's first report (its worker started): every result's series exists from now on at
+      // 0, so `increase(...{result="dead"}[15m]) > 0` sees the first dead letter after a start.
+      if (!pending.has(route)) for (const result of RESULTS) metrics.webhookEvents.add(0, { route, result });
       pending.set(route, count);
     },
 

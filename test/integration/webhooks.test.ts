@@ -107,7 +107,11 @@ describe('webhooks: refusals', () => {
     }
     const recent = (await request(g.admin('/admin/webhooks/recent?route=stripe-webhooks'))).json();
     expect(recent.events).toEqual([]);
-    expect(await metricsText(g)).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="invalid"\} 3/);
+    const text = await metricsText(g);
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="invalid"\} 3/);
+    // every result is exported from the start, so increase() alerts see the first dead letter
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="dead"\} 0/);
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="delivered"\} 0/);
     expect(g.accessLog.json.filter((l) => l.error === 'invalid_signature')).toHaveLength(3);
     expect(up.received).toHaveLength(0);
     expect(g.log.all + g.accessLog.all).not.toContain(SECRET);
