@@ -182,3 +182,27 @@ describe('deploy/kubernetes', () => {
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(sleepS + config.shutdown.drainTimeout / 1000);
   });
 });
+
+describe('deploy/grafana', () => {
+  it('gatehouse.json is a dashboard whose panels all query the chosen Prometheus data source', () => {
+    interface Panel {
+      id: number;
+      type: string;
+      datasource?: { uid: string };
+      targets?: { datasource: { uid: string }; expr: string }[];
+      panels?: Panel[];
+    }
+    const dashboard = JSON.parse(read('grafana/gatehouse.json')) as { uid: string; panels: Panel[]; templating: { list: { name: string; type: string }[] } };
+    expect(dashboard.uid).toBe('gatehouse');
+    expect(dashboard.templating.list.find((v) => v.name === 'datasource')?.type).toBe('datasource');
+    const all: Panel[] = [];
+    const walk = (ps: Panel[]) => ps.forEach((p) => (all.push(p), walk(p.panels ?? [])));
+    walk(dashboard.panels);
+    expect(new Set(all.map((p) => p.id)).size).toBe(all.length);
+    for (const p of all.filter((p) => p.type !== 'row')) {
+      expect(p.datasource?.uid).toBe('${datasource}');
+      expect(p.targets?.length).toBeGreaterThan(0);
+      for (const t of p.targets ?? []) expect(t.datasource.uid).toBe('${datasource}');
+    }
+  });
+});
