@@ -27,6 +27,28 @@ export const METRICS = {
   processOpenFiles: 'process.unix.file_descriptor.count',
 } as const;
 
+/**
+ * The instruments of @opentelemetry/instrumentation-runtime-node (see runtime-metrics.ts): not
+ * ours to name, listed so the docs and tests can tell what /metrics has.
+ */
+export const RUNTIME_METRICS = [
+  'nodejs.eventloop.delay.min',
+  'nodejs.eventloop.delay.max',
+  'nodejs.eventloop.delay.mean',
+  'nodejs.eventloop.delay.stddev',
+  'nodejs.eventloop.delay.p50',
+  'nodejs.eventloop.delay.p90',
+  'nodejs.eventloop.delay.p99',
+  'nodejs.eventloop.utilization',
+  'nodejs.eventloop.time',
+  'v8js.memory.heap.used',
+  'v8js.memory.heap.space.size',
+  'v8js.memory.heap.space.available_size',
+  'v8js.memory.heap.space.physical_size',
+  'v8js.gc.duration',
+  'v8js.resource.active',
+] as const;
+
 /** Span and metric attribute keys: the stable HTTP semantic conventions, plus gatehouse's own. */
 export const ATTR = {
   method: 'http.request.method',

@@ -6,6 +6,7 @@ import { onCleanup } from '../helpers/cleanup.js';
 import { startGatehouse } from '../helpers/gatehouse.js';
 import { sample, scrape } from '../helpers/metrics.js';
 import { startUpstream } from '../helpers/upstream.js';
+import { RUNTIME_METRICS } from '../../src/telemetry/names.js';
 
 /** Every sample of `name` in the text, summed over its label sets. */
 function sum(text: string, name: string): number {
@@ -78,9 +79,18 @@ routes: [{ name: r, listener: in, match: { pathPrefix: / }, upstream: app }]
     expect(sample(quiet, 'nodejs_eventloop_delay_p50_seconds')).toBeLessThan(0.1);
     expect(sample(quiet, 'nodejs_eventloop_utilization_ratio')).toBeLessThan(0.9);
 
+    // a collection resets the delay histogram, and the first interval after a reset is not
+    // recorded: let the 10 ms monitor tick a few times before the block
+    await new Promise((r) => setTimeout(r, 50));
     busyFor(300);
+    let garbage: number[][] = [];
+    for (let i = 0; i < 200_000; i++) garbage.push([i, i]); // a few young-generation collections
+    garbage = [];
     await new Promise((r) => setTimeout(r, 100)); // a few samples after the block (at least 5 are needed)
     const blocked = await scrape(g.admin('/metrics'));
+    // every instrument names.ts lists for the runtime instrumentation (what the docs show) is there
+    for (const name of RUNTIME_METRICS) expect(blocked).toMatch(new RegExp(`^# TYPE ${name.replace(/\./g, '_')}(_seconds|_bytes|_ratio)?(_total)? `, 'm'));
+    expect(garbage).toEqual([]);
     expect(sample(blocked, 'nodejs_eventloop_delay_max_seconds')).toBeGreaterThanOrEqual(0.29);
     expect(sample(blocked, 'nodejs_eventloop_delay_p99_seconds')).toBeGreaterThanOrEqual(0.29);
     const elu = sample(blocked, 'nodejs_eventloop_utilization_ratio')!;
