@@ -67,6 +67,17 @@ describe('deploy/compose', () => {
     for (const service of Object.keys(compose.services)) for (const b of binds(service)) expect(existsSync(b.host), `${service} mounts ${b.host}`).toBe(true);
   });
 
+  it('uses only the interpolation compose understands: ${NAME}, ${NAME:?message}, ${NAME:-default}, $$', () => {
+    const strings: string[] = [];
+    const walk = (v: unknown): void => {
+      if (typeof v === 'string') strings.push(v);
+      else if (v !== null && typeof v === 'object') Object.values(v).forEach(walk);
+    };
+    walk(compose);
+    const odd = strings.filter((s) => /\$(?!\$|\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?+])[^$}]*)?\})/.test(s.replace(/\$\$/g, '')));
+    expect(odd).toEqual([]);
+  });
+
   it('its Prometheus config passes promtool check config, laid out as compose mounts it (alert rules included)', async () => {
     const root = mkdtempSync(join(tmpdir(), 'gatehouse-compose-'));
     try {
