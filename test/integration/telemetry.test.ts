@@ -236,7 +236,7 @@ describe('access log', () => {
     });
     await g.fetch('in', '/nope');
     const [ok, missing] = await eventually(() => (g.accessLog.json.length >= 2 ? g.accessLog.json : undefined));
-    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'traceId', 'requestId', 'error'];
+    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'retrySkipped', 'traceId', 'requestId', 'error'];
     for (const line of [ok, missing]) for (const k of keys) expect(line, k).toHaveProperty(k);
     expect(ok).toMatchObject({ route: 'api', method: 'GET', path: '/api/orders', status: 200, upstream: 'app', attempts: 1, requestId: 'req-1', error: null });
     expect(new Date(ok.time).toISOString()).toBe(ok.time);

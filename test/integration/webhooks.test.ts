@@ -208,7 +208,7 @@ describe('webhooks: durable delivery', () => {
     expect(deliveries.at(-1)).toMatchObject({ route: 'stripe-webhooks', status: 200, result: 'delivered', eventId: 'evt_later', path: '/hooks/stripe', error: null });
     // the access log's shape: every key, null where it does not apply, the §4 code in `error`
     expect(deliveries[0]).toMatchObject({ status: null, error: 'bad_gateway', client: null, traceId: null, upstream: 'store', result: 'retried' });
-    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'traceId', 'requestId', 'error', 'client'];
+    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'retrySkipped', 'traceId', 'requestId', 'error', 'client'];
     for (const line of deliveries) expect(Object.keys(line).slice(0, keys.length)).toEqual(keys);
   });
 
