@@ -360,10 +360,24 @@ const Store = z.discriminatedUnion(
   { error: 'type must be one of "memory", "sqlite", "redis"' },
 );
 
-const Admin = z.strictObject({
-  address: address.prefault('127.0.0.1:9901').describe('host:port of /healthz, /readyz, /metrics and /admin/*. Default: 127.0.0.1:9901.'),
-  token: secret.optional().describe('Bearer token required for /admin/* (secret). Default: none.'),
-});
+const Admin = z
+  .strictObject({
+    address: address.prefault('127.0.0.1:9901').describe('host:port of /healthz, /readyz, /metrics and /admin/*. Default: 127.0.0.1:9901.'),
+    token: secret.optional().describe('Bearer token required for /admin/* (secret); required on a non-loopback address unless insecure. Default: none.'),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe('true: serve the admin API on a non-loopback address without a token (browser requests are still refused). Default: false.'),
+  })
+  .superRefine((a, ctx) => {
+    if (a.token === undefined && !a.insecure && !isLoopbackHost(a.address.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['address'],
+        message: 'is reachable from other machines: set admin.token, or admin.insecure: true to serve the admin API there without one',
+      });
+    }
+  });
 
 /** OTLP encodings (OTEL_EXPORTER_OTLP_PROTOCOL): the specification's default is http/protobuf. */
 export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
