@@ -141,6 +141,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   // Claim headers a JWT route asserts are removed from client requests on every route: a public
   // route to the same upstream must not let a client pick its `x-user-id` (SPEC §3.1).
   const claimHeaders = [...new Set(config.routes.flatMap((r) => Object.values(r.jwt?.forwardClaims ?? {})))];
+  const clientCertHeaders = clientCertHeaderNames(config.listeners);
 
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
@@ -150,6 +151,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
       claimHeaders,
+      clientCertHeaders,
     };
     const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
@@ -185,6 +187,8 @@ interface RouteSecurity {
   readonly authObserver: AuthObserver;
   /** Every header a JWT route of the config forwards claims in. */
   readonly claimHeaders: readonly string[];
+  /** Headers that carry client-certificate facts: only an mTLS listener's stage sets them. */
+  readonly clientCertHeaders: readonly string[];
 }
 
 type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
@@ -203,7 +207,7 @@ function compileRoute(
   const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
   const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
   const credentials = upstream.credentials;
-  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
+  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...security.clientCertHeaders, ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
     // [telemetry] trace headers gatehouse writes (b3) replace the client's copies
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted, ...(deps.tracing?.fields ?? [])].map((h) => h.toLowerCase())),
@@ -270,6 +274,21 @@ function compileRoute(
     websocket: route.websocket,
     host,
   };
+}
+
+/**
+ * Every listener's `forwardClientCert` names, and Envoy's `x-forwarded-client-cert`: an upstream
+ * behind several listeners cannot tell which one a request came through, so a client must not be
+ * able to send these on a plain listener and pass for a verified certificate.
+ */
+function clientCertHeaderNames(listeners: readonly ListenerConfig[]): string[] {
+  const names = new Set(['x-forwarded-client-cert']);
+  for (const l of listeners) {
+    const f = l.tls?.forwardClientCert;
+    if (f?.subject !== undefined) names.add(f.subject.toLowerCase());
+    if (f?.fingerprint !== undefined) names.add(f.fingerprint.toLowerCase());
+  }
+  return [...names];
 }
 
 function compileTrusted(cidrs: readonly string[]): BlockList | undefined {

@@ -163,15 +163,14 @@ function clientCertFacts(socket: TLSSocket): ClientCertFacts | undefined {
 
 /**
  * `listeners[].tls.forwardClientCert`: a stage that tells the upstream who the (verified) client
- * is. Client-sent copies of these headers are stripped on every route of the listener.
+ * is. Client-sent copies of these headers are stripped on every route of every listener (plan.ts).
  */
 export function compileClientCertForwarding(
   cfg: ListenerTlsConfig['forwardClientCert'],
-): { readonly stage: Stage; readonly strip: readonly string[] } | undefined {
+): { readonly stage: Stage } | undefined {
   if (cfg === undefined || (cfg.subject === undefined && cfg.fingerprint === undefined)) return undefined;
   const { subject, fingerprint } = cfg;
   return {
-    strip: [subject, fingerprint].filter((h): h is string => h !== undefined),
     stage: function clientCert(ex) {
       const facts = clientCertFacts(ex.req.socket as TLSSocket);
       if (facts === undefined) return undefined;
