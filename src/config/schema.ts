@@ -251,7 +251,8 @@ const OAuth2 = z.strictObject({
   scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]).describe('Scopes to ask for. Default: none.'),
   authMethod: z.enum(['basic', 'post']).default('basic').describe('How the client authenticates: basic (client_secret_basic) or post (client_secret_post). Default: basic.'),
   audience: z.string().min(1).optional().describe('audience parameter sent with the token request, for providers that need one.'),
-  timeout: duration.prefault('10s').describe('Longest wait for the token endpoint. Default: 10s.'),
+  timeout: duration.prefault('10s').describe('Longest wait for the token endpoint, in the background: a request waits at most 1 s. Default: 10s.'),
+  tls: UpstreamTls.optional().describe("The token endpoint's TLS: ca, client cert/key (mTLS), serverName, minVersion, insecureSkipVerify."),
 });
 
 const Credentials = z

@@ -244,7 +244,11 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       checker?.stop();
       for (const t of ejectionTimers) clearTimeout(t);
       ejectionTimers.clear();
-      await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
+      await Promise.all([
+        ...[...checkClients.values()].map((c) => c.destroy()),
+        ...endpoints.map((e) => e.pool.close()),
+        deps.credentials?.close(),
+      ]);
       for (const e of endpoints) e.wsAgent?.destroy();
     },
   };
