@@ -623,6 +623,9 @@ const webhookCommon = {
     .describe('Durable delivery to the route\'s upstream: acknowledged at once, delivered with retries.'),
   /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
   inspect: z.boolean().default(false).describe('Show bodies and headers in /admin/webhooks/recent. Default: false.'),
+  maxConcurrent: positiveInt
+    .default(64)
+    .describe('Bodies read at once on this route; more -> 503 overloaded before any byte of theirs is read. Default: 64.'),
 };
 
 const PROVIDER = 'Who signs: stripe, shopify, github, standard (Standard Webhooks) or hmac (any HMAC header).';

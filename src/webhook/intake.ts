@@ -8,10 +8,10 @@ import { findHeader } from '../proxy/exchange.js';
 import { connectionTokens, isHopByHop, lowerName } from '../proxy/headers.js';
 import { sendProblem } from '../proxy/problem.js';
 import type { Clock } from '../resilience/clock.js';
-import { readKey, type SignedRequest, type Verifier } from './signature.js';
+import { readKey, type HeaderCheck, type Rejection, type SignedHeaders, type SignedRequest, type Verifier } from './signature.js';
 import type { IncomingEvent, WebhookStore } from './store.js';
 
-export type IntakeResult = 'verified' | 'invalid' | 'duplicate';
+export type IntakeResult = 'verified' | 'invalid' | 'duplicate' | 'overloaded';
 
 export interface IntakeObserver {
   intake(route: string, result: IntakeResult): void;
@@ -22,7 +22,11 @@ export interface IntakeObserver {
 export interface IntakeOptions {
   readonly route: string;
   readonly cfg: WebhookConfig;
+  /** What the headers alone refuse, before the body is read. */
+  readonly checkHeaders: HeaderCheck;
   readonly verify: Verifier;
+  /** Bodies of this route being read or handled now: at most `cfg.maxConcurrent`. Outlives reloads. */
+  readonly reading: { active: number };
   readonly store: () => WebhookStore;
   /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
   readonly stored: () => void;
@@ -43,10 +47,12 @@ const DROPPED = new Set([
 ]);
 
 /**
- * The route handler of a webhook route: read the raw body (bounded by maxBodySize), verify the
- * provider's signature, then store the event durably and de-duplicated in one atomic step, and
- * only then answer 200. Nothing unverified is stored; nothing is forwarded from here: the
- * delivery worker does that in the background.
+ * The route handler of a webhook route: check the signature header (presence, format, timestamp)
+ * before the body, take one of the route's `maxConcurrent` reading slots, read the raw body
+ * (bounded by maxBodySize), verify the provider's signature, then store the event durably and
+ * de-duplicated in one atomic step, and only then answer 200. A request refused before its body
+ * is answered with `Connection: close`, its body never read. Nothing unverified is stored; nothing
+ * is forwarded from here: the delivery worker does that in the background.
  */
 export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
   const { route, cfg, verify, clock, observer, logger } = o;
@@ -81,7 +87,14 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     ex.res.end(body);
   };
 
-  async function receive(ex: Exchange): Promise<void> {
+  const invalid = (ex: Exchange, rejection: Rejection, bodyUnread: boolean) => {
+    observer.intake(route, 'invalid');
+    ex.event('gatehouse.webhook.invalid', { reason: rejection.reason });
+    fail(ex, new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${rejection.reason}`), bodyUnread);
+  };
+
+  /** Reads, verifies and stores one event while holding a reading slot. */
+  async function receive(ex: Exchange, headers: SignedHeaders): Promise<void> {
     let body: Buffer;
     try {
       body = await readBody(ex.body);
@@ -89,12 +102,10 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
       if (err instanceof GatehouseError) fail(ex, err, true);
       return; // the provider went away mid-body: nobody to answer
     }
-    const req = signedRequest(ex, body);
+    const req = signedRequest(headers, body);
     const verdict = verify(req, clock.now());
     if (!verdict.ok) {
-      observer.intake(route, 'invalid');
-      ex.event('gatehouse.webhook.invalid', { reason: verdict.reason });
-      fail(ex, new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${verdict.reason}`));
+      invalid(ex, verdict, false);
       return;
     }
     observer.intake(route, 'verified');
@@ -132,11 +143,30 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     o.stored();
   }
 
+  const { reading } = o;
+  const max = cfg.maxConcurrent;
+
   return function webhookIntake(ex: Exchange): void {
-    receive(ex).catch((err: unknown) => {
-      logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
-      if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
-    });
+    const headers: SignedHeaders = { header: (name) => findHeader(ex.req.rawHeaders, name) };
+    // before any byte of the body: a stale or malformed signature header costs no memory
+    const early = o.checkHeaders(headers, clock.now());
+    if (early !== undefined) {
+      invalid(ex, early, ex.body !== null);
+      return;
+    }
+    if (reading.active >= max) {
+      observer.intake(route, 'overloaded');
+      const err = new GatehouseError('overloaded', `webhook route '${route}' is reading ${max} bodies already (webhook.maxConcurrent); try again later`, { 'retry-after': '1' });
+      fail(ex, err, ex.body !== null);
+      return;
+    }
+    reading.active++;
+    receive(ex, headers)
+      .catch((err: unknown) => {
+        logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
+        if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
+      })
+      .finally(() => reading.active--);
   };
 }
 
@@ -149,11 +179,11 @@ async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
+function signedRequest(headers: SignedHeaders, body: Buffer): SignedRequest {
   let parsed: { value: unknown } | undefined;
   return {
     body,
-    header: (name) => findHeader(ex.req.rawHeaders, name),
+    header: (name) => headers.header(name),
     json() {
       if (parsed === undefined) {
         try {

@@ -15,7 +15,7 @@ import { compileIntake, type IntakeObserver } from './intake.js';
 import type { StoredEvent, WebhookStore } from './store.js';
 import { createRedisWebhookStore } from './store-redis.js';
 import { sqliteWebhookStore } from './store-sqlite.js';
-import { compileVerifier } from './verify.js';
+import { compileHeaderCheck, compileVerifier } from './verify.js';
 
 export type WebhookObserver = IntakeObserver & DeliveryObserver;
 
@@ -36,6 +36,8 @@ interface WebhookRuntime {
   store(): WebhookStore;
   target: DeliveryTarget | undefined;
   readonly worker: DeliveryWorker;
+  /** Intake bodies being read now (`webhook.maxConcurrent`): shared by the plans of a reload. */
+  readonly reading: { active: number };
 }
 
 export interface WebhookRegistryDeps {
@@ -113,6 +115,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       // opened on first use (activation), after the registry of stores has adopted the new config
       store: () => (store ??= openStore(storeName, name)),
       target: undefined,
+      reading: { active: 0 },
       worker: createDeliveryWorker({
         route: name,
         cfg,
@@ -186,7 +189,9 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       const handler = compileIntake({
         route: route.name,
         cfg,
+        checkHeaders: compileHeaderCheck(cfg),
         verify: compileVerifier(cfg),
+        reading: runtime.reading,
         store: () => runtime.store(),
         stored: () => runtime.worker.notify(),
         strip: input.strip,
