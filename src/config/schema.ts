@@ -498,6 +498,9 @@ const Quota = z
     maxWait: duration.optional().describe('With queue: longest wait for a token; then 429.'),
     maxQueue: positiveInt.optional().describe('With queue: requests waiting at most; more get 429.'),
     store: name.optional().describe('A memory or redis store from stores:. Default: a memory store.'),
+    maxKeys: positiveInt
+      .default(100_000)
+      .describe('Buckets (distinct keys) kept in memory at most; beyond, full ones are forgotten first, then the least recently used. Default: 100000.'),
   })
   .superRefine((q, ctx) => {
     if (q.onExceed !== 'queue') {
