@@ -101,7 +101,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       }
       case 'sqlite':
       case undefined:
-        return sqliteWebhookStore(stores.sqlite(name), true);
+        return sqliteWebhookStore(stores.sqlite(name), true, stores.sqliteHealth(name));
     }
   }
 
