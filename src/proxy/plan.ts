@@ -156,7 +156,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
       webhooks.push(webhook);
-      return webhook.handler;
+      return webhook;
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -191,7 +191,7 @@ interface RouteSecurity {
   readonly clientCertHeaders: readonly string[];
 }
 
-type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
+type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => Pick<WebhookRoute, 'admit' | 'handler'>;
 
 function compileRoute(
   route: RouteConfig,
@@ -223,6 +223,17 @@ function compileRoute(
   const rewrite = compileRewrite(route);
   // A webhook's body is read whole to verify it: it always has a limit.
   const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
+  // [webhooks] a webhook route answers the provider itself and delivers in the background
+  const intake =
+    route.webhook === undefined
+      ? undefined
+      : webhook({
+          route,
+          target: { upstream, rewrite, host, timeoutMs: route.timeout },
+          strip: requestHeaders.strip,
+          set: requestHeaders.set,
+          isDraining: deps.isDraining,
+        });
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -238,6 +249,8 @@ function compileRoute(
   // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
   // down must not turn providers away; each delivery adds them instead)
   if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
+  // [webhooks] last, before `100 Continue` and the body: the signature header and a reading slot
+  if (intake !== undefined) stages.push(intake.admit);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
@@ -256,17 +269,7 @@ function compileRoute(
     rewrite,
     upstream,
     stages,
-    // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler:
-      route.webhook === undefined
-        ? undefined
-        : webhook({
-            route,
-            target: { upstream, rewrite, host, timeoutMs: route.timeout },
-            strip: requestHeaders.strip,
-            set: requestHeaders.set,
-            isDraining: deps.isDraining,
-          }),
+    handler: intake?.handler,
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,

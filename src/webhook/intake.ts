@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebhookConfig } from '../config/schema.js';
 import { GatehouseError } from '../proxy/errors.js';
-import type { Exchange } from '../proxy/exchange.js';
+import type { Exchange, Stage } from '../proxy/exchange.js';
 import { findHeader } from '../proxy/exchange.js';
 import { connectionTokens, isHopByHop, lowerName } from '../proxy/headers.js';
 import { sendProblem } from '../proxy/problem.js';
@@ -46,15 +46,24 @@ const DROPPED = new Set([
   'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt',
 ]);
 
-/**
- * The route handler of a webhook route: check the signature header (presence, format, timestamp)
- * before the body, take one of the route's `maxConcurrent` reading slots, read the raw body
- * (bounded by maxBodySize), verify the provider's signature, then store the event durably and
- * de-duplicated in one atomic step, and only then answer 200. A request refused before its body
- * is answered with `Connection: close`, its body never read. Nothing unverified is stored; nothing
- * is forwarded from here: the delivery worker does that in the background.
- */
-export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
+/** What a webhook route adds to the pipeline: a last stage before the body, and the handler. */
+export interface Intake {
+  /**
+   * The last stage: the signature header (presence, format, timestamp) and one of the route's
+   * `maxConcurrent` slots, checked before `100 Continue` and before any byte of the body is read.
+   * A refusal goes out with `Connection: close`, the body unread.
+   */
+  readonly admit: Stage;
+  /**
+   * The route handler: read the raw body (bounded by maxBodySize), verify the provider's
+   * signature, then store the event durably and de-duplicated in one atomic step, and only then
+   * answer 200. Nothing unverified is stored; nothing is forwarded from here: the delivery worker
+   * does that in the background.
+   */
+  readonly handler: (ex: Exchange) => void;
+}
+
+export function compileIntake(o: IntakeOptions): Intake {
   const { route, cfg, verify, clock, observer, logger } = o;
   const orderBy = cfg.delivery.orderBy;
 
@@ -87,13 +96,14 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     ex.res.end(body);
   };
 
-  const invalid = (ex: Exchange, rejection: Rejection, bodyUnread: boolean) => {
+  /** Counted and traced; the caller answers 401 with it. */
+  const invalid = (ex: Exchange, rejection: Rejection): GatehouseError => {
     observer.intake(route, 'invalid');
     ex.event('gatehouse.webhook.invalid', { reason: rejection.reason });
-    fail(ex, new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${rejection.reason}`), bodyUnread);
+    return new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${rejection.reason}`);
   };
 
-  /** Reads, verifies and stores one event while holding a reading slot. */
+  /** Reads, verifies and stores one event (admitted: it holds a reading slot). */
   async function receive(ex: Exchange, headers: SignedHeaders): Promise<void> {
     let body: Buffer;
     try {
@@ -105,7 +115,7 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     const req = signedRequest(headers, body);
     const verdict = verify(req, clock.now());
     if (!verdict.ok) {
-      invalid(ex, verdict, false);
+      fail(ex, invalid(ex, verdict));
       return;
     }
     observer.intake(route, 'verified');
@@ -145,30 +155,32 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
 
   const { reading } = o;
   const max = cfg.maxConcurrent;
+  const release = () => reading.active--;
 
-  return function webhookIntake(ex: Exchange): void {
-    const headers: SignedHeaders = { header: (name) => findHeader(ex.req.rawHeaders, name) };
-    // before any byte of the body: a stale or malformed signature header costs no memory
-    const early = o.checkHeaders(headers, clock.now());
-    if (early !== undefined) {
-      invalid(ex, early, ex.body !== null);
-      return;
-    }
-    if (reading.active >= max) {
-      observer.intake(route, 'overloaded');
-      const err = new GatehouseError('overloaded', `webhook route '${route}' is reading ${max} bodies already (webhook.maxConcurrent); try again later`, { 'retry-after': '1' });
-      fail(ex, err, ex.body !== null);
-      return;
-    }
-    reading.active++;
-    receive(ex, headers)
-      .catch((err: unknown) => {
+  return {
+    admit: function webhookAdmission(ex) {
+      // before any byte of the body: a stale or malformed signature header costs no memory
+      const early = o.checkHeaders(headersOf(ex), clock.now());
+      if (early !== undefined) return invalid(ex, early);
+      if (reading.active >= max) {
+        observer.intake(route, 'overloaded');
+        return new GatehouseError('overloaded', `webhook route '${route}' is reading ${max} bodies already (webhook.maxConcurrent); try again later`, { 'retry-after': '1' });
+      }
+      // the slot is held until the answer is out, or the provider is gone
+      reading.active++;
+      ex.res.once('close', release);
+      return undefined;
+    },
+    handler: function webhookIntake(ex) {
+      receive(ex, headersOf(ex)).catch((err: unknown) => {
         logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
         if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
-      })
-      .finally(() => reading.active--);
+      });
+    },
   };
 }
+
+const headersOf = (ex: Exchange): SignedHeaders => ({ header: (name) => findHeader(ex.req.rawHeaders, name) });
 
 /** The raw body, whole. The pipeline bounds it by the route's maxBodyBytes (413) before it gets here. */
 async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {

@@ -7,7 +7,7 @@ import { json } from '../admin/server.js';
 import { fingerprint } from '../config/fingerprint.js';
 import { REDACTED } from '../config/secret.js';
 import type { Config, RouteConfig, WebhookConfig } from '../config/schema.js';
-import type { Exchange } from '../proxy/exchange.js';
+import type { Exchange, Stage } from '../proxy/exchange.js';
 import type { Clock } from '../resilience/clock.js';
 import { DEFAULT_SQLITE_STORE, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
 import { createDeliveryWorker, type DeliveryObserver, type DeliveryTarget, type DeliveryWorker } from './delivery.js';
@@ -19,9 +19,10 @@ import { compileHeaderCheck, compileVerifier } from './verify.js';
 
 export type WebhookObserver = IntakeObserver & DeliveryObserver;
 
-/** A webhook route of one compiled plan: its intake handler, and where its events go. */
+/** A webhook route of one compiled plan: its intake (admission stage, handler), and where its events go. */
 export interface WebhookRoute {
   readonly name: string;
+  readonly admit: Stage;
   readonly handler: (ex: Exchange) => void;
   readonly target: DeliveryTarget;
   readonly runtime: WebhookRuntime;
@@ -186,7 +187,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       const key = `${route.name}:${fingerprint(cfg)}:${storeName}:${fingerprint([storeConfig, input.config.dataDir])}`;
       const current = active.get(route.name);
       const runtime = current?.key === key ? current : createRuntime(route.name, key, cfg, storeName);
-      const handler = compileIntake({
+      const intake = compileIntake({
         route: route.name,
         cfg,
         checkHeaders: compileHeaderCheck(cfg),
@@ -201,7 +202,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         logger,
         isDraining: input.isDraining,
       });
-      return { name: route.name, handler, target: input.target, runtime };
+      return { name: route.name, admit: intake.admit, handler: intake.handler, target: input.target, runtime };
     },
 
     activate(routes) {

@@ -116,6 +116,24 @@ describe('webhook intake limits (SPEC §3.1)', () => {
     expect(metrics).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="overloaded"\} [1-9]/);
   });
 
+  it('answers Expect: 100-continue with the refusal, not with 100, when the signature header is stale', async () => {
+    const up = await startUpstream(reply(200, 'ok'));
+    const g = await startGatehouse(yaml(up.url));
+    const port = Number(new URL(g.url('in')).port);
+    const ask = async (signature: string) => {
+      const socket = connect(port, '127.0.0.1');
+      onCleanup(() => socket.destroy());
+      await once(socket, 'connect');
+      socket.write(`POST /webhooks/stripe HTTP/1.1\r\nHost: shop.test\r\nStripe-Signature: ${signature}\r\nContent-Length: 500000\r\nExpect: 100-continue\r\n\r\n`);
+      const [first] = (await once(socket, 'data')) as [Buffer];
+      return first.toString('latin1');
+    };
+    const stale = await ask(signatureHeader(nowS() - 3600));
+    expect(stale).toMatch(/^HTTP\/1\.1 401 /);
+    expect(stale).not.toContain('100 Continue');
+    expect(await ask(signatureHeader(nowS()))).toMatch(/^HTTP\/1\.1 100 Continue/);
+  });
+
   it('honours a smaller maxConcurrent', async () => {
     const up = await startUpstream(reply(200, 'ok'));
     const g = await startGatehouse(yaml(up.url, ', maxConcurrent: 2'));
