@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { MAX_REFERENCED_BYTES, readBoundedFile, whyUnreadable } from './read.js';
-import { readPem, type Config } from './schema.js';
+import { readPem, type Config, type UpstreamTlsConfig } from './schema.js';
 
 export interface FileProblem {
   readonly path: PropertyKey[];
@@ -41,11 +41,15 @@ export function fileProblems(config: Config): FileProblem[] {
     pem(['listeners', i, 'tls', 'key'], l.tls.key.reveal(), 'key');
     pem(['listeners', i, 'tls', 'clientCa'], l.tls.clientCa, 'certificate');
   });
+  const upstreamTls = (path: PropertyKey[], tls: UpstreamTlsConfig | undefined) => {
+    if (tls === undefined) return;
+    pem([...path, 'ca'], tls.ca, 'certificate');
+    pem([...path, 'cert'], tls.cert, 'certificate');
+    pem([...path, 'key'], tls.key?.reveal(), 'key');
+  };
   for (const [name, u] of Object.entries(config.upstreams)) {
-    if (u.tls === undefined) continue;
-    pem(['upstreams', name, 'tls', 'ca'], u.tls.ca, 'certificate');
-    pem(['upstreams', name, 'tls', 'cert'], u.tls.cert, 'certificate');
-    pem(['upstreams', name, 'tls', 'key'], u.tls.key?.reveal(), 'key');
+    upstreamTls(['upstreams', name, 'tls'], u.tls);
+    upstreamTls(['upstreams', name, 'credentials', 'oauth2', 'tls'], u.credentials?.oauth2?.tls);
   }
   config.routes.forEach((r, i) => {
     const file = r.jwt?.jwks;

@@ -251,7 +251,8 @@ const OAuth2 = z.strictObject({
   scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]).describe('Scopes to ask for. Default: none.'),
   authMethod: z.enum(['basic', 'post']).default('basic').describe('How the client authenticates: basic (client_secret_basic) or post (client_secret_post). Default: basic.'),
   audience: z.string().min(1).optional().describe('audience parameter sent with the token request, for providers that need one.'),
-  timeout: duration.prefault('10s').describe('Longest wait for the token endpoint. Default: 10s.'),
+  timeout: duration.prefault('10s').describe('Longest wait for the token endpoint, in the background: a request waits at most 1 s. Default: 10s.'),
+  tls: UpstreamTls.optional().describe("The token endpoint's TLS: ca, client cert/key (mTLS), serverName, minVersion, insecureSkipVerify."),
 });
 
 const Credentials = z
@@ -360,10 +361,24 @@ const Store = z.discriminatedUnion(
   { error: 'type must be one of "memory", "sqlite", "redis"' },
 );
 
-const Admin = z.strictObject({
-  address: address.prefault('127.0.0.1:9901').describe('host:port of /healthz, /readyz, /metrics and /admin/*. Default: 127.0.0.1:9901.'),
-  token: secret.optional().describe('Bearer token required for /admin/* (secret). Default: none.'),
-});
+const Admin = z
+  .strictObject({
+    address: address.prefault('127.0.0.1:9901').describe('host:port of /healthz, /readyz, /metrics and /admin/*. Default: 127.0.0.1:9901.'),
+    token: secret.optional().describe('Bearer token required for /admin/* (secret); required on a non-loopback address unless insecure. Default: none.'),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe('true: serve the admin API on a non-loopback address without a token (browser requests are still refused). Default: false.'),
+  })
+  .superRefine((a, ctx) => {
+    if (a.token === undefined && !a.insecure && !isLoopbackHost(a.address.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['address'],
+        message: 'is reachable from other machines: set admin.token, or admin.insecure: true to serve the admin API there without one',
+      });
+    }
+  });
 
 /** OTLP encodings (OTEL_EXPORTER_OTLP_PROTOCOL): the specification's default is http/protobuf. */
 export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
@@ -483,6 +498,9 @@ const Quota = z
     maxWait: duration.optional().describe('With queue: longest wait for a token; then 429.'),
     maxQueue: positiveInt.optional().describe('With queue: requests waiting at most; more get 429.'),
     store: name.optional().describe('A memory or redis store from stores:. Default: a memory store.'),
+    maxKeys: positiveInt
+      .default(100_000)
+      .describe('Buckets (distinct keys) kept in memory at most; beyond, full ones are forgotten first, then the least recently used. Default: 100000.'),
   })
   .superRefine((q, ctx) => {
     if (q.onExceed !== 'queue') {
@@ -608,6 +626,9 @@ const webhookCommon = {
     .describe('Durable delivery to the route\'s upstream: acknowledged at once, delivered with retries.'),
   /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
   inspect: z.boolean().default(false).describe('Show bodies and headers in /admin/webhooks/recent. Default: false.'),
+  maxConcurrent: positiveInt
+    .default(64)
+    .describe('Bodies read at once on this route; more -> 503 overloaded before any byte of theirs is read. Default: 64.'),
 };
 
 const PROVIDER = 'Who signs: stripe, shopify, github, standard (Standard Webhooks) or hmac (any HMAC header).';

@@ -141,6 +141,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   // Claim headers a JWT route asserts are removed from client requests on every route: a public
   // route to the same upstream must not let a client pick its `x-user-id` (SPEC §3.1).
   const claimHeaders = [...new Set(config.routes.flatMap((r) => Object.values(r.jwt?.forwardClaims ?? {})))];
+  const clientCertHeaders = clientCertHeaderNames(config.listeners);
 
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
@@ -150,11 +151,12 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       authObserver,
       claimHeaders,
+      clientCertHeaders,
     };
     const plan = compileRoute(route, upstreams.get(route.upstream)!, deps, security, observer, quotas, quotaDeps, (input) => {
       const webhook = deps.webhooks.compile({ ...input, config });
       webhooks.push(webhook);
-      return webhook.handler;
+      return webhook;
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -185,9 +187,11 @@ interface RouteSecurity {
   readonly authObserver: AuthObserver;
   /** Every header a JWT route of the config forwards claims in. */
   readonly claimHeaders: readonly string[];
+  /** Headers that carry client-certificate facts: only an mTLS listener's stage sets them. */
+  readonly clientCertHeaders: readonly string[];
 }
 
-type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => (ex: Exchange) => void;
+type WebhookSlot = (input: Omit<Parameters<WebhookRegistry['compile']>[0], 'config'>) => Pick<WebhookRoute, 'admit' | 'handler'>;
 
 function compileRoute(
   route: RouteConfig,
@@ -203,7 +207,7 @@ function compileRoute(
   const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, security.keys!, { clock: deps.clock, observer: security.authObserver });
   const clientCert = compileClientCertForwarding(security.listener.tls?.forwardClientCert);
   const credentials = upstream.credentials;
-  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
+  const asserted = [...security.claimHeaders, ...(jwt?.strip ?? []), ...security.clientCertHeaders, ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
     // [telemetry] trace headers gatehouse writes (b3) replace the client's copies
     strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted, ...(deps.tracing?.fields ?? [])].map((h) => h.toLowerCase())),
@@ -219,6 +223,17 @@ function compileRoute(
   const rewrite = compileRewrite(route);
   // A webhook's body is read whole to verify it: it always has a limit.
   const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
+  // [webhooks] a webhook route answers the provider itself and delivers in the background
+  const intake =
+    route.webhook === undefined
+      ? undefined
+      : webhook({
+          route,
+          target: { upstream, rewrite, host, timeoutMs: route.timeout },
+          strip: requestHeaders.strip,
+          set: requestHeaders.set,
+          isDraining: deps.isDraining,
+        });
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -234,6 +249,8 @@ function compileRoute(
   // (not at a webhook's intake: nothing is forwarded from there, and a token endpoint that is
   // down must not turn providers away; each delivery adds them instead)
   if (credentials !== undefined && route.webhook === undefined) stages.push(credentials.stage);
+  // [webhooks] last, before `100 Continue` and the body: the signature header and a reading slot
+  if (intake !== undefined) stages.push(intake.admit);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ breaker ⊃ bulkhead ⊃ attempt.
   const policies: Policy[] = [deadline(route.timeout)];
@@ -252,17 +269,7 @@ function compileRoute(
     rewrite,
     upstream,
     stages,
-    // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler:
-      route.webhook === undefined
-        ? undefined
-        : webhook({
-            route,
-            target: { upstream, rewrite, host, timeoutMs: route.timeout },
-            strip: requestHeaders.strip,
-            set: requestHeaders.set,
-            isDraining: deps.isDraining,
-          }),
+    handler: intake?.handler,
     send: compose(policies, createAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
@@ -270,6 +277,21 @@ function compileRoute(
     websocket: route.websocket,
     host,
   };
+}
+
+/**
+ * Every listener's `forwardClientCert` names, and Envoy's `x-forwarded-client-cert`: an upstream
+ * behind several listeners cannot tell which one a request came through, so a client must not be
+ * able to send these on a plain listener and pass for a verified certificate.
+ */
+function clientCertHeaderNames(listeners: readonly ListenerConfig[]): string[] {
+  const names = new Set(['x-forwarded-client-cert']);
+  for (const l of listeners) {
+    const f = l.tls?.forwardClientCert;
+    if (f?.subject !== undefined) names.add(f.subject.toLowerCase());
+    if (f?.fingerprint !== undefined) names.add(f.fingerprint.toLowerCase());
+  }
+  return [...names];
 }
 
 function compileTrusted(cidrs: readonly string[]): BlockList | undefined {

@@ -10,7 +10,7 @@ import { createHealthChecker, ejectionTimeMs, mayEject, type EjectionRules, type
 import type { Outcome } from '../resilience/outcome.js';
 import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
-import type { UpstreamTls } from '../security/tls.js';
+import { upstreamConnector, upstreamWebSocketAgent, type UpstreamTls } from '../security/tls.js';
 import type { Exchange } from './exchange.js';
 
 /** One `endpoints` entry: its warm connection pool, live counters and health. */
@@ -27,7 +27,7 @@ export interface Endpoint {
   /** The endpoint URL's path without a trailing slash ('' for none), put before every request path. */
   readonly basePath: string;
   readonly pool: Pool;
-  /** For WebSocket upgrades to an https:// endpoint: the same TLS settings as the pool. */
+  /** For WebSocket upgrades to an https:// endpoint: the same TLS settings and name as the pool. */
   readonly wsAgent: HttpsAgent | undefined;
   inFlight: number;
   /** Passes its active health checks (always true without `healthCheck`). */
@@ -81,10 +81,11 @@ export interface UpstreamDeps {
 
 export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, deps: UpstreamDeps): UpstreamRuntime {
   const { clock, observer } = deps;
-  const tls = deps.tls?.connect;
-  // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
-  const connectOptions = (scheme: 'http' | 'https') =>
-    scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout };
+  const tls = deps.tls;
+  // TLS: verification on unless insecureSkipVerify, against the endpoint's name (or serverName),
+  // never the request's Host; a failed handshake sends no request byte.
+  const connectOptions = (scheme: 'http' | 'https', hostname: string) =>
+    scheme === 'https' ? upstreamConnector(hostname, tls, cfg.connectTimeout) : { timeout: cfg.connectTimeout };
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
@@ -99,7 +100,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,
-        connect: connectOptions(scheme),
+        connect: connectOptions(scheme, url.hostname),
         // Keep connections warm between bursts; undici still honours the upstream's own hint.
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
@@ -107,7 +108,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
         headersTimeout: 0,
         bodyTimeout: 0,
       }),
-      wsAgent: scheme === 'https' && tls !== undefined ? new HttpsAgent(tls) : undefined,
+      wsAgent: scheme === 'https' ? upstreamWebSocketAgent(url.hostname, tls) : undefined,
       inFlight: 0,
       healthy: true,
       ejected: false,
@@ -181,7 +182,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
           async (ep, signal) => {
             let client = checkClients.get(ep);
             if (client === undefined) {
-              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme), headersTimeout: 0, bodyTimeout: 0 });
+              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme, ep.hostname), headersTimeout: 0, bodyTimeout: 0 });
               checkClients.set(ep, client);
             }
             const res = await client.request({
@@ -243,7 +244,11 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
       checker?.stop();
       for (const t of ejectionTimers) clearTimeout(t);
       ejectionTimers.clear();
-      await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
+      await Promise.all([
+        ...[...checkClients.values()].map((c) => c.destroy()),
+        ...endpoints.map((e) => e.pool.close()),
+        deps.credentials?.close(),
+      ]);
       for (const e of endpoints) e.wsAgent?.destroy();
     },
   };

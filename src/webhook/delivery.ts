@@ -154,11 +154,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
         for (const ev of batch) begin(ev, store);
         full = batch.length === free; // maybe more is due: look again once a slot frees up
       }
-      // the gauge: at most once a second under load, and whenever the worker falls idle
-      if (now >= nextGaugeAt || inFlight.size === 0) {
-        nextGaugeAt = now + POLL_MS;
-        observer.pending(route, await store.pending(route));
-      }
+      await countPending(store, now);
       if (!full) {
         const next = await store.nextDueAt(route);
         if (next !== undefined) delay = Math.min(POLL_MS, next - clock.now());
@@ -168,6 +164,8 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     } catch (err) {
       if (!storeDown) logger.warn({ route, err: (err as Error).message }, 'webhook store unavailable; delivery paused until it answers');
       storeDown = true;
+      // events wait all the more while the store cannot take writes: the gauge still counts them
+      await countPending(o.store(), clock.now(), true).catch(() => undefined);
     } finally {
       pumping = false;
     }
@@ -177,6 +175,13 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       delay = 0;
     }
     schedule(delay);
+  }
+
+  /** The pending gauge: at most once a second under load, and whenever the worker falls idle. */
+  async function countPending(store: WebhookStore, now: number, force = false): Promise<void> {
+    if (!force && now < nextGaugeAt && inFlight.size > 0) return;
+    nextGaugeAt = now + POLL_MS;
+    observer.pending(route, await store.pending(route));
   }
 
   function begin(ev: StoredEvent, store: WebhookStore): void {

@@ -37,7 +37,7 @@ routes:
     );
     const route = loaded.config.routes[0]!;
     expect(route.priority).toBe('low');
-    expect(route.quota).toEqual(['shopify-api', { limit: 10, per: 60_000, key: 'header:x-api-key', onExceed: 'reject' }]);
+    expect(route.quota).toEqual(['shopify-api', { limit: 10, per: 60_000, key: 'header:x-api-key', onExceed: 'reject', maxKeys: 100_000 }]);
     expect(loaded.config.quotas['shopify-api']).toMatchObject({ per: 1000, maxWait: 10_000, store: 'shared' });
   });
 

@@ -60,6 +60,16 @@ describe('security config', () => {
     expect(inline.join('\n')).not.toContain('c2VjcmV0');
   });
 
+  it('checks the files of credentials.oauth2.tls like an upstream tls block', () => {
+    const out = problems(base('    credentials: { oauth2: { tokenUrl: https://a/t, clientId: c, clientSecret: s, tls: { ca: /no/such/ca.pem, key: /no/k.pem } } }'));
+    expect(out).toEqual([
+      expect.stringMatching(/^g\.yaml:7:\d+ upstreams\.app\.credentials\.oauth2\.tls\.cert: cert and key go together/),
+    ]);
+    expect(problems(base('    credentials: { oauth2: { tokenUrl: https://a/t, clientId: c, clientSecret: s, tls: { ca: /no/such/ca.pem } } }'))).toEqual([
+      expect.stringMatching(/^g\.yaml:7:\d+ upstreams\.app\.credentials\.oauth2\.tls\.ca: cannot read certificate file \/no\/such\/ca\.pem \(ENOENT\)$/),
+    ]);
+  });
+
   it('wants exactly one credential kind, and tls only with an https endpoint', () => {
     expect(problems(base('    credentials: {}'))[0]).toContain('upstreams.app.credentials: set exactly one of header and oauth2');
     const httpOnly = `

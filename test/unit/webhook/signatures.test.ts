@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfigText } from '../../../src/config/load.js';
 import type { WebhookConfig } from '../../../src/config/schema.js';
 import { safeEqual, type SignedRequest } from '../../../src/webhook/signature.js';
-import { compileVerifier } from '../../../src/webhook/verify.js';
+import { compileHeaderCheck, compileVerifier } from '../../../src/webhook/verify.js';
 
 const stripe = new Stripe('sk_test_unused');
 const NOW_S = 1_700_000_000;
@@ -177,6 +177,44 @@ describe('hmac signatures (header, algorithm, encoding, prefix, event id configu
     const sig = createHmac('sha256', 's3cret').update(body).digest('hex');
     expect(verify(request(body, { 'x-sig': sig.toUpperCase(), 'x-event-id': 'e-1' }), NOW)).toEqual({ ok: true, eventId: 'e-1' });
     expect(verify(request(body, { 'x-sig': sig.slice(2) }), NOW).ok).toBe(false);
+  });
+});
+
+describe('header checks: what is refused before the body is read', () => {
+  const headers = (h: Record<string, string>) => request('', h);
+  const hex = 'ab'.repeat(32);
+  const b64 = Buffer.alloc(32, 7).toString('base64');
+
+  it('stripe: a fresh t= and a 32-byte v1 pass; missing, stale, future or malformed are refused', () => {
+    const check = compileHeaderCheck(webhook('provider: stripe\nsecret: whsec_x\ntolerance: 5m'));
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S},v1=${hex}` }), NOW)).toBeUndefined();
+    expect(check(headers({}), NOW)).toEqual({ ok: false, reason: 'the Stripe-Signature header is missing' });
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S - 3600},v1=${hex}` }), NOW)?.reason).toMatch(/outside the replay window of 300s/);
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S + 3600},v1=${hex}` }), NOW)?.reason).toMatch(/outside the replay window/);
+    expect(check(headers({ 'stripe-signature': `v1=${hex}` }), NOW)?.reason).toMatch(/timestamp is missing/);
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S},v1=abcd` }), NOW)).toEqual({ ok: false, reason: 'Stripe-Signature carries no v1 signature' });
+  });
+
+  it('standard: webhook-id, a fresh webhook-timestamp and a v1 of 32 bytes', () => {
+    const check = compileHeaderCheck(webhook(`provider: standard\nsecret: whsec_${Buffer.alloc(24, 1).toString('base64')}`));
+    const ok = { 'webhook-id': 'msg_1', 'webhook-timestamp': String(NOW_S), 'webhook-signature': `v1,${b64}` };
+    expect(check(headers(ok), NOW)).toBeUndefined();
+    expect(check(headers({ ...ok, 'webhook-timestamp': String(NOW_S - 3600) }), NOW)?.reason).toMatch(/webhook-timestamp: .*replay window/);
+    expect(check(headers({ ...ok, 'webhook-id': '' }), NOW)?.reason).toBe('the webhook-id header is missing');
+    expect(check(headers({ ...ok, 'webhook-signature': 'v1,AAAA' }), NOW)?.reason).toBe('webhook-signature carries no v1 signature');
+  });
+
+  it('github, shopify and hmac: the header present, with a signature of the digest size', () => {
+    const github = compileHeaderCheck(webhook('provider: github\nsecret: s'));
+    expect(github(headers({ 'x-hub-signature-256': `sha256=${hex}` }), NOW)).toBeUndefined();
+    expect(github(headers({ 'x-hub-signature-256': `sha1=${hex}` }), NOW)?.reason).toBe('X-Hub-Signature-256 is not sha256=<64 hex digits>');
+    const shopify = compileHeaderCheck(webhook('provider: shopify\nsecret: s'));
+    expect(shopify(headers({ 'x-shopify-hmac-sha256': b64 }), NOW)).toBeUndefined();
+    expect(shopify(headers({ 'x-shopify-hmac-sha256': 'not base64!' }), NOW)?.reason).toBe('X-Shopify-Hmac-Sha256 is not a base64 HMAC-SHA256');
+    const hmac = compileHeaderCheck(webhook('provider: hmac\nsecret: s\nheader: X-Sig\nalgorithm: sha512\nprefix: "v="\neventId: header:X-Id'));
+    expect(hmac(headers({ 'x-sig': `v=${'cd'.repeat(64)}` }), NOW)).toBeUndefined();
+    expect(hmac(headers({ 'x-sig': `v=${hex}` }), NOW)?.reason).toBe('x-sig carries no sha512 signature in hex');
+    expect(hmac(headers({}), NOW)?.reason).toBe('the x-sig header is missing');
   });
 });
 
