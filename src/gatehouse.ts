@@ -1,11 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { startAdminServer, type AdminSource, type ReloadResult } from './admin/server.js';
 import { answer } from './core/admin.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import { loadConfigOffThread } from './config/load-off-thread.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
 import { compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
@@ -19,10 +19,14 @@ import { createMetrics } from './telemetry/metrics.js';
 import { createAuthObserver } from './telemetry/auth-observer.js';
 import { createQuotaObserver } from './telemetry/quota-observer.js';
 import { createResilienceObserver, observeUpstreams } from './telemetry/resilience-observer.js';
+import { bridgeOtelDiagnostics } from './telemetry/diagnostics.js';
+import { createLogger } from './telemetry/log.js';
+import { readOtelSettings, withOtelEnv } from './telemetry/otel-env.js';
+import { detectResource } from './telemetry/resource.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
-import { VERSION } from './version.js';
+import { VERSION } from './core/version.js';
 
 /** The longest shutdown waits for pending spans and metrics to reach the collector (SPEC §1). */
 const FLUSH_MS = 2_000;
@@ -36,6 +40,11 @@ export interface StartOptions {
   readonly accessLogFlushMs?: number;
   /** gatehouse's own log (default: stderr). */
   readonly logStream?: DestinationStream;
+  /**
+   * Load the first config in a worker thread too, as every reload is (the CLI does): a file that
+   * would exhaust memory is then refused with a located problem. Default false: nothing serves yet.
+   */
+  readonly loadOffThread?: boolean;
   /** Reload when the config file changes (default: true). */
   readonly watch?: boolean;
   readonly watchIntervalMs?: number;
@@ -57,16 +66,21 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const env = options.env ?? process.env;
   const file = options.configFile;
   const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
-  const first = loadConfigFile(file, { env });
+  const first = options.loadOffThread === true ? await loadConfigOffThread(file, { env }) : loadConfigFile(file, { env });
   const { config } = first;
 
-  const logger = pino({ base: { service: 'gatehouse' }, timestamp: pino.stdTimeFunctions.isoTime }, options.logStream ?? pino.destination(2));
-  const resource = resourceFromAttributes({
-    'service.name': config.telemetry.serviceName ?? env.OTEL_SERVICE_NAME ?? 'gatehouse',
-    'service.version': VERSION,
+  // the OTEL_* variables are read before the logger exists (they may set nothing it needs, but
+  // GATEHOUSE_LOG_LEVEL is read with them): their warnings wait for it
+  const warnings: { variable: string; message: string }[] = [];
+  const otel = readOtelSettings(config.telemetry, env, (variable, message) => warnings.push({ variable, message }));
+  const logger = createLogger(otel.logLevel, options.logStream ?? pino.destination(2));
+  for (const { variable, message } of warnings) logger.warn({ variable }, message);
+  const restoreDiagnostics = bridgeOtelDiagnostics(logger, () => systemClock.now());
+  // the SDK reads its own OTEL_* variables (exporters, resource) as these are built
+  const { tracing, metrics } = withOtelEnv(env, () => {
+    const resource = detectResource(otel.serviceName);
+    return { tracing: createTracing(otel.traces, resource), metrics: createMetrics(otel.metrics, resource) };
   });
-  const tracing = createTracing(config.telemetry, env, resource);
-  const metrics = createMetrics(config.telemetry, resource);
   // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
   const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream, options.accessLogFlushMs);
@@ -113,7 +127,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const version = fileVersion(file);
     let loaded: LoadedConfig;
     try {
-      loaded = loadConfigFile(file, { env });
+      // read, parsed and validated in a worker thread: traffic keeps flowing meanwhile (SPEC §3.1)
+      loaded = await loadConfigOffThread(file, { env });
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map(formatProblem) : [String(err)];
       metrics.configReloads.add(1, { result: 'failure' });
@@ -168,6 +183,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     const late = await Promise.race([flushed.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, FLUSH_MS, true)))]);
     clearTimeout(timer);
     if (late) logger.warn({ flushMs: FLUSH_MS }, 'telemetry not flushed in time (collector down?); pending spans and metrics dropped');
+    restoreDiagnostics();
   }
 
   const adminSource: AdminSource = {
@@ -221,7 +237,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       version: VERSION,
       listeners: Object.fromEntries(config.listeners.map((l) => [l.name, formatAddress(listeners.address(l.name))])),
       admin: formatAddress(admin.address),
-      tracing: tracing !== undefined,
+      tracing: otel.traces === undefined ? false : { exporters: otel.traces.exporters, protocol: otel.traces.otlp.protocol, propagators: otel.traces.propagators },
+      metrics: { prometheus: otel.metrics.prometheus, otlp: otel.metrics.otlp?.protocol ?? false },
+      logLevel: otel.logLevel,
     },
     'gatehouse started',
   );

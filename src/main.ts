@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError } from './config/errors.js';
-import { VERSION } from './version.js';
+import { ConfigError, formatProblem, type ConfigProblem } from './config/errors.js';
+import { VERSION } from './core/version.js';
 
 /*
  * The CLI, and the only file that touches process.*: arguments, signals, exit codes.
@@ -10,13 +10,22 @@ import { VERSION } from './version.js';
 const HELP = `gatehouse ${VERSION} — a config-driven API gateway sidecar
 
 Usage:
-  gatehouse run [-c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
-  gatehouse validate [-c FILE]   check FILE; print every problem as file:line:col path: message
+  gatehouse run [FILE | -c FILE]        run with FILE (default: $GATEHOUSE_CONFIG or config/gatehouse.yaml)
+  gatehouse validate [FILE | -c FILE]   check FILE; print every problem as file:line:col path: message
+      --env-optional                    an unset \${env:} variable, or a \${file:}, certificate or JWKS
+                                        file that does not exist, is a placeholder: listed on stderr,
+                                        its value not checked; everything else is (CI without secrets)
   gatehouse --version
   gatehouse --help
 
 Signals (run): SIGHUP reloads the config; SIGTERM/SIGINT drain and stop.
 `;
+
+/** A command line that cannot be right: exit 2 with the reason and the usage. */
+function usageError(message: string): number {
+  process.stderr.write(`gatehouse: ${message}\n\n${HELP}`);
+  return 2;
+}
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -26,13 +35,13 @@ async function main(argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        'env-optional': { type: 'boolean' },
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (err) {
-    process.stderr.write(`gatehouse: ${(err as Error).message}\n\n${HELP}`);
-    return 2;
+    return usageError((err as Error).message);
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -44,29 +53,33 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const file = values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
-
-  switch (command) {
-    case 'validate':
-      return validate(file);
-    case 'run':
-      return run(file);
-    default:
-      process.stderr.write(`gatehouse: unknown command '${command}'\n\n${HELP}`);
-      return 2;
+  if (command !== 'validate' && command !== 'run') return usageError(`unknown command '${command}'`);
+  const [positional, ...extra] = positionals.slice(1);
+  if (extra.length > 0) return usageError(`unexpected argument '${extra[0]}': ${command} takes one config file`);
+  if (positional !== undefined && values.config !== undefined) {
+    return usageError(`two config files given ('${values.config}' and '${positional}'): give FILE or -c FILE`);
   }
+  if (values['env-optional'] === true && command !== 'validate') return usageError('--env-optional applies to validate only');
+  const file = positional ?? values.config ?? process.env.GATEHOUSE_CONFIG ?? 'config/gatehouse.yaml';
+  return command === 'validate' ? validate(file, values['env-optional'] === true) : run(file);
 }
 
-async function validate(file: string): Promise<number> {
-  const { loadConfigFile } = await import('./config/load.js');
+async function validate(file: string, envOptional: boolean): Promise<number> {
+  const { loadConfigOffThread } = await import('./config/load-off-thread.js');
+  const skippedNote = (skipped: readonly ConfigProblem[]) => {
+    if (skipped.length > 0) process.stderr.write(`${skipped.map(formatProblem).join('\n')}\n`);
+  };
   try {
-    const { config } = loadConfigFile(file);
+    const { config, skipped } = await loadConfigOffThread(file, { envOptional });
+    skippedNote(skipped);
+    const unchecked = skipped.length > 0 ? `; ${skipped.length} value${skipped.length === 1 ? '' : 's'} not checked (--env-optional)` : '';
     process.stdout.write(
-      `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes)\n`,
+      `${file}: ok (${config.listeners.length} listeners, ${Object.keys(config.upstreams).length} upstreams, ${config.routes.length} routes${unchecked})\n`,
     );
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
+      skippedNote(err.skipped);
       process.stderr.write(err.message + '\n');
       return 1;
     }
@@ -79,7 +92,7 @@ async function run(file: string): Promise<number> {
   const { startGatehouse } = await import('./gatehouse.js');
   let gatehouse;
   try {
-    gatehouse = await startGatehouse({ configFile: file });
+    gatehouse = await startGatehouse({ configFile: file, loadOffThread: true });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`gatehouse: refusing to start, the config is invalid:\n${err.message}\n`);

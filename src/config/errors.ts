@@ -14,11 +14,14 @@ export function formatProblem(p: ConfigProblem): string {
 /** Thrown by the loader with every problem found, never just the first. */
 export class ConfigError extends Error {
   readonly problems: readonly ConfigProblem[];
+  /** What `validate --env-optional` left unchecked (placeholders for missing secrets). */
+  readonly skipped: readonly ConfigProblem[];
 
-  constructor(problems: readonly ConfigProblem[]) {
+  constructor(problems: readonly ConfigProblem[], skipped: readonly ConfigProblem[] = []) {
     super(problems.map(formatProblem).join('\n'));
     this.name = 'ConfigError';
     this.problems = problems;
+    this.skipped = skipped;
   }
 }
 

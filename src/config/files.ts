@@ -1,6 +1,13 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { readPem, type Config } from './schema.js';
+import { MAX_REFERENCED_BYTES, readBoundedFile, whyUnreadable } from './read.js';
+import { readPem, type Config, type UpstreamTlsConfig } from './schema.js';
+
+export interface FileProblem {
+  readonly path: PropertyKey[];
+  readonly message: string;
+  /** The file does not exist (what `validate --env-optional` lets pass: a secret mounted in production only). */
+  readonly missing?: boolean;
+}
 
 /**
  * The files a valid config names — TLS certificates, keys and CAs, local JWKS — checked once the
@@ -8,15 +15,15 @@ import { readPem, type Config } from './schema.js';
  * its key's position instead of failing later at bind or on the first request. Kept out of the
  * schema itself so that the schema does no I/O. A problem never quotes key material.
  */
-export function fileProblems(config: Config): { path: PropertyKey[]; message: string }[] {
-  const problems: { path: PropertyKey[]; message: string }[] = [];
+export function fileProblems(config: Config): FileProblem[] {
+  const problems: FileProblem[] = [];
   const pem = (path: PropertyKey[], source: string | undefined, what: 'certificate' | 'key') => {
     if (source === undefined) return;
     let text: string;
     try {
       text = readPem(source);
     } catch (err) {
-      problems.push({ path, message: `cannot read ${what} file ${source} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})` });
+      problems.push({ path, message: `cannot read ${what} file ${source} (${whyUnreadable(err)})`, missing: whyUnreadable(err) === 'ENOENT' });
       return;
     }
     try {
@@ -34,21 +41,32 @@ export function fileProblems(config: Config): { path: PropertyKey[]; message: st
     pem(['listeners', i, 'tls', 'key'], l.tls.key.reveal(), 'key');
     pem(['listeners', i, 'tls', 'clientCa'], l.tls.clientCa, 'certificate');
   });
+  const upstreamTls = (path: PropertyKey[], tls: UpstreamTlsConfig | undefined) => {
+    if (tls === undefined) return;
+    pem([...path, 'ca'], tls.ca, 'certificate');
+    pem([...path, 'cert'], tls.cert, 'certificate');
+    pem([...path, 'key'], tls.key?.reveal(), 'key');
+  };
   for (const [name, u] of Object.entries(config.upstreams)) {
-    if (u.tls === undefined) continue;
-    pem(['upstreams', name, 'tls', 'ca'], u.tls.ca, 'certificate');
-    pem(['upstreams', name, 'tls', 'cert'], u.tls.cert, 'certificate');
-    pem(['upstreams', name, 'tls', 'key'], u.tls.key?.reveal(), 'key');
+    upstreamTls(['upstreams', name, 'tls'], u.tls);
+    upstreamTls(['upstreams', name, 'credentials', 'oauth2', 'tls'], u.credentials?.oauth2?.tls);
   }
   config.routes.forEach((r, i) => {
     const file = r.jwt?.jwks;
     if (file === undefined) return;
     const path = ['routes', i, 'jwt', 'jwks'];
+    let text: string;
     try {
-      const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys?: unknown } | null;
-      if (!Array.isArray(parsed?.keys)) problems.push({ path, message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
+      text = readBoundedFile(file, MAX_REFERENCED_BYTES);
     } catch (err) {
-      problems.push({ path, message: `cannot read JWKS file ${file} (${(err as NodeJS.ErrnoException).code ?? 'not JSON'})` });
+      problems.push({ path, message: `cannot read JWKS file ${file} (${whyUnreadable(err)})`, missing: whyUnreadable(err) === 'ENOENT' });
+      return;
+    }
+    try {
+      const parsed = JSON.parse(text) as { keys?: unknown } | null;
+      if (!Array.isArray(parsed?.keys)) problems.push({ path, message: `${file} is not a JSON Web Key Set ({"keys": [...]})` });
+    } catch {
+      problems.push({ path, message: `cannot read JWKS file ${file} (not JSON)` });
     }
   });
   return problems;

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { linearRegexProblem } from '../core/regex.js';
+import { MAX_REFERENCED_BYTES, readBoundedFile } from './read.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -25,18 +25,28 @@ export function reject(ctx: z.RefinementCtx, message: string, input: unknown): t
   return z.NEVER;
 }
 
-export const duration = z.string({ error: 'must be a duration such as 250ms, 2s, 1m or 1h' }).transform((text, ctx) => {
-  const ms = parseDuration(text);
-  return ms ?? reject(ctx, 'must be a duration such as 250ms, 2s, 1m or 1h', text);
-});
+export const duration = z
+  .string({ error: 'must be a duration such as 250ms, 2s, 1m or 1h' })
+  .transform((text, ctx) => {
+    const ms = parseDuration(text);
+    return ms ?? reject(ctx, 'must be a duration such as 250ms, 2s, 1m or 1h', text);
+  })
+  .meta({ pattern: '^\\s*\\d+(\\.\\d+)?(ms|s|m|h)\\s*$', description: 'A duration: a number with a unit, 250ms, 2s, 1m or 1h.' });
 
-export const size = z.string({ error: 'must be a size such as 512b, 64kb or 10mb' }).transform((text, ctx) => {
-  const bytes = parseSize(text);
-  return bytes ?? reject(ctx, 'must be a size such as 512b, 64kb or 10mb', text);
-});
+export const size = z
+  .string({ error: 'must be a size such as 512b, 64kb or 10mb' })
+  .transform((text, ctx) => {
+    const bytes = parseSize(text);
+    return bytes ?? reject(ctx, 'must be a size such as 512b, 64kb or 10mb', text);
+  })
+  .meta({ pattern: '^\\s*\\d+(\\.\\d+)?([bB]|[kKmMgG][bB])\\s*$', description: 'A size: a number with a unit, 512b, 64kb, 10mb or 1gb (binary multiples).' });
 
 /** A secret-bearing value: wrapped at load time so nothing can print it by accident. */
-export const secret = z.string({ error: 'must be a string' }).min(1, 'must not be empty').transform((s) => new Secret(s));
+export const secret = z
+  .string({ error: 'must be a string' })
+  .min(1, 'must not be empty')
+  .transform((s) => new Secret(s))
+  .describe('A secret: never printed (logs, errors and /admin/config show ***). Usually ${env:NAME} or ${file:/path}.');
 
 export const name = z
   .string({ error: 'must be a string' })
@@ -110,9 +120,24 @@ export const notBuilt = (what: string) =>
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid HTTP header name');
 
+/**
+ * A value gatehouse puts in a header, checked as Node and undici check it on every request: a CR,
+ * LF, NUL or other control character (literal or from `${env:}`/`${file:}`) would otherwise
+ * validate and then fail every request on the route. The message never quotes the value.
+ */
+const HEADER_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
+const HEADER_VALUE_MESSAGE = 'must be a valid HTTP header value: no CR, LF, NUL or other control character, nothing beyond U+00FF';
+const headerValue = z.string({ error: 'must be a string' }).refine((v) => !HEADER_VALUE_INVALID.test(v), HEADER_VALUE_MESSAGE);
+/** A secret header value (an API key, a collector token): checked like any header value, then wrapped. */
+const secretHeaderValue = z
+  .string({ error: 'must be a string' })
+  .min(1, 'must not be empty')
+  .refine((v) => !HEADER_VALUE_INVALID.test(v), HEADER_VALUE_MESSAGE)
+  .transform((s) => new Secret(s));
+
 const headerRules = z.strictObject({
-  set: z.record(headerName, z.string({ error: 'must be a string' })).default({}),
-  remove: z.array(headerName).default([]),
+  set: z.record(headerName, headerValue).default({}).describe('Headers to set (replacing any the message has), name: value. Default: none.'),
+  remove: z.array(headerName).default([]).describe('Header names to remove. Default: none.'),
 });
 
 // ---------------------------------------------------------------- security building blocks
@@ -121,9 +146,10 @@ const headerRules = z.strictObject({
  * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
  * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
  * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
+ * A path must name a regular file of at most 1 MB (SPEC §3.1).
  */
 export function readPem(source: string): string {
-  return source.trimStart().startsWith('-----BEGIN') ? source : readFileSync(source, 'utf8');
+  return source.trimStart().startsWith('-----BEGIN') ? source : readBoundedFile(source, MAX_REFERENCED_BYTES);
 }
 
 const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
@@ -151,11 +177,11 @@ export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS5
 
 const ListenerTls = z
   .strictObject({
-    cert: pemCert,
-    key: pemKey,
+    cert: pemCert.describe('Server certificate (chain): a PEM file path, or PEM text via ${file:}/${env:}. Re-read when it changes.'),
+    key: pemKey.describe('Private key of the certificate: a PEM file path or PEM text (secret).'),
     /** CA bundle that client certificates must chain to: mTLS, refused at the handshake without one. */
-    clientCa: pemCert.optional(),
-    minVersion: tlsVersion.default('TLSv1.2'),
+    clientCa: pemCert.optional().describe('CA bundle client certificates must chain to: turns on mTLS, refused at the handshake without a valid certificate.'),
+    minVersion: tlsVersion.default('TLSv1.2').describe('Lowest TLS version accepted. Default: TLSv1.2.'),
     /** OpenSSL cipher list; default: Mozilla "intermediate" (TLS 1.3 suites, TLS 1.2 ECDHE with AEAD). */
     ciphers: z
       .string()
@@ -168,11 +194,16 @@ const ListenerTls = z
           return false;
         }
       }, 'must be an OpenSSL cipher list that names at least one cipher this build of OpenSSL has')
-      .optional(),
+      .optional()
+      .describe('OpenSSL cipher list for TLS 1.2. Default: Mozilla "intermediate" (ECDHE with AEAD only).'),
     /** Verified client-certificate facts sent upstream; client-sent copies are always removed. */
     forwardClientCert: z
-      .strictObject({ subject: headerName.optional(), fingerprint: headerName.optional() })
-      .optional(),
+      .strictObject({
+        subject: headerName.optional().describe('Header that carries the verified client certificate\'s subject (RFC 4514).'),
+        fingerprint: headerName.optional().describe('Header that carries the verified client certificate\'s SHA-256 fingerprint.'),
+      })
+      .optional()
+      .describe('Send verified client-certificate facts upstream in these headers (needs clientCa); client-sent copies are always removed.'),
   })
   .superRefine((t, ctx) => {
     if (t.forwardClientCert !== undefined && t.clientCa === undefined) {
@@ -182,30 +213,30 @@ const ListenerTls = z
 
 /** Limits against slow or oversized requests (slowloris, header floods, handshake floods). */
 const ListenerLimits = z.strictObject({
-  maxHeaderSize: size.prefault('16kb'),
-  maxHeaders: positiveInt.default(100),
-  headersTimeout: duration.prefault('10s'),
-  requestTimeout: duration.prefault('5m'),
+  maxHeaderSize: size.prefault('16kb').describe('Largest request head (request line and headers); larger: 431. Default: 16kb.'),
+  maxHeaders: positiveInt.default(100).describe('Most request headers accepted; more: 431. Default: 100.'),
+  headersTimeout: duration.prefault('10s').describe('Longest time to receive a request\'s headers (slowloris): 408. Default: 10s.'),
+  requestTimeout: duration.prefault('5m').describe('Longest time to receive a whole request: 408. Default: 5m.'),
   /** Longest a request body may go without a byte arriving (nginx's client_body_timeout): 408. */
-  bodyTimeout: duration.prefault('30s'),
+  bodyTimeout: duration.prefault('30s').describe('Longest a request body may go without a byte arriving: 408. Default: 30s.'),
   /** Bodies up to this size are read whole before an upstream connection is taken. */
-  bufferBodies: size.prefault('64kb'),
+  bufferBodies: size.prefault('64kb').describe('Bodies up to this size are read whole before an upstream connection is taken, so slow senders cannot hold the pool. Default: 64kb.'),
   /** TLS listeners: a handshake not finished by then closes the socket. */
-  handshakeTimeout: duration.prefault('10s'),
+  handshakeTimeout: duration.prefault('10s').describe('TLS listeners: a handshake not finished by then closes the socket. Default: 10s.'),
   /** Open connections at most; more are refused at accept. */
-  maxConnections: positiveInt.default(10_000),
+  maxConnections: positiveInt.default(10_000).describe('Open connections at most on this listener; more are refused. Default: 10000.'),
   /** Forward header names that contain `_` (dropped by default, as nginx does). */
-  allowUnderscoreHeaders: z.boolean().default(false),
+  allowUnderscoreHeaders: z.boolean().default(false).describe('Forward header names that contain _ (dropped by default, as nginx does, so x_user_id cannot shadow x-user-id). Default: false.'),
 });
 
 const UpstreamTls = z
   .strictObject({
-    ca: pemCert.optional(),
-    cert: pemCert.optional(),
-    key: pemKey.optional(),
-    serverName: z.string().min(1).optional(),
-    minVersion: tlsVersion.default('TLSv1.2'),
-    insecureSkipVerify: z.boolean().default(false),
+    ca: pemCert.optional().describe('CA bundle the upstream\'s certificate must chain to (PEM path or text). Default: the system store.'),
+    cert: pemCert.optional().describe('Client certificate for mTLS to the upstream (PEM path or text); goes with key.'),
+    key: pemKey.optional().describe('Private key of the client certificate (PEM path or text, secret).'),
+    serverName: z.string().min(1).optional().describe('Name sent as SNI and verified in the certificate. Default: the endpoint\'s host (never the client\'s Host).'),
+    minVersion: tlsVersion.default('TLSv1.2').describe('Lowest TLS version used. Default: TLSv1.2.'),
+    insecureSkipVerify: z.boolean().default(false).describe('Do not verify the upstream\'s certificate (logs a warning at start). Default: false.'),
   })
   .superRefine((t, ctx) => {
     if ((t.cert === undefined) !== (t.key === undefined)) {
@@ -214,19 +245,26 @@ const UpstreamTls = z
   });
 
 const OAuth2 = z.strictObject({
-  tokenUrl: secureUrl,
-  clientId: z.string().min(1),
-  clientSecret: secret,
-  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]),
-  authMethod: z.enum(['basic', 'post']).default('basic'),
-  audience: z.string().min(1).optional(),
-  timeout: duration.prefault('10s'),
+  tokenUrl: secureUrl.describe('Token endpoint of the client-credentials grant (https://; http:// only on loopback).'),
+  clientId: z.string().min(1).describe('OAuth2 client id.'),
+  clientSecret: secret.describe('OAuth2 client secret (secret).'),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be an OAuth2 scope token')).default([]).describe('Scopes to ask for. Default: none.'),
+  authMethod: z.enum(['basic', 'post']).default('basic').describe('How the client authenticates: basic (client_secret_basic) or post (client_secret_post). Default: basic.'),
+  audience: z.string().min(1).optional().describe('audience parameter sent with the token request, for providers that need one.'),
+  timeout: duration.prefault('10s').describe('Longest wait for the token endpoint, in the background: a request waits at most 1 s. Default: 10s.'),
+  tls: UpstreamTls.optional().describe("The token endpoint's TLS: ca, client cert/key (mTLS), serverName, minVersion, insecureSkipVerify."),
 });
 
 const Credentials = z
   .strictObject({
-    header: z.strictObject({ name: headerName, value: secret }).optional(),
-    oauth2: OAuth2.optional(),
+    header: z
+      .strictObject({
+        name: headerName.describe('Header name, e.g. Authorization.'),
+        value: secretHeaderValue.describe('Header value, e.g. "Bearer ${env:STRIPE_KEY}" (secret).'),
+      })
+      .optional()
+      .describe('A static header sent with every request to this upstream.'),
+    oauth2: OAuth2.optional().describe('OAuth2 client-credentials: a token fetched, cached until expiry and sent as Authorization: Bearer.'),
   })
   .superRefine((c, ctx) => {
     if ((c.header === undefined) === (c.oauth2 === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and oauth2' });
@@ -236,11 +274,11 @@ const claimValue = z.union([z.string(), z.number(), z.boolean()], { error: 'must
 
 const Jwt = z
   .strictObject({
-    issuer: z.string().min(1).optional(),
-    audiences: z.array(z.string().min(1)).min(1).optional(),
-    jwksUri: secureUrl.optional(),
+    issuer: z.string().min(1).optional().describe('Required iss claim; without jwksUri and jwks, keys are found by OIDC discovery from it.'),
+    audiences: z.array(z.string().min(1)).min(1).optional().describe('The aud claim must contain one of these.'),
+    jwksUri: secureUrl.optional().describe('URL of the JSON Web Key Set (https://; http:// only on loopback).'),
     /** A local JWKS file, re-read on every reload. */
-    jwks: z.string().min(1).optional(),
+    jwks: z.string().min(1).optional().describe('A local JWKS file, re-read on every reload.'),
     algorithms: z
       .array(
         z
@@ -251,24 +289,34 @@ const Jwt = z
           }),
       )
       .min(1)
-      .default(['RS256', 'ES256']),
-    clockTolerance: duration.prefault('30s'),
-    requiredScopes: z.array(z.string().min(1)).default([]),
-    requiredClaims: z.record(z.string().min(1), claimValue).default({}),
-    forwardClaims: z.record(z.string().min(1), headerName).default({}),
+      .default(['RS256', 'ES256'])
+      .describe('Accepted JWS algorithms (public-key only; HMAC and none never). Default: [RS256, ES256].'),
+    clockTolerance: duration.prefault('30s').describe('Leeway for exp and nbf. Default: 30s.'),
+    requiredScopes: z.array(z.string().min(1)).default([]).describe('Scopes the token must carry (scope or scp claim). Default: none.'),
+    requiredClaims: z.record(z.string().min(1), claimValue).default({}).describe('Claims that must have exactly these values. Default: none.'),
+    forwardClaims: z.record(z.string().min(1), headerName).default({}).describe('Claims sent upstream as headers, claim: header-name; client-sent copies are removed. Default: none.'),
     /** Where the token is: `Authorization: Bearer` by default, or a named header or cookie. */
     from: z
-      .strictObject({ header: headerName.optional(), cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').optional() })
+      .strictObject({
+        header: headerName.optional().describe('Read the token from this header (the whole value).'),
+        cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').optional().describe('Read the token from this cookie.'),
+      })
       .superRefine((f, ctx) => {
         if ((f.header === undefined) === (f.cookie === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of header and cookie' });
       })
-      .optional(),
+      .optional()
+      .describe('Where the token is, when not Authorization: Bearer: one of header and cookie.'),
     /** Verified tokens remembered until they expire (0 = verify every request). */
-    cacheSize: z.int({ error: 'must be an integer >= 0' }).min(0, 'must be an integer >= 0').default(1000),
+    cacheSize: z.int({ error: 'must be an integer >= 0' }).min(0, 'must be an integer >= 0').default(1000).describe('Verified tokens remembered until they expire (0: verify every request). Default: 1000.'),
     /** Remote key set: re-fetched after maxAge, on an unknown kid at most once per cooldown. */
     jwksCache: z
-      .strictObject({ maxAge: duration.prefault('10m'), cooldown: duration.prefault('30s'), timeout: duration.prefault('5s') })
-      .prefault({}),
+      .strictObject({
+        maxAge: duration.prefault('10m').describe('Re-fetch the key set after this long. Default: 10m.'),
+        cooldown: duration.prefault('30s').describe('An unknown kid re-fetches at most once per cooldown. Default: 30s.'),
+        timeout: duration.prefault('5s').describe('Longest wait for the key set. Default: 5s.'),
+      })
+      .prefault({})
+      .describe('Caching of a remote key set.'),
   })
   .superRefine((j, ctx) => {
     if (j.jwksUri !== undefined && j.jwks !== undefined) ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'use either jwksUri or jwks, not both' });
@@ -283,11 +331,11 @@ const Jwt = z
 // ---------------------------------------------------------------- sections
 
 const Listener = z.strictObject({
-  name,
-  address,
-  tls: ListenerTls.optional(),
-  trustedProxies: z.array(cidr).default([]),
-  limits: ListenerLimits.prefault({}),
+  name: name.describe('The listener\'s name, which routes refer to (listener:).'),
+  address: address.describe('host:port to listen on, e.g. 0.0.0.0:8080 or [::]:8443; port 0 takes a free one.'),
+  tls: ListenerTls.optional().describe('Terminate TLS here (and with clientCa, require client certificates). Default: plain HTTP.'),
+  trustedProxies: z.array(cidr).default([]).describe('Peers (IPs or CIDR blocks) whose X-Forwarded-* headers are believed and appended to. Default: none.'),
+  limits: ListenerLimits.prefault({}).describe('Limits against slow or oversized requests.'),
 });
 
 /**
@@ -297,45 +345,83 @@ const Listener = z.strictObject({
 const Store = z.discriminatedUnion(
   'type',
   [
-    z.strictObject({ type: z.literal('memory') }),
-    z.strictObject({ type: z.literal('sqlite'), path: z.string().min(1).optional() }),
+    z.strictObject({ type: z.literal('memory').describe('memory: this process only.') }),
     z.strictObject({
-      type: z.literal('redis'),
-      url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
-      keyPrefix: z.string().default('gatehouse:'),
-      connectTimeout: duration.prefault('500ms'),
-      commandTimeout: duration.prefault('100ms'),
+      type: z.literal('sqlite').describe('sqlite: embedded and durable.'),
+      path: z.string().min(1).optional().describe('Database file. Default: <dataDir>/gatehouse.db.'),
+    }),
+    z.strictObject({
+      type: z.literal('redis').describe('redis: shared by replicas.'),
+      url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').describe('redis:// or rediss:// URL.'),
+      keyPrefix: z.string().default('gatehouse:').describe('Prefix of every key gatehouse writes. Default: "gatehouse:".'),
+      connectTimeout: duration.prefault('500ms').describe('Longest wait to connect. Default: 500ms.'),
+      commandTimeout: duration.prefault('100ms').describe('Longest wait for a command; then quotas fall back to memory. Default: 100ms.'),
     }),
   ],
   { error: 'type must be one of "memory", "sqlite", "redis"' },
 );
 
-const Admin = z.strictObject({
-  address: address.prefault('127.0.0.1:9901'),
-  token: secret.optional(),
-});
+const Admin = z
+  .strictObject({
+    address: address.prefault('127.0.0.1:9901').describe('host:port of /healthz, /readyz, /metrics and /admin/*. Default: 127.0.0.1:9901.'),
+    token: secret.optional().describe('Bearer token required for /admin/* (secret); required on a non-loopback address unless insecure. Default: none.'),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe('true: serve the admin API on a non-loopback address without a token (browser requests are still refused). Default: false.'),
+  })
+  .superRefine((a, ctx) => {
+    if (a.token === undefined && !a.insecure && !isLoopbackHost(a.address.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['address'],
+        message: 'is reachable from other machines: set admin.token, or admin.insecure: true to serve the admin API there without one',
+      });
+    }
+  });
 
+/** OTLP encodings (OTEL_EXPORTER_OTLP_PROTOCOL): the specification's default is http/protobuf. */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
+const otlpProtocol = z.enum(OTLP_PROTOCOLS, { error: 'must be one of "http/protobuf", "http/json", "grpc"' });
+const otlpEndpoint = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+/**
+ * Unset keys fall back to the OTEL_* variables (SPEC §8) and then to gatehouse's defaults, in
+ * src/telemetry/otel-env.ts: a key written here wins over its variable.
+ */
 const Telemetry = z.strictObject({
-  serviceName: z.string().min(1).optional(),
+  serviceName: z.string().min(1).optional().describe('service.name of traces and metrics. Default: $OTEL_SERVICE_NAME, else gatehouse.'),
+  logLevel: z
+    .enum(LOG_LEVELS, { error: 'must be one of "debug", "info", "warn", "error"' })
+    .optional()
+    .describe("gatehouse's own log on stderr: debug, info, warn or error. Default: $GATEHOUSE_LOG_LEVEL, else info."),
   traces: z
     .strictObject({
-      endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
-      sampleRatio: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional(),
-      headers: z.record(headerName, secret).optional(),
+      endpoint: otlpEndpoint.optional().describe('OTLP traces endpoint, e.g. http://otel-collector:4318/v1/traces. Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT; none: no traces.'),
+      protocol: otlpProtocol.optional().describe('OTLP encoding: http/protobuf, http/json or grpc. Default: $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.'),
+      sampleRatio: z.number().min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional().describe('Share of new traces sampled, 0 to 1. Default: $OTEL_TRACES_SAMPLER (+ _ARG), else parent-based always on.'),
+      headers: z.record(headerName, secretHeaderValue).optional().describe('Headers sent to the collector, e.g. an API key (secrets).'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('Traces exported over OTLP.'),
   metrics: z
     .strictObject({
-      prometheus: z.boolean().default(true),
+      prometheus: z.boolean().optional().describe('Serve Prometheus metrics at the admin /metrics. Default: on, unless $OTEL_METRICS_EXPORTER leaves prometheus out.'),
       otlp: z
         .strictObject({
-          endpoint: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }),
-          interval: duration.prefault('15s'),
+          endpoint: otlpEndpoint.optional().describe('OTLP metrics endpoint. Default: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT + /v1/metrics.'),
+          protocol: otlpProtocol.optional().describe('OTLP encoding: http/protobuf, http/json or grpc. Default: $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf.'),
+          interval: duration.prefault('15s').describe('Export interval. Default: 15s.'),
+          headers: z.record(headerName, secretHeaderValue).optional().describe('Headers sent to the collector (secrets).'),
         })
-        .optional(),
+        .optional()
+        .describe('Also push metrics over OTLP.'),
     })
-    .prefault({}),
-  accessLog: z.enum(['stdout', 'off']).default('stdout'),
+    .prefault({})
+    .describe('Metrics: Prometheus and OTLP.'),
+  accessLog: z.enum(['stdout', 'off']).default('stdout').describe('One JSON line per request on stdout, or off. Default: stdout.'),
 });
 
 /**
@@ -344,43 +430,43 @@ const Telemetry = z.strictObject({
  */
 const CircuitBreaker = z
   .strictObject({
-    consecutiveFailures: positiveInt.optional(),
-    failureRatio: z.number({ error: 'must be a number between 0 and 1' }).gt(0, 'must be > 0 and <= 1').max(1, 'must be > 0 and <= 1').optional(),
-    minRequests: positiveInt.default(20),
-    window: duration.prefault('30s'),
-    openFor: duration.prefault('30s'),
-    halfOpenRequests: positiveInt.default(1),
+    consecutiveFailures: positiveInt.optional().describe('Open after this many failures in a row. Default: 5 when failureRatio is not set either.'),
+    failureRatio: z.number({ error: 'must be a number between 0 and 1' }).gt(0, 'must be > 0 and <= 1').max(1, 'must be > 0 and <= 1').optional().describe('Open when this share of requests in the window failed (once minRequests were seen).'),
+    minRequests: positiveInt.default(20).describe('Requests the window needs before failureRatio applies. Default: 20.'),
+    window: duration.prefault('30s').describe('Sliding window of failureRatio. Default: 30s.'),
+    openFor: duration.prefault('30s').describe('How long the breaker stays open (503 circuit_open) before it lets trial requests through. Default: 30s.'),
+    halfOpenRequests: positiveInt.default(1).describe('Trial requests let through when half-open. Default: 1.'),
   })
   .transform((b) => (b.consecutiveFailures === undefined && b.failureRatio === undefined ? { ...b, consecutiveFailures: 5 } : b));
 
 /** Active checks, per endpoint: GET `path` every `interval`; 2xx and 3xx are healthy. */
 const HealthCheck = z.strictObject({
-  path: z.string({ error: 'must be a path such as /healthz' }).startsWith('/', 'must start with /'),
-  interval: duration.prefault('5s'),
-  timeout: duration.prefault('1s'),
-  unhealthyThreshold: positiveInt.default(3),
-  healthyThreshold: positiveInt.default(2),
+  path: z.string({ error: 'must be a path such as /healthz' }).startsWith('/', 'must start with /').describe('Path checked with GET; 2xx and 3xx are healthy.'),
+  interval: duration.prefault('5s').describe('Time between checks. Default: 5s.'),
+  timeout: duration.prefault('1s').describe('Longest wait for a check. Default: 1s.'),
+  unhealthyThreshold: positiveInt.default(3).describe('Failed checks in a row that take an endpoint out. Default: 3.'),
+  healthyThreshold: positiveInt.default(2).describe('Passed checks in a row that bring it back. Default: 2.'),
 });
 
 /** Passive checks (Envoy's outlier detection): endpoints failing in live traffic leave the rotation. */
 const Ejection = z.strictObject({
-  consecutiveFailures: positiveInt.default(5),
-  baseTime: duration.prefault('30s'),
-  maxTime: duration.prefault('5m'),
-  maxPercent: z.int({ error: 'must be an integer between 0 and 100' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').default(50),
+  consecutiveFailures: positiveInt.default(5).describe('Failures in a row that eject an endpoint. Default: 5.'),
+  baseTime: duration.prefault('30s').describe('First ejection\'s length; each further one is longer. Default: 30s.'),
+  maxTime: duration.prefault('5m').describe('Longest ejection. Default: 5m.'),
+  maxPercent: z.int({ error: 'must be an integer between 0 and 100' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').default(50).describe('Most endpoints ejected at once, in percent. Default: 50.'),
 });
 
 const Upstream = z.strictObject({
-  endpoints: z.array(endpoint).min(1, 'must list at least one endpoint'),
-  connectTimeout: duration.prefault('1s'),
-  maxConnections: positiveInt.default(256),
-  tls: UpstreamTls.optional(),
-  credentials: Credentials.optional(),
-  loadBalancing: z.enum(['round-robin', 'least-request'], { error: 'must be "round-robin" or "least-request"' }).default('round-robin'),
-  circuitBreaker: CircuitBreaker.optional(),
-  maxConcurrent: positiveInt.optional(),
-  healthCheck: HealthCheck.optional(),
-  ejection: z.union([z.literal(false), Ejection], { error: 'must be false or an object' }).prefault({}),
+  endpoints: z.array(endpoint).min(1, 'must list at least one endpoint').describe('http:// or https:// base URLs of the upstream\'s servers (no query, no credentials).'),
+  connectTimeout: duration.prefault('1s').describe('Longest wait to connect to an endpoint. Default: 1s.'),
+  maxConnections: positiveInt.default(256).describe('Pooled connections per endpoint at most. Default: 256.'),
+  tls: UpstreamTls.optional().describe('TLS to https:// endpoints; verification is always on unless insecureSkipVerify.'),
+  credentials: Credentials.optional().describe('Credentials injected into every request to this upstream: one of header and oauth2.'),
+  loadBalancing: z.enum(['round-robin', 'least-request'], { error: 'must be "round-robin" or "least-request"' }).default('round-robin').describe('How an endpoint is picked. Default: round-robin.'),
+  circuitBreaker: CircuitBreaker.optional().describe('Fail fast (503 circuit_open) while the upstream keeps failing. Default: off.'),
+  maxConcurrent: positiveInt.optional().describe('Bulkhead: requests in flight at most; more get 503 overloaded at once. Default: unlimited.'),
+  healthCheck: HealthCheck.optional().describe('Active health checks per endpoint. Default: off.'),
+  ejection: z.union([z.literal(false), Ejection], { error: 'must be false or an object' }).prefault({}).describe('Passive checks: endpoints failing in live traffic leave the rotation for a while; false turns it off. Default: on.'),
 }).superRefine((u, ctx) => {
   if (u.tls !== undefined && !u.endpoints.some((e) => e.protocol === 'https:')) {
     ctx.addIssue({ code: 'custom', path: ['tls'], message: 'applies to https:// endpoints, and this upstream has none' });
@@ -405,14 +491,19 @@ const quotaKey = z
  */
 const Quota = z
   .strictObject({
-    limit: positiveInt,
-    per: duration.refine((ms) => ms >= 1, 'must be a duration of at least 1ms, such as 500ms, 1s or 1h'),
-    burst: positiveInt.optional(),
-    key: quotaKey.default('global'),
-    onExceed: z.enum(['reject', 'queue']).default('reject'),
-    maxWait: duration.optional(),
-    maxQueue: positiveInt.optional(),
-    store: name.optional(),
+    limit: positiveInt.describe('Requests allowed per `per`.'),
+    per: duration
+      .refine((ms) => ms >= 1, 'must be a duration of at least 1ms, such as 500ms, 1s or 1h')
+      .describe('The period of limit: any duration, sub-second included (500ms, 1s, 1m, 1h); RateLimit-Policy rounds it up to whole seconds.'),
+    burst: positiveInt.optional().describe('Most tokens the bucket holds. Default: limit.'),
+    key: quotaKey.default('global').describe('What is counted: global, ip, header:<name> or jwt:<claim>. Default: global.'),
+    onExceed: z.enum(['reject', 'queue']).default('reject').describe('reject: 429 at once; queue: wait for a token (by route priority). Default: reject.'),
+    maxWait: duration.optional().describe('With queue: longest wait for a token; then 429.'),
+    maxQueue: positiveInt.optional().describe('With queue: requests waiting at most; more get 429.'),
+    store: name.optional().describe('A memory or redis store from stores:. Default: a memory store.'),
+    maxKeys: positiveInt
+      .default(100_000)
+      .describe('Buckets (distinct keys) kept in memory at most; beyond, full ones are forgotten first, then the least recently used. Default: 100000.'),
   })
   .superRefine((q, ctx) => {
     if (q.onExceed !== 'queue') {
@@ -424,8 +515,8 @@ const Quota = z
 
 const Match = z
   .strictObject({
-    path: z.string().startsWith('/', 'must start with /').optional(),
-    pathPrefix: z.string().startsWith('/', 'must start with /').optional(),
+    path: z.string().startsWith('/', 'must start with /').optional().describe('Matches this path exactly.'),
+    pathPrefix: z.string().startsWith('/', 'must start with /').optional().describe('Matches this path and the paths below it, by whole segments (/api: /api and /api/x, not /apix).'),
     /** RE2 syntax, matched in linear time (as Envoy's safe_regex): no backreferences or lookaround. */
     pathRegex: z
       .string()
@@ -433,14 +524,16 @@ const Match = z
         const problem = linearRegexProblem(re);
         if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `must be an RE2 regular expression (linear time: no backreferences or lookaround): ${problem}` });
       })
-      .optional(),
-    methods: z.array(method).min(1).optional(),
+      .optional()
+      .describe('Matches paths this RE2 regular expression finds (linear time: no backreferences or lookaround).'),
+    methods: z.array(method).min(1).optional().describe('HTTP methods matched. Default: any.'),
     host: z
       .string()
       .regex(/^(\*\.)?[A-Za-z0-9.-]+$/, 'must be a host name, optionally starting with *.')
       .transform((h) => h.toLowerCase())
-      .optional(),
-    headers: z.record(headerName, z.string({ error: 'must be a string' })).optional(),
+      .optional()
+      .describe('Request host (without port, case-insensitive); *.example.com matches one label. Default: any.'),
+    headers: z.record(headerName, z.string({ error: 'must be a string' })).optional().describe('Request headers that must have exactly these values.'),
   })
   .superRefine((m, ctx) => {
     const kinds = [m.path, m.pathPrefix, m.pathRegex].filter((x) => x !== undefined).length;
@@ -449,9 +542,9 @@ const Match = z
 
 const Rewrite = z
   .strictObject({
-    stripPrefix: z.string().startsWith('/', 'must start with /').optional(),
-    prefix: z.string().startsWith('/', 'must start with /').optional(),
-    host: z.string().min(1).optional(),
+    stripPrefix: z.string().startsWith('/', 'must start with /').optional().describe('Remove this prefix from the path sent upstream.'),
+    prefix: z.string().startsWith('/', 'must start with /').optional().describe('Replace the matched pathPrefix with this one.'),
+    host: headerValue.min(1).optional().describe('Host header sent upstream: preserve (the client\'s) or a name. Default: the endpoint\'s.'),
   })
   .superRefine((r, ctx) => {
     if (r.stripPrefix !== undefined && r.prefix !== undefined) {
@@ -472,18 +565,26 @@ const retryCondition = z.union([z.int(), z.string()], { error: RETRY_ON_MESSAGE 
 });
 
 const Retry = z.strictObject({
-  attempts: positiveInt.default(3),
-  on: z.array(retryCondition).min(1, 'must list at least one condition').default(['connect-failure', 'reset', 'timeout', 502, 503, 504]),
+  attempts: positiveInt.default(3).describe('Tries in total, the first included. Default: 3.'),
+  on: z
+    .array(retryCondition)
+    .min(1, 'must list at least one condition')
+    .default(['connect-failure', 'reset', 'timeout', 502, 503, 504])
+    .describe('What is retried: connect-failure, reset, timeout, invalid-response, status codes (503) or classes (5xx). Default: [connect-failure, reset, timeout, 502, 503, 504].'),
   backoff: z
-    .strictObject({ base: duration.prefault('100ms'), max: duration.prefault('2s') })
+    .strictObject({
+      base: duration.prefault('100ms').describe('First delay\'s ceiling; doubles per retry. Default: 100ms.'),
+      max: duration.prefault('2s').describe('Largest delay. Default: 2s.'),
+    })
     .prefault({})
     .superRefine((b, ctx) => {
       if (b.max < b.base) ctx.addIssue({ code: 'custom', path: ['max'], message: 'must not be shorter than backoff.base' });
-    }),
-  perTryTimeout: duration.optional(),
-  respectRetryAfter: z.boolean().default(true),
-  budget: z.number({ error: 'must be a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').default(0.2),
-  maxBodySize: size.prefault('64kb'),
+    })
+    .describe('Exponential back-off with full jitter between tries.'),
+  perTryTimeout: duration.optional().describe('Longest wait for one try. Default: the route timeout.'),
+  respectRetryAfter: z.boolean().default(true).describe('Wait what a 429/503 Retry-After asks, within the route timeout. Default: true.'),
+  budget: z.number({ error: 'must be a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').default(0.2).describe('Retries may add at most this share to the upstream\'s load. Default: 0.2.'),
+  maxBodySize: size.prefault('64kb').describe('Request bodies up to this size are kept for a retry; larger ones are sent once. Default: 64kb.'),
 });
 
 /** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
@@ -500,44 +601,58 @@ const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).tr
 
 /** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
 const webhookCommon = {
-  secret: secret.optional(),
-  secrets: z.array(secret).min(1, 'must list at least one secret').optional(),
+  secret: secret.optional().describe('The signing secret (secret); or secrets:, during rotation.'),
+  secrets: z.array(secret).min(1, 'must list at least one secret').optional().describe('Signing secrets, any of which verifies (rotation).'),
   dedupe: z
     .strictObject({
-      ttl: duration.prefault('72h'),
+      ttl: duration.prefault('72h').describe('How long an event id is remembered. Default: 72h.'),
       /** Also where events wait for delivery; default: the first sqlite store, else <dataDir>/gatehouse.db. */
-      store: name.optional(),
+      store: name.optional().describe('A sqlite store from stores:, also where events wait for delivery. Default: the first sqlite store, else <dataDir>/gatehouse.db.'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('De-duplication of events by their id.'),
   delivery: z
     .strictObject({
-      attempts: positiveInt.default(8),
-      backoff: z.strictObject({ base: duration.prefault('1s'), max: duration.prefault('10m') }).prefault({}),
-      deadLetter: z.boolean().default(true),
-      orderBy: keySource.optional(),
-      concurrency: positiveInt.default(8),
+      attempts: positiveInt.default(8).describe('Delivery tries to the upstream in total. Default: 8.'),
+      backoff: z
+        .strictObject({
+          base: duration.prefault('1s').describe('First delay\'s ceiling. Default: 1s.'),
+          max: duration.prefault('10m').describe('Largest delay. Default: 10m.'),
+        })
+        .prefault({})
+        .describe('Back-off between delivery tries.'),
+      deadLetter: z.boolean().default(true).describe('Keep events whose tries ran out, for replay from the admin API. Default: true.'),
+      orderBy: keySource.optional().describe('Deliver events with the same key in order: header:<name> or json:<path>.'),
+      concurrency: positiveInt.default(8).describe('Deliveries in flight at most. Default: 8.'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('Durable delivery to the route\'s upstream: acknowledged at once, delivered with retries.'),
   /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
-  inspect: z.boolean().default(false),
+  inspect: z.boolean().default(false).describe('Show bodies and headers in /admin/webhooks/recent. Default: false.'),
+  maxConcurrent: positiveInt
+    .default(64)
+    .describe('Bodies read at once on this route; more -> 503 overloaded before any byte of theirs is read. Default: 64.'),
 };
+
+const PROVIDER = 'Who signs: stripe, shopify, github, standard (Standard Webhooks) or hmac (any HMAC header).';
+const tolerance = (where: string) => duration.prefault('5m').describe(`Largest age of the signed timestamp (${where}) accepted. Default: 5m.`);
 
 const Webhook = z
   .discriminatedUnion(
     'provider',
     [
-      z.strictObject({ provider: z.literal('stripe'), ...webhookCommon, tolerance: duration.prefault('5m') }),
-      z.strictObject({ provider: z.literal('shopify'), ...webhookCommon }),
-      z.strictObject({ provider: z.literal('github'), ...webhookCommon }),
-      z.strictObject({ provider: z.literal('standard'), ...webhookCommon, tolerance: duration.prefault('5m') }),
+      z.strictObject({ provider: z.literal('stripe').describe(PROVIDER), ...webhookCommon, tolerance: tolerance('Stripe-Signature t=') }),
+      z.strictObject({ provider: z.literal('shopify').describe(PROVIDER), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('github').describe(PROVIDER), ...webhookCommon }),
+      z.strictObject({ provider: z.literal('standard').describe(PROVIDER), ...webhookCommon, tolerance: tolerance('webhook-timestamp') }),
       z.strictObject({
-        provider: z.literal('hmac'),
+        provider: z.literal('hmac').describe(PROVIDER),
         ...webhookCommon,
-        header: headerName.transform((h) => h.toLowerCase()),
-        algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256'),
-        encoding: z.enum(['hex', 'base64']).default('hex'),
-        prefix: z.string().default(''),
-        eventId: keySource,
+        header: headerName.transform((h) => h.toLowerCase()).describe('Header that carries the signature.'),
+        algorithm: z.enum(['sha1', 'sha256', 'sha512']).default('sha256').describe('HMAC hash. Default: sha256.'),
+        encoding: z.enum(['hex', 'base64']).default('hex').describe('Encoding of the signature. Default: hex.'),
+        prefix: z.string().default('').describe('Text before the signature in the header, e.g. sha256=. Default: none.'),
+        eventId: keySource.describe('Where the event id is: header:<name> or json:<path>.'),
       }),
     ],
     { error: 'provider must be one of "stripe", "shopify", "github", "standard", "hmac"' },
@@ -550,6 +665,7 @@ const Webhook = z
     if (w.provider !== 'standard') return;
     const list = w.secrets ?? [w.secret!];
     list.forEach((s, i) => {
+      if (!(s instanceof Secret)) return; // not a valid string: that problem is reported already
       const b64 = s.reveal().replace(/^whsec_/, '');
       if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
         ctx.addIssue({
@@ -562,42 +678,50 @@ const Webhook = z
   });
 
 const Route = z.strictObject({
-  name,
-  listener: z.string({ error: 'must name a listener' }),
-  match: Match.prefault({}),
-  upstream: z.string({ error: 'must name an upstream' }),
-  rewrite: Rewrite.optional(),
-  timeout: duration.prefault('30s'),
-  maxBodySize: size.optional(),
+  name: name.describe('The route\'s name: in metrics, traces, logs and problem paths.'),
+  listener: z.string({ error: 'must name a listener' }).describe('The listener whose requests this route takes.'),
+  match: Match.prefault({}).describe('What requests the route takes; the first route of the listener that matches wins. Default: every request.'),
+  upstream: z.string({ error: 'must name an upstream' }).describe('The upstream (from upstreams:) requests go to.'),
+  rewrite: Rewrite.optional().describe('Changes to the path and Host sent upstream.'),
+  timeout: duration.prefault('30s').describe('The whole request, retries included: 504 upstream_timeout after it. Default: 30s.'),
+  maxBodySize: size.optional().describe('Larger request bodies get 413. Default: unlimited.'),
   headers: z
     .strictObject({
-      request: headerRules.prefault({}),
-      response: headerRules.prefault({}),
+      request: headerRules.prefault({}).describe('Headers changed on the way upstream.'),
+      response: headerRules.prefault({}).describe('Headers changed on the way back to the client.'),
     })
-    .prefault({}),
-  websocket: z.boolean().default(false),
-  jwt: Jwt.optional(),
+    .prefault({})
+    .describe('Header changes.'),
+  websocket: z.boolean().default(false).describe('Pass WebSocket upgrades through. Default: false.'),
+  jwt: Jwt.optional().describe('Require a valid JWT (401/403 otherwise). Default: none.'),
   /** Quota names (from `quotas:`) or inline quotas; every one applies. */
-  quota: z.array(z.union([name, Quota])).min(1, 'must list at least one quota').optional(),
+  quota: z
+    .array(z.union([name.describe('The name of a quota from quotas:.'), Quota.describe('An inline quota of this route.')]))
+    .min(1, 'must list at least one quota')
+    .optional()
+    .describe('Quota names (from quotas:) or inline quotas; every one applies.'),
   /** Order in which queued requests of shared quotas are released. */
-  priority: z.enum(['high', 'normal', 'low']).default('normal'),
-  retry: Retry.optional(),
-  idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional(),
-  webhook: Webhook.optional(),
+  priority: z.enum(['high', 'normal', 'low']).default('normal').describe('Order in which queued requests of shared quotas are released. Default: normal.'),
+  retry: Retry.optional().describe('Retries of idempotent requests (or ones with an Idempotency-Key). Default: none.'),
+  idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional().describe('generate: add an Idempotency-Key to POST and PATCH requests that lack one, so they can be retried.'),
+  webhook: Webhook.optional().describe('Verify, de-duplicate and durably deliver signed webhooks on this route.'),
 });
 
 export const ConfigSchema = z
   .strictObject({
-    version: z.literal(1, { error: 'must be 1' }),
-    listeners: z.array(Listener).min(1, 'must define at least one listener'),
-    admin: Admin.prefault({}),
-    dataDir: z.string().min(1).default('./data'),
-    stores: z.record(name, Store).default({}),
-    telemetry: Telemetry.prefault({}),
-    shutdown: z.strictObject({ drainTimeout: duration.prefault('20s') }).prefault({}),
-    upstreams: z.record(name, Upstream).default({}),
-    quotas: z.record(name, Quota).default({}),
-    routes: z.array(Route).default([]),
+    version: z.literal(1, { error: 'must be 1' }).describe('The config format\'s version: 1.'),
+    listeners: z.array(Listener).min(1, 'must define at least one listener').describe('Where traffic enters: one server per listener.'),
+    admin: Admin.prefault({}).describe('The admin listener: health, readiness, metrics and the admin API.'),
+    dataDir: z.string().min(1).default('./data').describe('Folder of embedded durable state (sqlite stores, webhook events), relative to the working directory. Default: ./data.'),
+    stores: z.record(name, Store).default({}).describe('State stores for quotas and webhooks, by name: memory, sqlite or redis. Default: none (quotas count in memory).'),
+    telemetry: Telemetry.prefault({}).describe('Traces, metrics and the access log.'),
+    shutdown: z
+      .strictObject({ drainTimeout: duration.prefault('20s').describe('Longest wait for requests in flight at SIGTERM. Default: 20s.') })
+      .prefault({})
+      .describe('Graceful shutdown.'),
+    upstreams: z.record(name, Upstream).default({}).describe('Where requests go, by name: endpoints and the policies that protect them.'),
+    quotas: z.record(name, Quota).default({}).describe('Named quotas that routes share (a token bucket each).'),
+    routes: z.array(Route).default([]).describe('Which requests go where: the first route of the listener that matches takes the request.'),
   });
 
 /**

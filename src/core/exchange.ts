@@ -11,6 +11,8 @@ export interface RouteInfo {
   /** The match template, e.g. `/api/checkout/*`: the span name's `http.route`. */
   readonly httpRoute: string;
   readonly upstream: string;
+  /** Writes a policy decision (a span event) as a debug line; undefined unless the log level is debug. */
+  readonly log: ((ex: Exchange, name: string, attributes: Attributes | undefined) => void) | undefined;
 }
 
 /**
@@ -102,6 +104,8 @@ export class Exchange {
   retryDelayMs = -1;
 
   attempts = 0;
+  /** Why a retry the route asked for was not made (`budget`, `deadline`); for the access log. */
+  retrySkipped: string | undefined = undefined;
   status = 0;
   errorCode: ErrorCode | undefined = undefined;
   /** Set when the exchange was cancelled: by the client going away or by the route deadline. */
@@ -171,8 +175,9 @@ export class Exchange {
     (this.responseHeaders ??= []).push(name, value);
   }
 
-  /** A span event on the request's SERVER span; free when tracing is off. */
+  /** A span event on the request's SERVER span (and a debug line); free when tracing is off and the log level above debug. */
   event(name: string, attributes?: Attributes): void {
     this.span?.addEvent(name, attributes);
+    this.route?.log?.(this, name, attributes);
   }
 }

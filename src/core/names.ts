@@ -12,6 +12,7 @@ export const METRICS = {
   ratelimitQueueDepth: 'gatehouse.ratelimit.queue.depth',
   ratelimitQueueWait: 'gatehouse.ratelimit.queue.wait',
   retries: 'gatehouse.retries',
+  retriesSkipped: 'gatehouse.retries.skipped',
   circuitState: 'gatehouse.circuit.state',
   upstreamHealthy: 'gatehouse.upstream.healthy',
   webhookEvents: 'gatehouse.webhook.events',
@@ -20,7 +21,33 @@ export const METRICS = {
   authDecisions: 'gatehouse.auth.decisions',
   storeUp: 'gatehouse.store.up',
   tlsHandshakeFailures: 'gatehouse.tls.handshake.failures',
+  /** Runtime metrics of our own (runtime-metrics.ts); the rest come from the OTel runtime instrumentation. */
+  processCpuTime: 'process.cpu.time',
+  processMemoryUsage: 'process.memory.usage',
+  processOpenFiles: 'process.unix.file_descriptor.count',
 } as const;
+
+/**
+ * The instruments of @opentelemetry/instrumentation-runtime-node (see runtime-metrics.ts): not
+ * ours to name, listed so the docs and tests can tell what /metrics has.
+ */
+export const RUNTIME_METRICS = [
+  'nodejs.eventloop.delay.min',
+  'nodejs.eventloop.delay.max',
+  'nodejs.eventloop.delay.mean',
+  'nodejs.eventloop.delay.stddev',
+  'nodejs.eventloop.delay.p50',
+  'nodejs.eventloop.delay.p90',
+  'nodejs.eventloop.delay.p99',
+  'nodejs.eventloop.utilization',
+  'nodejs.eventloop.time',
+  'v8js.memory.heap.used',
+  'v8js.memory.heap.space.size',
+  'v8js.memory.heap.space.available_size',
+  'v8js.memory.heap.space.physical_size',
+  'v8js.gc.duration',
+  'v8js.resource.active',
+] as const;
 
 /** Span and metric attribute keys: the stable HTTP semantic conventions, plus gatehouse's own. */
 export const ATTR = {
@@ -29,6 +56,11 @@ export const ATTR = {
   route: 'http.route',
   urlPath: 'url.path',
   urlScheme: 'url.scheme',
+  urlQuery: 'url.query',
+  urlFull: 'url.full',
+  clientAddress: 'client.address',
+  userAgent: 'user_agent.original',
+  protocolVersion: 'network.protocol.version',
   serverAddress: 'server.address',
   serverPort: 'server.port',
   peerAddress: 'network.peer.address',

@@ -99,7 +99,10 @@ async function main(): Promise<number> {
     servers.push(
       await startDemoStore({ port: ports.store.port, paymentsUrl: `http://127.0.0.1:${ports.outbound.port}/payments/v1/charges` }),
     );
-    const gatehouseEnv = builtInReceiver ? { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otlp.port}` } : env;
+    // the built-in receiver reads OTLP/JSON (the exporters' default is protobuf)
+    const gatehouseEnv = builtInReceiver
+      ? { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otlp.port}`, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' }
+      : env;
     gatehouse = await startGatehouse({ configFile, env: gatehouseEnv });
     const token = await auth.mint('shopper-42', '24h');
     process.stdout.write(guide(ports, configFile, builtInReceiver ? 'receiver' : tracesOff ? 'off' : collector!, token));

@@ -4,13 +4,13 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { GatehouseError } from '../core/errors.js';
 import type { AttemptControl, Exchange } from '../core/exchange.js';
-import { ATTR } from '../core/names.js';
 import { errorOutcome, statusOutcome, type Outcome } from '../core/outcome.js';
 import { type AttemptResult, type Send } from '../core/send.js';
 import { tlsReason, UpstreamError, type FailureKind } from '../core/errors.js';
 import type { UpstreamCall, UpstreamClient, UpstreamResult } from '../core/upstream.js';
 import { endClientSpan, startCallSpan, startClientSpan } from '../telemetry/http-spans.js';
-import type { Metrics } from '../telemetry/metrics.js';
+import { requestFields } from '../telemetry/log.js';
+import { recordClient, type Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
@@ -74,7 +74,7 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
 
   /** The request to send through `ep`. */
   protected abstract outgoing(ep: Endpoint, credential: string | undefined): Outgoing;
-  /** The CLIENT span of this attempt. */
+  /** The CLIENT span of this attempt; `path` is the full path and query sent. */
   protected abstract startSpan(tracing: Tracing, ep: Endpoint, path: string): Span;
   /** Refused before anything was sent: a GatehouseError, or the exchange was cancelled. */
   protected abstract refused(err: Error): void;
@@ -165,6 +165,8 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
       return;
     }
     this.abortRequest = abort;
+    // a host-name endpoint: the span learns the IP undici connected to
+    if (this.span !== undefined && this.ep!.peerAddress === undefined) this.deps.tracing!.recordPeer(this.span, abort);
   }
 
   abstract onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean;
@@ -194,13 +196,7 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
     upstream.report(ep, outcome, this.ex);
     if (this.statusCode === 401 && this.credential !== undefined) upstream.credentials!.rejected(this.credential);
     const errorType = failure === undefined ? undefined : failure instanceof UpstreamError ? failure.kind : (failure as GatehouseError).code;
-    this.deps.metrics.clientDuration.record((performance.now() - this.startMs) / 1000, {
-      upstream: upstream.name,
-      route: this.routeName(),
-      [ATTR.method]: this.method(),
-      [ATTR.status]: this.statusCode !== 0 ? this.statusCode : undefined,
-      [ATTR.errorType]: errorType,
-    });
+    recordClient(this.deps.metrics, (performance.now() - this.startMs) / 1000, upstream.name, this.routeName(), ep, this.method(), this.statusCode, errorType);
     if (errorType === 'tls') this.reportTls(failure as UpstreamError);
     if (this.span !== undefined) endClientSpan(this.span, this.statusCode, errorType);
   }
@@ -224,7 +220,8 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
   private reportTls(failure: UpstreamError): void {
     const reason = tlsReason(failure);
     this.span?.addEvent('gatehouse.tls.failure', { reason, message: failure.message });
-    this.deps.logger?.warn({ upstream: this.upstream.name, endpoint: this.ep?.url, reason, message: failure.message }, 'TLS with the upstream failed');
+    const fields = this.ex === undefined ? {} : requestFields(this.ex);
+    this.deps.logger?.warn({ ...fields, upstream: this.upstream.name, endpoint: this.ep?.url, reason, message: failure.message }, 'TLS with the upstream failed');
   }
 }
 
@@ -296,9 +293,7 @@ class ProxyAttempt extends Attempt {
   }
 
   protected startSpan(tracing: Tracing, ep: Endpoint, path: string): Span {
-    const ex = this.exchange;
-    const urlPath = ex.query === '' ? path : path.slice(0, path.length - ex.query.length);
-    return startClientSpan(tracing, ex, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: urlPath });
+    return startClientSpan(tracing, this.exchange, ep, path);
   }
 
   protected refused(err: Error): void {
@@ -466,8 +461,7 @@ class CallAttempt extends Attempt {
   }
 
   protected startSpan(tracing: Tracing, ep: Endpoint, path: string): Span {
-    const q = path.indexOf('?');
-    return startCallSpan(tracing, this.call, this.upstream.name, { scheme: ep.scheme, hostname: ep.hostname, port: ep.port, path: q < 0 ? path : path.slice(0, q) });
+    return startCallSpan(tracing, this.call, this.upstream.name, ep, path);
   }
 
   override abort(reason: Error): void {

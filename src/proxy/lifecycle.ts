@@ -1,11 +1,10 @@
 import type { Logger } from 'pino';
-import { ATTR } from '../core/names.js';
 import { GatehouseError, tlsReason, UpstreamError } from '../core/errors.js';
 import type { Exchange } from '../core/exchange.js';
 import { sendProblem } from '../core/problem.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { endServerSpan } from '../telemetry/http-spans.js';
-import type { Metrics } from '../telemetry/metrics.js';
+import { recordServer, type Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { Plan } from './plan.js';
 
@@ -104,12 +103,7 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
   // 499: the client went away before an answer (nginx's convention)
   const status = ex.status !== 0 ? ex.status : res.headersSent ? res.statusCode : 499;
   const routeName = ex.route?.name;
-  deps.metrics.serverDuration.record(durationMs / 1000, {
-    route: routeName ?? '',
-    [ATTR.method]: ex.method,
-    [ATTR.status]: status,
-    [ATTR.errorType]: ex.errorCode,
-  });
+  recordServer(deps.metrics, durationMs / 1000, ex.route, ex.method, status, ex.errorCode);
   endServerSpan(ex, status);
   deps.accessLog({
     route: routeName ?? null,
@@ -119,6 +113,7 @@ function finish(ex: Exchange, state: ProxyState, deps: PipelineDeps, durationMs:
     durationMs: Math.round(durationMs * 1000) / 1000,
     upstream: ex.route?.upstream ?? null,
     attempts: ex.attempts,
+    retrySkipped: ex.retrySkipped ?? null,
     traceId: ex.traceId || null,
     requestId: ex.requestId,
     error: ex.errorCode ?? null,

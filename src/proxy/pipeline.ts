@@ -8,6 +8,7 @@ import { buildUpstreamHeaders } from '../core/forwarding.js';
 import { scanRequestHeaders } from '../core/headers.js';
 import { normalizePath } from '../routing/normalize.js';
 import { setServerRoute, startServerSpan } from '../telemetry/http-spans.js';
+import { createRouteLog } from '../telemetry/log.js';
 import { hasBody, hostName, limitBody, refuseFraming, splitAbsoluteForm, tooLarge, traceIdOf } from './arrival.js';
 import { createBodyWatch, readSmallBody, type BodyWatch } from './body.js';
 import { acceptRequestId, clientAddress, isTrusted } from './headers.js';
@@ -45,6 +46,7 @@ interface Upgrade {
  * read plan -> scan headers -> normalise path -> match route -> stages -> forward -> log/trace.
  */
 export function createRequestHandler(state: ProxyState, listenerName: string, deps: PipelineDeps) {
+  const routeLog = createRouteLog(deps.logger); // undefined unless the log level is debug
   const handleRequest = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, false);
   /** `Expect: 100-continue` (node:http's 'checkContinue'): `100` goes out only once the route's checks pass. */
   const handleContinue = (req: IncomingMessage, res: ServerResponse) => arrive(req, res, true);
@@ -181,6 +183,7 @@ export function createRequestHandler(state: ProxyState, listenerName: string, de
     }
     ex.route = route.info;
     setServerRoute(ex);
+    routeLog?.(ex);
 
     const bodyPresent = hasBody(facts);
     if (route.maxBodyBytes !== undefined && bodyPresent) {

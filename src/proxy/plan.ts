@@ -14,6 +14,7 @@ import { createCredentials } from '../security/credentials.js';
 import { createKeySet, keySetId, type KeySet } from '../security/jwks.js';
 import { compileJwt } from '../security/jwt.js';
 import { compileClientCertForwarding, loadUpstreamTls } from '../security/tls.js';
+import { createEventLog } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
@@ -117,6 +118,8 @@ interface RouteContext {
   readonly keys: KeySet | undefined;
   /** Every header a JWT route of the config forwards claims in. */
   readonly claimHeaders: readonly string[];
+  /** Headers that carry client-certificate facts: only an mTLS listener's stage sets them. */
+  readonly clientCertHeaders: readonly string[];
   readonly quotas: QuotaRegistry;
   readonly quotaDeps: QuotaDeps;
   /** Collects the plan's webhook routes, activated once the plan is live. */
@@ -144,6 +147,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   // Claim headers a JWT route asserts are removed from client requests on every route: a public
   // route to the same upstream must not let a client pick its `x-user-id` (SPEC §3.1).
   const claimHeaders = [...new Set(config.routes.flatMap((r) => Object.values(r.jwt?.forwardClaims ?? {})))];
+  const clientCertHeaders = clientCertHeaderNames(config.listeners);
 
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
@@ -155,6 +159,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       listener: listenerConfigs.get(route.listener)!,
       keys: route.jwt === undefined ? undefined : keySetFor(route.jwt),
       claimHeaders,
+      clientCertHeaders,
       quotas,
       quotaDeps,
       webhooks,
@@ -213,11 +218,12 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   const jwt = route.jwt === undefined ? undefined : compileJwt(route.jwt, ctx.keys!, { clock: deps.clock, observer: deps.observers.auth });
   const clientCert = compileClientCertForwarding(ctx.listener.tls?.forwardClientCert);
   const credentials = upstream.credentials;
-  const asserted = [...ctx.claimHeaders, ...(jwt?.strip ?? []), ...(clientCert?.strip ?? []), ...(credentials === undefined ? [] : [credentials.header])];
+  const asserted = [...ctx.claimHeaders, ...(jwt?.strip ?? []), ...ctx.clientCertHeaders, ...(credentials === undefined ? [] : [credentials.header])];
   const requestHeaders: RequestHeaderPlan = {
-    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted].map((h) => h.toLowerCase())),
+    // [telemetry] trace headers gatehouse writes (b3) replace the client's copies
+    strip: new Set([...route.headers.request.remove, ...Object.keys(route.headers.request.set), ...asserted, ...(deps.tracing?.fields ?? [])].map((h) => h.toLowerCase())),
     set: Object.entries(route.headers.request.set).flat(),
-    replaceTraceContext: deps.tracing !== undefined,
+    replaceTraceContext: deps.tracing?.traceContext ?? false,
     allowUnderscores: ctx.listener.limits.allowUnderscoreHeaders,
   };
   const responseHeaders: ResponseHeaderPlan = {
@@ -228,6 +234,10 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   const rewrite = compileRewrite(route);
   // A webhook's body is read whole to verify it: it always has a limit.
   const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
+  // [webhooks] a webhook route answers the provider itself and delivers in the background,
+  // through the same upstream dispatch as proxied traffic
+  const intake =
+    route.webhook === undefined ? undefined : compileWebhook(route, ctx, { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout }, requestHeaders);
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -241,6 +251,8 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   if (quota !== undefined) stages.push(quota.stage);
   // [security] outbound credentials are no stage: the upstream dispatch adds them to each attempt
   // (so no token is fetched for a request refused before, nor at a webhook's intake)
+  // [webhooks] last, before `100 Continue` and the body: the signature header and a reading slot
+  if (intake !== undefined) stages.push(intake.admit);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ ... ⊃ attempt. The attempt is
   // the upstream dispatch: breaker, bulkhead, credentials, endpoint, span and metrics per try.
@@ -254,14 +266,13 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   if (quota?.observe !== undefined) policies.push(quota.observe);
 
   return {
-    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name },
+    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name, log: createEventLog(deps.logger) },
     config: route,
     match: compileMatch(route.match),
     rewrite,
     upstream,
     stages,
-    // [webhooks] a webhook route answers the provider itself and delivers in the background
-    handler: route.webhook === undefined ? undefined : compileWebhook(route, ctx, { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout }, requestHeaders),
+    handler: intake?.handler,
     send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps)),
     requestHeaders,
     responseHeaders,
@@ -271,10 +282,25 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   };
 }
 
-function compileWebhook(route: RouteConfig, ctx: RouteContext, target: DeliveryTarget, requestHeaders: RequestHeaderPlan): (ex: Exchange) => void {
+function compileWebhook(route: RouteConfig, ctx: RouteContext, target: DeliveryTarget, requestHeaders: RequestHeaderPlan): WebhookRoute {
   const webhook = ctx.deps.webhooks.compile({ route, config: ctx.config, target, requestHeaders, isDraining: ctx.deps.isDraining });
   ctx.webhooks.push(webhook);
-  return webhook.handler;
+  return webhook;
+}
+
+/**
+ * Every listener's `forwardClientCert` names, and Envoy's `x-forwarded-client-cert`: an upstream
+ * behind several listeners cannot tell which one a request came through, so a client must not be
+ * able to send these on a plain listener and pass for a verified certificate.
+ */
+function clientCertHeaderNames(listeners: readonly ListenerConfig[]): string[] {
+  const names = new Set(['x-forwarded-client-cert']);
+  for (const l of listeners) {
+    const f = l.tls?.forwardClientCert;
+    if (f?.subject !== undefined) names.add(f.subject.toLowerCase());
+    if (f?.fingerprint !== undefined) names.add(f.fingerprint.toLowerCase());
+  }
+  return [...names];
 }
 
 function compileTrusted(cidrs: readonly string[]): BlockList | undefined {

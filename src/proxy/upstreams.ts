@@ -1,4 +1,4 @@
-import { Agent as HttpsAgent } from 'node:https';
+import { isIP } from 'node:net';
 import { Client, Pool } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { leastRequest, roundRobin, type Balancer } from '../resilience/balancer.js';
@@ -10,7 +10,7 @@ import { createHealthChecker, type HealthObserver } from '../resilience/health.j
 import type { Outcome } from '../core/outcome.js';
 import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
-import type { UpstreamTls } from '../security/tls.js';
+import { upstreamConnector, type UpstreamTls } from '../security/tls.js';
 import type { Exchange } from '../core/exchange.js';
 
 /** One `endpoints` entry: its warm connection pool, live counters and health. */
@@ -22,11 +22,11 @@ export interface Endpoint {
   readonly port: number;
   /** `host[:port]`: the Host sent upstream unless the route rewrites it. */
   readonly authority: string;
+  /** The endpoint's IP when it is named by one (the CLIENT span's `network.peer.address`); undefined for a host name. */
+  readonly peerAddress: string | undefined;
   /** The endpoint URL's path without a trailing slash ('' for none), put before every request path. */
   readonly basePath: string;
   readonly pool: Pool;
-  /** For WebSocket upgrades to an https:// endpoint: the same TLS settings as the pool. */
-  readonly wsAgent: HttpsAgent | undefined;
   inFlight: number;
   /** Passes its active health checks (always true without `healthCheck`). */
   healthy: boolean;
@@ -79,23 +79,26 @@ export interface UpstreamDeps {
 
 export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: string, deps: UpstreamDeps): UpstreamRuntime {
   const { clock, observer } = deps;
-  const tls = deps.tls?.connect;
-  // TLS: verification on unless insecureSkipVerify; a failed handshake sends no request byte.
-  const connectOptions = (scheme: 'http' | 'https') =>
-    scheme === 'https' && tls !== undefined ? { ...tls, timeout: cfg.connectTimeout } : { timeout: cfg.connectTimeout };
+  const tls = deps.tls;
+  // TLS: verification on unless insecureSkipVerify, against the endpoint's name (or serverName),
+  // never the request's Host; a failed handshake sends no request byte.
+  const connectOptions = (scheme: 'http' | 'https', hostname: string) =>
+    scheme === 'https' ? upstreamConnector(hostname, tls, cfg.connectTimeout) : { timeout: cfg.connectTimeout };
   const endpoints: Endpoint[] = cfg.endpoints.map((url) => {
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const port = url.port === '' ? (scheme === 'https' ? 443 : 80) : Number(url.port);
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1'); // an IPv6 literal without its brackets
     return {
       url: url.href.replace(/\/$/, ''),
       scheme,
       hostname: url.hostname,
       port,
       authority: url.host,
+      peerAddress: isIP(host) !== 0 ? host : undefined,
       basePath: url.pathname === '/' ? '' : url.pathname.replace(/\/$/, ''),
       pool: new Pool(url.origin, {
         connections: cfg.maxConnections,
-        connect: connectOptions(scheme),
+        connect: connectOptions(scheme, url.hostname),
         // Keep connections warm between bursts; undici still honours the upstream's own hint.
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 600_000,
@@ -103,7 +106,6 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
         headersTimeout: 0,
         bodyTimeout: 0,
       }),
-      wsAgent: scheme === 'https' && tls !== undefined ? new HttpsAgent(tls) : undefined,
       inFlight: 0,
       healthy: true,
       ejected: false,
@@ -142,7 +144,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
           async (ep, signal) => {
             let client = checkClients.get(ep);
             if (client === undefined) {
-              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme), headersTimeout: 0, bodyTimeout: 0 });
+              client = new Client(new URL(ep.url).origin, { connect: connectOptions(ep.scheme, ep.hostname), headersTimeout: 0, bodyTimeout: 0 });
               checkClients.set(ep, client);
             }
             const res = await client.request({
@@ -203,8 +205,11 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     async close() {
       checker?.stop();
       ejection.close();
-      await Promise.all([...[...checkClients.values()].map((c) => c.destroy()), ...endpoints.map((e) => e.pool.close())]);
-      for (const e of endpoints) e.wsAgent?.destroy();
+      await Promise.all([
+        ...[...checkClients.values()].map((c) => c.destroy()),
+        ...endpoints.map((e) => e.pool.close()),
+        deps.credentials?.close(),
+      ]);
     },
   };
   return runtime;

@@ -17,7 +17,14 @@ export interface BucketShape {
   readonly intervalMs: number;
   /** Capacity in tokens (`burst`, default `limit`). */
   readonly burst: number;
+  /** The quota's key space: a memory store counts and bounds buckets per space ('' when unset). */
+  readonly space?: string;
+  /** `maxKeys`: buckets a memory store keeps for this space at most (DEFAULT_MAX_KEYS when unset). */
+  readonly maxKeys?: number;
 }
+
+/** `maxKeys` when a quota sets none. */
+export const DEFAULT_MAX_KEYS = 100_000;
 
 /** One bucket's answer for one request. */
 export interface BucketResult {

@@ -178,7 +178,8 @@ function createQuotaRuntime(name: string, def: QuotaConfig, print: string, store
     name,
     fingerprint: print,
     config: def,
-    shape: shapeOf(def.limit, def.per, def.burst),
+    // the space is the bucket identity (prefix), so a reload that changes only maxKeys keeps the buckets
+    shape: { ...shapeOf(def.limit, def.per, def.burst), space: prefix, maxKeys: def.maxKeys },
     store,
     prefix,
     keyOf: compileKey(def.key, prefix, store.mode() !== 'memory'),

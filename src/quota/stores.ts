@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { currentTat, hasToken, refundedTat, resultAt, type BucketResult, type BucketShape } from './bucket.js';
+import { currentTat, DEFAULT_MAX_KEYS, hasToken, refundedTat, resultAt, type BucketResult, type BucketShape } from './bucket.js';
 
 /**
  * Where quota buckets live. One `take` covers every bucket of a request that lives in this store,
@@ -15,8 +15,8 @@ export interface QuotaStore {
   refund(shapes: readonly BucketShape[], keys: readonly string[]): void | Promise<void>;
   /** `memory`; or for a shared store, `redis` while it answers and `fallback` while it does not. */
   mode(): StoreMode;
-  /** Buckets that are not full, among keys starting with `prefix`; undefined where counting is not cheap. */
-  countKeys(prefix: string): number | undefined;
+  /** Buckets of a quota's space that are not full; undefined where counting is not cheap. */
+  countKeys(space: string): number | undefined;
   /** Stops background work (the fallback's Redis probe). */
   close?(): void;
 }
@@ -36,50 +36,149 @@ export interface TakeOutcome {
 
 const SWEEP_EVERY = 32;
 const SWEEP_ENTRIES = 64;
+/** At the cap: how many of the least recently used buckets are looked at for full ones. */
+const EVICT_SCAN = 32;
+
+/** One bucket of a memory store, linked into its space's recency list. */
+interface Bucket {
+  readonly key: string;
+  tat: number;
+  /** Less recently used. */
+  prev: Bucket | undefined;
+  /** More recently used. */
+  next: Bucket | undefined;
+}
+
+/** One quota's buckets: by key, and in a list from least (`lru`) to most (`mru`) recently used. */
+interface Space {
+  readonly buckets: Map<string, Bucket>;
+  lru: Bucket | undefined;
+  mru: Bucket | undefined;
+  sweep: MapIterator<Bucket> | undefined;
+  untilSweep: number;
+}
+
+function unlink(space: Space, b: Bucket): void {
+  if (b.prev === undefined) space.lru = b.next;
+  else b.prev.next = b.next;
+  if (b.next === undefined) space.mru = b.prev;
+  else b.next.prev = b.prev;
+  b.prev = b.next = undefined;
+}
+
+function append(space: Space, b: Bucket): void {
+  b.prev = space.mru;
+  if (space.mru === undefined) space.lru = b;
+  else space.mru.next = b;
+  space.mru = b;
+}
+
+/** Makes `b` the most recently used bucket of its space. */
+function touch(space: Space, b: Bucket): void {
+  if (space.mru === b) return;
+  unlink(space, b);
+  append(space, b);
+}
+
+function forget(space: Space, b: Bucket): void {
+  unlink(space, b);
+  space.buckets.delete(b.key);
+}
 
 /**
- * Buckets in this process: a Map from key to `tat`. Full buckets are forgotten by an incremental
- * sweep (64 entries every 32 takes), so memory follows the number of recently active keys
- * without a timer or a stop-the-world scan.
+ * Room for one more bucket in a space at its cap: the full buckets among the EVICT_SCAN least
+ * recently used are forgotten (they hold no information); when none of them is, the least
+ * recently used bucket goes.
+ */
+function evict(space: Space, nowMs: number): void {
+  let b = space.lru;
+  let freed = false;
+  for (let seen = 0; b !== undefined && seen < EVICT_SCAN; seen++) {
+    const next = b.next;
+    if (b.tat <= nowMs) {
+      forget(space, b);
+      freed = true;
+    }
+    b = next;
+  }
+  if (!freed && space.lru !== undefined) forget(space, space.lru);
+}
+
+/**
+ * Buckets in this process, one space per quota (its `space`): a Map from key to bucket, and the
+ * buckets in order of use. Full buckets hold no information and are forgotten by an incremental
+ * sweep (64 entries every 32 takes of the space), so memory follows the number of recently
+ * active keys without a timer or a stop-the-world scan. A space also holds at most `maxKeys`
+ * buckets, whatever keys clients send: at the cap, a new key first makes room by forgetting full
+ * buckets among the least recently used, and else the least recently used bucket (its client
+ * starts over with a full bucket: the price of bounded memory, paid by the longest-idle key).
  */
 export function createMemoryQuotaStore(name: string, now: () => number): QuotaStore {
-  const tats = new Map<string, number>();
-  let sweep: MapIterator<[string, number]> | undefined;
-  let untilSweep = SWEEP_EVERY;
+  const spaces = new Map<string, Space>();
 
-  function sweepSome(nowMs: number): void {
-    untilSweep = SWEEP_EVERY;
-    sweep ??= tats.entries();
+  function spaceOf(shape: BucketShape): Space {
+    const id = shape.space ?? '';
+    let space = spaces.get(id);
+    if (space === undefined) {
+      space = { buckets: new Map(), lru: undefined, mru: undefined, sweep: undefined, untilSweep: SWEEP_EVERY };
+      spaces.set(id, space);
+    }
+    return space;
+  }
+
+  function sweepSome(space: Space, nowMs: number): void {
+    space.untilSweep = SWEEP_EVERY;
+    space.sweep ??= space.buckets.values();
     for (let i = 0; i < SWEEP_ENTRIES; i++) {
-      const next = sweep.next();
+      const next = space.sweep.next();
       if (next.done === true) {
-        sweep = undefined;
+        space.sweep = undefined;
         return;
       }
-      if (next.value[1] <= nowMs) tats.delete(next.value[0]);
+      if (next.value.tat <= nowMs) forget(space, next.value);
     }
+  }
+
+  function insert(shape: BucketShape, space: Space, key: string, tat: number, nowMs: number): void {
+    if (space.buckets.size >= (shape.maxKeys ?? DEFAULT_MAX_KEYS)) evict(space, nowMs);
+    const b: Bucket = { key, tat, prev: undefined, next: undefined };
+    space.buckets.set(key, b);
+    append(space, b);
   }
 
   return {
     name,
     take(shapes, keys) {
       const nowMs = now();
-      if (--untilSweep === 0) sweepSome(nowMs);
       const n = keys.length;
+      const spaceList = new Array<Space>(n);
+      const found = new Array<Bucket | undefined>(n);
       const current = new Array<number>(n);
       let allowed = true;
       for (let i = 0; i < n; i++) {
-        const tat = currentTat(tats.get(keys[i]!), nowMs);
+        const space = spaceOf(shapes[i]!);
+        if (--space.untilSweep === 0) sweepSome(space, nowMs);
+        const b = space.buckets.get(keys[i]!);
+        spaceList[i] = space;
+        found[i] = b;
+        const tat = currentTat(b?.tat, nowMs);
         current[i] = tat;
         if (!hasToken(tat, nowMs, shapes[i]!)) allowed = false;
       }
       const buckets = new Array<BucketResult>(n);
       for (let i = 0; i < n; i++) {
         const shape = shapes[i]!;
+        const b = found[i];
         let tat = current[i]!;
         if (allowed) {
           tat += shape.intervalMs;
-          tats.set(keys[i]!, tat);
+          if (b === undefined) insert(shape, spaceList[i]!, keys[i]!, tat, nowMs);
+          else {
+            b.tat = tat;
+            touch(spaceList[i]!, b);
+          }
+        } else if (b !== undefined) {
+          touch(spaceList[i]!, b); // refused, unchanged, but in use: not the one to forget
         }
         buckets[i] = resultAt(tat, nowMs, shape, !allowed);
       }
@@ -88,18 +187,21 @@ export function createMemoryQuotaStore(name: string, now: () => number): QuotaSt
     refund(shapes, keys) {
       const nowMs = now();
       for (let i = 0; i < keys.length; i++) {
-        const tat = tats.get(keys[i]!);
-        if (tat === undefined) continue;
-        const back = refundedTat(tat, nowMs, shapes[i]!);
-        if (back <= nowMs) tats.delete(keys[i]!);
-        else tats.set(keys[i]!, back);
+        const space = spaceOf(shapes[i]!);
+        const b = space.buckets.get(keys[i]!);
+        if (b === undefined) continue;
+        const back = refundedTat(b.tat, nowMs, shapes[i]!);
+        if (back <= nowMs) forget(space, b);
+        else b.tat = back;
       }
     },
     mode: () => 'memory',
-    countKeys(prefix) {
+    countKeys(space) {
+      const buckets = spaces.get(space)?.buckets;
+      if (buckets === undefined) return 0;
       const nowMs = now();
       let n = 0;
-      for (const [key, tat] of tats) if (tat > nowMs && key.startsWith(prefix)) n++;
+      for (const b of buckets.values()) if (b.tat > nowMs) n++;
       return n;
     },
   };

@@ -1,4 +1,4 @@
-import { request } from 'undici';
+import { Client, request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { CredentialsConfig } from '../config/schema.js';
 import type { Secret } from '../config/secret.js';
@@ -6,12 +6,14 @@ import { GatehouseError } from '../core/errors.js';
 import type { Exchange } from '../core/exchange.js';
 import type { Policy } from '../core/send.js';
 import type { Clock } from '../core/clock.js';
+import { loadUpstreamTls, upstreamConnector } from './tls.js';
 
 /*
  * `upstreams.*.credentials`: what gatehouse adds to every request to an upstream, so the store
  * never holds the secret. A static header, or an OAuth2 client-credentials token (RFC 6749 §4.4)
- * fetched from `tokenUrl`, cached until shortly before it expires, refreshed by one fetch however
- * many requests wait, and refreshed once more when the upstream answers 401.
+ * fetched from `tokenUrl`, cached until it expires and refreshed ahead of that in the background
+ * (one fetch however many requests wait), and refreshed once more when the upstream answers 401.
+ * A request never waits for the token endpoint longer than TOKEN_WAIT_MS.
  */
 
 /**
@@ -29,6 +31,8 @@ export interface Credentials {
   value(signal: AbortSignal, ex?: Exchange): Promise<string | GatehouseError>;
   /** The upstream answered 401 to `value`: an OAuth2 token is fetched afresh next time. */
   rejected(value: string): void;
+  /** Stops the background refresh and closes the token endpoint's connections. */
+  close(): Promise<void>;
 }
 
 export interface CredentialsDeps {
@@ -45,6 +49,7 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
       current: () => value.reveal(),
       value: () => Promise.resolve(value.reveal()),
       rejected: () => {},
+      close: () => Promise.resolve(),
     };
   }
   const tokens = createTokenSource(upstream, cfg.oauth2!, deps);
@@ -60,6 +65,7 @@ export function createCredentials(upstream: string, cfg: CredentialsConfig, deps
       const t = tokens.current();
       if (t !== undefined && t.header === value) tokens.invalidate(t);
     },
+    close: () => tokens.close(),
   };
 }
 
@@ -82,12 +88,25 @@ export interface TokenSource {
   /** The upstream refused `token`: drop it unless a newer one has replaced it already. */
   invalidate(token: Token): void;
   readonly fetches: () => number;
+  close(): Promise<void>;
 }
 
 /** No token for this long when the endpoint gives no `expires_in`. */
 const DEFAULT_LIFETIME_MS = 300_000;
 /** After a failed fetch, requests are refused at once for this long instead of hammering the endpoint. */
 const FAILURE_COOLDOWN_MS = 1_000;
+/**
+ * The longest a request waits for a token: a token endpoint that hangs costs a request at most
+ * this (then `503 auth_unavailable`), never the fetch's own `timeout`, which goes on in the background.
+ */
+const TOKEN_WAIT_MS = 1_000;
+/** A token answer is a few hundred bytes; a larger one is refused rather than read whole. */
+const MAX_TOKEN_ANSWER_BYTES = 64 * 1024;
+/** setTimeout's limit is 2^31-1 ms; a background refresh further out re-checks after this. */
+const MAX_TIMER_MS = 3_600_000;
+
+/** Why a token answer cannot be used (refused as a whole: a bad `expires_in` is not guessed at). */
+class UnusableAnswer extends Error {}
 
 function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig['oauth2']>, deps: CredentialsDeps): TokenSource {
   const { clock, logger } = deps;
@@ -97,13 +116,24 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
   const basic = cfg.authMethod === 'basic';
   if (!basic) body.set('client_id', cfg.clientId);
   const form = body.toString();
-  const tokenOrigin = new URL(cfg.tokenUrl).origin;
+  const tokenUrl = new URL(cfg.tokenUrl);
+  const tokenOrigin = tokenUrl.origin;
+  // `tls`: a private CA or a client certificate for the token endpoint (its own connections)
+  const tls = cfg.tls === undefined ? undefined : loadUpstreamTls(cfg.tls);
+  if (tls?.insecure) logger.warn({ upstream, tokenEndpoint: tokenOrigin }, 'OAuth2 token endpoint TLS certificate verification is OFF (insecureSkipVerify: true)');
+  const dispatcher: Dispatcher | undefined =
+    tls === undefined ? undefined : new Client(tokenOrigin, { connect: upstreamConnector(tokenUrl.hostname, tls, cfg.timeout) });
 
   let token: Token | undefined;
+  /** The token was handed out since it was fetched: worth refreshing before it expires. */
+  let used = false;
   let pending: Promise<Token | GatehouseError> | undefined;
+  let pendingSince = 0;
   let failedUntil = 0;
   let failure: GatehouseError | undefined;
   let fetches = 0;
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let closed = false;
 
   const fetchToken = async (): Promise<Token | GatehouseError> => {
     fetches++;
@@ -121,15 +151,17 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
         body: payload,
         signal: AbortSignal.timeout(cfg.timeout),
         maxRedirections: 0,
+        ...(dispatcher === undefined ? {} : { dispatcher }),
       } as Parameters<typeof request>[1]);
       status = res.statusCode;
-      const text = await res.body.text();
+      const text = await readCapped(res.body, res.headers['content-length'], MAX_TOKEN_ANSWER_BYTES);
       try {
         json = JSON.parse(text) as typeof json;
       } catch {
         json = {};
       }
     } catch (err) {
+      if (err instanceof UnusableAnswer) return fail('bad_gateway', `the token endpoint ${tokenOrigin} ${err.message}`, err.message);
       return fail('auth_unavailable', `the token endpoint ${tokenOrigin} cannot be reached`, describeError(err));
     }
     if (status >= 500 || status === 429) return fail('auth_unavailable', `the token endpoint ${tokenOrigin} answered ${status}`, `HTTP ${status}`);
@@ -142,7 +174,13 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
     if (typeof json.access_token !== 'string' || json.access_token === '' || type !== 'bearer' || !/^[\x21-\x7e]+$/.test(json.access_token)) {
       return fail('bad_gateway', `the token endpoint ${tokenOrigin} answered without a usable bearer access_token`, 'no bearer access_token');
     }
-    const lifetimeMs = typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in * 1000 : DEFAULT_LIFETIME_MS;
+    // RFC 6749 §5.1: expires_in is a number of seconds. Absent: a default; anything else but a
+    // positive number (-5, "2", 0) is an answer gatehouse does not understand, not a lifetime.
+    const expiresIn = json.expires_in;
+    if (expiresIn !== undefined && !(typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn > 0)) {
+      return fail('bad_gateway', `the token endpoint ${tokenOrigin} answered an expires_in that is not a positive number`, 'invalid expires_in');
+    }
+    const lifetimeMs = expiresIn === undefined ? DEFAULT_LIFETIME_MS : expiresIn * 1000;
     // Refresh ahead of expiry: 10% of the lifetime, at most 30 s early.
     const fresh: Token = {
       header: `Bearer ${json.access_token}`,
@@ -150,7 +188,9 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
       expiresAtMs: startedMs + lifetimeMs,
     };
     token = fresh;
+    used = false;
     failure = undefined;
+    scheduleRefresh(fresh.refreshAtMs);
     logger.info({ upstream, tokenEndpoint: tokenOrigin, expiresInS: Math.round(lifetimeMs / 1000) }, 'OAuth2 token fetched');
     return fresh;
   };
@@ -159,22 +199,60 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
     failedUntil = clock.now() + FAILURE_COOLDOWN_MS;
     failure = new GatehouseError(code, `cannot get an OAuth2 token for upstream '${upstream}': ${detail}`, code === 'auth_unavailable' ? { 'retry-after': '1' } : undefined);
     logger.error({ upstream, tokenEndpoint: tokenOrigin, reason }, 'OAuth2 token fetch failed');
+    // a token still valid keeps serving; the background refresh tries again after the cooldown
+    if (token !== undefined) scheduleRefresh(failedUntil);
     return failure;
   };
 
   const refresh = (): Promise<Token | GatehouseError> => {
-    pending ??= fetchToken()
-      .catch((err: unknown) => fail('auth_unavailable', 'the token request failed', describeError(err)))
-      .finally(() => (pending = undefined));
+    if (pending === undefined) {
+      pendingSince = clock.now();
+      pending = fetchToken()
+        .catch((err: unknown) => fail('auth_unavailable', 'the token request failed', describeError(err)))
+        .finally(() => (pending = undefined));
+    }
     return pending;
   };
+
+  /**
+   * Off the request path: at `atMs`, fetch the next token while the current one still serves,
+   * if the current one was used at all (an idle upstream lets its token lapse).
+   */
+  function scheduleRefresh(atMs: number): void {
+    clearTimeout(refreshTimer);
+    if (closed) return;
+    const delayMs = Math.min(MAX_TIMER_MS, Math.max(0, atMs - clock.now()));
+    refreshTimer = setTimeout(() => {
+      refreshTimer = undefined;
+      const t = token;
+      if (t === undefined || !used || clock.now() >= t.expiresAtMs) return;
+      if (clock.now() < atMs) scheduleRefresh(atMs);
+      else void refresh();
+    }, delayMs);
+    refreshTimer.unref();
+  }
+
+  /** The fetch in flight, for at most what is left of TOKEN_WAIT_MS since it started. */
+  function awaitPending(signal: AbortSignal): Promise<Token | GatehouseError> {
+    const fetching = refresh();
+    const leftMs = pendingSince + TOKEN_WAIT_MS - clock.now();
+    const slow = () =>
+      new GatehouseError('auth_unavailable', `cannot get an OAuth2 token for upstream '${upstream}': the token endpoint ${tokenOrigin} has not answered within ${TOKEN_WAIT_MS}ms`, {
+        'retry-after': '1',
+      });
+    if (leftMs <= 0) return Promise.resolve(slow());
+    return waitFor(fetching, signal, leftMs, slow);
+  }
 
   return {
     current() {
       const t = token;
       if (t === undefined) return undefined;
       const now = clock.now();
-      if (now < t.refreshAtMs) return t;
+      if (now < t.refreshAtMs) {
+        used = true;
+        return t;
+      }
       if (now >= t.expiresAtMs) return undefined;
       // Due for refresh but still valid: use it, and refresh in the background.
       if (now >= failedUntil) void refresh();
@@ -184,7 +262,10 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
       const t = this.current();
       if (t !== undefined) return t;
       if (clock.now() < failedUntil && failure !== undefined && pending === undefined) return failure;
-      return waitFor(refresh(), signal);
+      const fetched = await awaitPending(signal);
+      // handed to a request: the token is in use, so the timer refreshes it before it expires
+      if (!(fetched instanceof GatehouseError) && fetched === token) used = true;
+      return fetched;
     },
     async get(ex) {
       const t = this.current();
@@ -198,7 +279,35 @@ function createTokenSource(upstream: string, cfg: NonNullable<CredentialsConfig[
       if (token === t) token = undefined;
     },
     fetches: () => fetches,
+    async close() {
+      closed = true;
+      clearTimeout(refreshTimer);
+      await dispatcher?.close();
+    },
   };
+}
+
+/**
+ * A response body as text, refused (UnusableAnswer) once it is over `max` bytes: by its
+ * Content-Length before reading anything, else while streaming. Never more than `max` is held.
+ */
+async function readCapped(body: Dispatcher.ResponseData['body'], contentLength: string | string[] | undefined, max: number): Promise<string> {
+  const tooLarge = () => new UnusableAnswer(`answered more than ${max / 1024} KB`);
+  if (typeof contentLength === 'string' && Number(contentLength) > max) {
+    body.destroy();
+    throw tooLarge();
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) {
+      body.destroy();
+      throw tooLarge();
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /**
@@ -241,19 +350,33 @@ function describeError(err: unknown): string {
   return 'request failed';
 }
 
-/** Waits for a shared promise, but lets this request leave early when it is cancelled. */
-function waitFor<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+/**
+ * Waits for a shared promise, but lets this request leave early when it is cancelled, and gives
+ * up after `limitMs` with `late()` (the promise goes on for whoever comes next).
+ */
+function waitFor<T>(promise: Promise<T>, signal: AbortSignal, limitMs: number, late: () => T): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAbort = () => {
+      done();
+      reject(signal.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      done();
+      resolve(late());
+    }, limitMs);
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(
       (v) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         resolve(v);
       },
       (err: Error) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         reject(err);
       },
     );

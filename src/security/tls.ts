@@ -1,7 +1,9 @@
 import { constants, createHash, X509Certificate } from 'node:crypto';
 import { unwatchFile, watchFile } from 'node:fs';
+import { isIP } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { buildConnector } from 'undici';
 import { readPem, type ListenerTlsConfig, type UpstreamTlsConfig } from '../config/schema.js';
 import type { Stage } from '../core/exchange.js';
 import { toHeaderValue } from './header-value.js';
@@ -109,6 +111,8 @@ function describeCertificate(pem: string): string {
 export interface UpstreamTls {
   /** undici `connect` / https.Agent options. */
   readonly connect: ConnectionOptions;
+  /** `serverName`: the name every endpoint must prove, instead of its own host name. */
+  readonly serverName: string | undefined;
   /** Hash of the material read from files: a reload rebuilds the pools when a file changed. */
   readonly digest: string;
   readonly insecure: boolean;
@@ -136,9 +140,33 @@ export function loadUpstreamTls(cfg: UpstreamTlsConfig): UpstreamTls {
     .update(JSON.stringify([ca, cert, key, cfg.serverName, cfg.minVersion, cfg.insecureSkipVerify]))
     .digest('hex')
     .slice(0, 16);
-  return { connect, digest, insecure: cfg.insecureSkipVerify };
+  return { connect, serverName: cfg.serverName, digest, insecure: cfg.insecureSkipVerify };
 }
 
+/**
+ * The name an https endpoint must prove and that goes out as SNI: `tls.serverName`, else the
+ * endpoint's host name; undefined for an IP address (no SNI; the certificate's IP entry is checked).
+ * Never the request's Host: with `rewrite.host: preserve` a client picks that, and a certificate
+ * for the client's name must not receive the upstream's injected credentials.
+ */
+export function upstreamTlsName(hostname: string, tls: UpstreamTls | undefined): string | undefined {
+  if (tls?.serverName !== undefined) return tls.serverName;
+  const host = hostname.replace(/^\[|\]$/g, '');
+  return isIP(host) === 0 ? host : undefined;
+}
+
+/**
+ * undici's connector for an https endpoint, with the TLS name pinned. undici derives SNI and the
+ * verified name from each request's `host` header and prefers it over the connect options, so
+ * the name is forced here, under every pool and health-check client of the endpoint.
+ */
+export function upstreamConnector(hostname: string, tls: UpstreamTls | undefined, timeoutMs: number): buildConnector.connector {
+  const servername = upstreamTlsName(hostname, tls);
+  const connect = buildConnector({ ...tls?.connect, timeout: timeoutMs });
+  return function pinnedConnect(options, callback) {
+    connect({ ...options, servername }, callback);
+  };
+}
 
 /** A verified client certificate's facts, computed once per connection (a keep-alive connection carries many requests). */
 export interface ClientCertFacts {
@@ -163,15 +191,14 @@ function clientCertFacts(socket: TLSSocket): ClientCertFacts | undefined {
 
 /**
  * `listeners[].tls.forwardClientCert`: a stage that tells the upstream who the (verified) client
- * is. Client-sent copies of these headers are stripped on every route of the listener.
+ * is. Client-sent copies of these headers are stripped on every route of every listener (plan.ts).
  */
 export function compileClientCertForwarding(
   cfg: ListenerTlsConfig['forwardClientCert'],
-): { readonly stage: Stage; readonly strip: readonly string[] } | undefined {
+): { readonly stage: Stage } | undefined {
   if (cfg === undefined || (cfg.subject === undefined && cfg.fingerprint === undefined)) return undefined;
   const { subject, fingerprint } = cfg;
   return {
-    strip: [subject, fingerprint].filter((h): h is string => h !== undefined),
     stage: function clientCert(ex) {
       const facts = clientCertFacts(ex.req.socket as TLSSocket);
       if (facts === undefined) return undefined;

@@ -8,15 +8,19 @@ export interface AccessLogEntry {
   readonly route: string | null;
   readonly method: string;
   readonly path: string;
-  readonly status: number;
+  /** What the client got; null on a background line whose upstream did not answer. */
+  readonly status: number | null;
   readonly durationMs: number;
   readonly upstream: string | null;
   readonly attempts: number;
+  /** Why a retry the route's policy wanted was not made: `budget` or `deadline`; null when none was skipped. */
+  readonly retrySkipped: string | null;
   readonly traceId: string | null;
   readonly requestId: string;
   /** The SPEC §4 code when gatehouse answered itself or the upstream failed. */
   readonly error: string | null;
-  readonly client: string;
+  /** The client address; null on background lines (no client). */
+  readonly client: string | null;
   /** Set on the lines of background work that no client request carries (webhook deliveries). */
   readonly kind?: 'webhook-delivery';
   readonly webhookId?: string;
@@ -81,7 +85,7 @@ export function formatAccessLine(e: AccessLogEntry, time: string): string {
   return (
     `{"time":"${time}","route":${orNull(e.route)},"method":${jsonString(e.method)},"path":${jsonString(e.path)},` +
     `"status":${e.status},"durationMs":${e.durationMs},"upstream":${orNull(e.upstream)},"attempts":${e.attempts},` +
-    `"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${jsonString(e.client)}}\n`
+    `"retrySkipped":${orNull(e.retrySkipped)},"traceId":${orNull(e.traceId)},"requestId":${jsonString(e.requestId)},"error":${orNull(e.error)},"client":${orNull(e.client)}}\n`
   );
 }
 

@@ -1,23 +1,32 @@
-import type { Attributes, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
-import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import type { Attributes, AttributeValue, Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import type { Resource } from '@opentelemetry/resources';
-import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
-import type { TelemetryConfig } from '../config/schema.js';
+import { DataPointType, MeterProvider, PeriodicExportingMetricReader, type IMetricReader, type MetricData } from '@opentelemetry/sdk-metrics';
+import type { RouteInfo } from '../core/exchange.js';
+import { createMetricExporter } from './exporters.js';
 import { createKeyedHistogram, histogramProducer, type KeyedHistogram } from './histogram.js';
 import { ATTR, DURATION_BUCKETS_S, LAG_BUCKETS_S, METRICS, QUEUE_WAIT_BUCKETS_S } from '../core/names.js';
+import { startRuntimeMetrics } from './runtime-metrics.js';
+import type { MetricSettings } from './otel-env.js';
 
-const SERVER_ATTRIBUTES = ['route', ATTR.method, ATTR.status, ATTR.errorType] as const;
-const CLIENT_ATTRIBUTES = ['upstream', 'route', ATTR.method, ATTR.status, ATTR.errorType] as const;
+/**
+ * The duration histograms' attributes (SPEC §8): the HTTP semconv names, plus gatehouse's own
+ * where the semconv has none. A route's name comes first: it decides `http.route` (one value per
+ * name, so that level of the histogram's tree is a one-entry Map).
+ */
+const SERVER_ATTRIBUTES = [ATTR.gatehouseRoute, ATTR.route, ATTR.method, ATTR.status, ATTR.errorType] as const;
+const CLIENT_ATTRIBUTES = [ATTR.gatehouseUpstream, ATTR.gatehouseRoute, ATTR.serverAddress, ATTR.serverPort, ATTR.method, ATTR.status, ATTR.errorType] as const;
 
 export interface Metrics {
   readonly meter: Meter;
-  /** Recorded once per request: keyed histograms, see histogram.ts. */
+  /** Recorded once per request: keyed histograms, see histogram.ts. Record through recordServer/recordClient. */
   readonly serverDuration: KeyedHistogram<(typeof SERVER_ATTRIBUTES)[number]>;
   readonly clientDuration: KeyedHistogram<(typeof CLIENT_ATTRIBUTES)[number]>;
   readonly configReloads: Counter;
   /** `gatehouse_retries_total{route,reason}`: retries made, by what caused them. */
   readonly retries: Counter;
+  /** `gatehouse_retries_skipped_total{route,reason}`: retries wanted but not made; reason budget or deadline. */
+  readonly retriesSkipped: Counter;
   /** JWT outcomes by route and result (allowed, missing, invalid, expired, forbidden, unavailable). */
   readonly authDecisions: CounterCells;
   /** `gatehouse_webhook_events_total{route,result}`. */
@@ -37,9 +46,12 @@ export interface Metrics {
   shutdown(): Promise<void>;
 }
 
-/** OTel metrics, read as Prometheus text at the admin /metrics and pushed by OTLP when configured. */
+/**
+ * OTel metrics, read as Prometheus text at the admin /metrics and pushed by OTLP when configured.
+ * Build inside `withOtelEnv`: the OTLP exporter reads its OTEL_EXPORTER_OTLP_* variables.
+ */
 export function createMetrics(
-  cfg: TelemetryConfig,
+  cfg: MetricSettings,
   resource: Resource,
   wallClockMs: () => number = () => performance.timeOrigin + performance.now(),
 ): Metrics {
@@ -65,19 +77,20 @@ export function createMetrics(
   );
   const metricProducers = [histogramProducer('gatehouse', [serverDuration, clientDuration], wallClockMs)];
   const readers: IMetricReader[] = [];
-  const prometheus = cfg.metrics.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers }) : undefined;
+  const prometheus = cfg.prometheus ? new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers }) : undefined;
   if (prometheus) readers.push(prometheus);
-  if (cfg.metrics.otlp) {
+  if (cfg.otlp) {
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter({ url: cfg.metrics.otlp.endpoint }),
-        exportIntervalMillis: cfg.metrics.otlp.interval,
+        exporter: createMetricExporter(cfg.otlp),
+        exportIntervalMillis: cfg.otlp.intervalMs,
         metricProducers,
       }),
     );
   }
   const provider = new MeterProvider({ resource, readers });
   const meter = provider.getMeter('gatehouse');
+  const runtime = readers.length > 0 ? startRuntimeMetrics(provider, meter) : undefined;
   const configReloads = meter.createCounter(METRICS.configReloads, { description: 'Config reloads by result (success, failure).' });
   // Both series exist from the start, so `increase(...{result="failure"}[5m])` alerts work before the first failure.
   configReloads.add(0, { result: 'success' });
@@ -88,6 +101,9 @@ export function createMetrics(
     clientDuration,
     configReloads,
     retries: meter.createCounter(METRICS.retries, { description: 'Retries made, by route and reason (status code or failure kind).' }),
+    retriesSkipped: meter.createCounter(METRICS.retriesSkipped, {
+      description: 'Retryable answers or failures passed on without a retry, by route and reason (budget: the retry budget was spent; deadline: the wait would end past the route timeout).',
+    }),
     authDecisions: createCounterCells(meter, METRICS.authDecisions, 'JWT decisions by route and result.'),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
       description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
@@ -106,9 +122,69 @@ export function createMetrics(
     }),
     tlsHandshakeFailures: createCounterCells(meter, METRICS.tlsHandshakeFailures, 'TLS handshakes refused or not finished, by listener and reason.'),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
-    shutdown: () => provider.shutdown(),
+    shutdown: () => {
+      runtime?.stop();
+      return provider.shutdown();
+    },
   };
 }
+
+/** The endpoint an upstream attempt went to, as the client histogram's `server.*` attributes name it. */
+export interface ClientTarget {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+/**
+ * `http.server.request.duration` of a request that ended with `status` (499: the client left).
+ * `error.type` is gatehouse's error code, else the status of a 5xx answer (the semconv's rule for
+ * servers), so an upstream's 500 passed on is a failure on the metric as it is on the span.
+ */
+export function recordServer(metrics: Metrics, durationS: number, route: RouteInfo | undefined, method: string, status: number, errorCode: string | undefined): void {
+  const v = serverValues; // in SERVER_ATTRIBUTES order
+  v[0] = route?.name;
+  v[1] = route?.httpRoute;
+  v[2] = method;
+  v[3] = status;
+  v[4] = errorCode ?? (status >= 500 ? STATUS_TEXT[status] : undefined);
+  metrics.serverDuration.recordValues(durationS, v);
+}
+
+/**
+ * `http.client.request.duration` of one upstream attempt: `status` 0 when no answer came, then
+ * `failure` says why (connect-failure, reset, timeout, ...). An answer of 4xx or 5xx is a failure
+ * too (`error.type` = the status, the semconv's rule for clients).
+ */
+export function recordClient(
+  metrics: Metrics,
+  durationS: number,
+  upstream: string,
+  route: string | undefined,
+  target: ClientTarget,
+  method: string,
+  status: number,
+  failure: string | undefined,
+): void {
+  const v = clientValues; // in CLIENT_ATTRIBUTES order
+  v[0] = upstream;
+  v[1] = route;
+  v[2] = target.hostname;
+  v[3] = target.port;
+  v[4] = method;
+  v[5] = status !== 0 ? status : undefined;
+  v[6] = failure ?? (status >= 400 ? STATUS_TEXT[status] : undefined);
+  metrics.clientDuration.recordValues(durationS, v);
+}
+
+/** '0'..'599': a status as `error.type` without making a string per request. */
+const STATUS_TEXT: readonly string[] = Array.from({ length: 600 }, (_, i) => String(i));
+
+/**
+ * The values of one record, refilled by each call (recording is synchronous and the histogram
+ * copies what it keeps), so a request allocates no attribute object.
+ */
+const serverValues: (AttributeValue | undefined)[] = new Array<AttributeValue | undefined>(SERVER_ATTRIBUTES.length).fill(undefined);
+const clientValues: (AttributeValue | undefined)[] = new Array<AttributeValue | undefined>(CLIENT_ATTRIBUTES.length).fill(undefined);
 
 /** One series of a CounterCells counter: `value++` is all a request pays. */
 export interface CounterCell {
@@ -142,8 +218,11 @@ export function createCounterCells(meter: Meter, name: string, description: stri
 const serializer = new PrometheusSerializer('', false, undefined, false, true);
 
 /**
- * The exporter's text with the unit suffix the OTel-to-Prometheus rules ask for and this exporter
- * version leaves out: `http.server.request.duration` (unit s) -> `http_server_request_duration_seconds`.
+ * The exporter's text with the unit suffixes the OTel-to-Prometheus rules ask for and this exporter
+ * version leaves out, so the names are those an OTel Collector's Prometheus exporter would give:
+ * `http.server.request.duration` (unit s) -> `http_server_request_duration_seconds`,
+ * `process.memory.usage` (By) -> `process_memory_usage_bytes`, `nodejs.eventloop.utilization`
+ * (a gauge of unit 1) -> `nodejs_eventloop_utilization_ratio`. Annotations (`{resource}`) add nothing.
  */
 async function prometheusText(exporter: PrometheusExporter): Promise<string> {
   const { resourceMetrics } = await exporter.collect();
@@ -151,11 +230,23 @@ async function prometheusText(exporter: PrometheusExporter): Promise<string> {
     ...resourceMetrics,
     scopeMetrics: resourceMetrics.scopeMetrics.map((scope) => ({
       ...scope,
-      metrics: scope.metrics.map((m) =>
-        m.descriptor.unit === 's' && !m.descriptor.name.endsWith('_seconds')
-          ? { ...m, descriptor: { ...m.descriptor, name: `${m.descriptor.name}_seconds` } }
-          : m,
-      ),
+      metrics: scope.metrics.map((m) => {
+        const suffix = unitSuffix(m);
+        return suffix === undefined || m.descriptor.name.endsWith(suffix) ? m : { ...m, descriptor: { ...m.descriptor, name: m.descriptor.name + suffix } };
+      }),
     })),
   });
+}
+
+function unitSuffix(m: MetricData): string | undefined {
+  switch (m.descriptor.unit) {
+    case 's':
+      return '_seconds';
+    case 'By':
+      return '_bytes';
+    case '1':
+      return m.dataPointType === DataPointType.GAUGE ? '_ratio' : undefined;
+    default:
+      return undefined;
+  }
 }

@@ -4,6 +4,7 @@ import type { Exchange } from '../core/exchange.js';
 import type { BreakerObserver, BreakerStateName } from '../resilience/breaker.js';
 import type { EndpointChange, HealthObserver } from '../resilience/health.js';
 import type { RetryObserver, RetrySkip } from '../resilience/retry.js';
+import { requestFields } from './log.js';
 import type { Metrics } from './metrics.js';
 import { EVENTS, METRICS } from '../core/names.js';
 
@@ -20,17 +21,21 @@ export function createResilienceObserver(metrics: Metrics, logger: Logger): Resi
       ex.event(EVENTS.retry, { reason, 'gatehouse.retry.delay_ms': Math.round(delayMs), 'gatehouse.attempt': ex.attempts + 1 });
     },
     retrySkipped(ex: Exchange, reason: string, why: RetrySkip) {
+      // `reason` here is what the retry would have been for; the metric's reason is why it was not made
+      metrics.retriesSkipped.add(1, { route: ex.route?.name ?? '', reason: why });
+      ex.retrySkipped = why;
       ex.event(EVENTS.retrySkipped, { reason, 'gatehouse.retry.skipped_because': why });
     },
     breakerTransition(upstream: string, from: BreakerStateName, to: BreakerStateName, ex: Exchange | undefined, detail: string) {
       ex?.event(EVENTS.breakerTransition, { 'gatehouse.upstream': upstream, 'gatehouse.circuit.from': from, 'gatehouse.circuit.to': to });
-      const line = { upstream, from, to, detail };
+      // written during the request whose answer caused it: its trace ids come along
+      const line = { ...(ex === undefined ? undefined : requestFields(ex)), upstream, from, to, detail };
       if (to === 'open') logger.warn(line, 'circuit breaker opened');
       else logger.info(line, `circuit breaker ${to}`);
     },
     endpointChange(upstream: string, endpoint: string, change: EndpointChange, ex: Exchange | undefined, detail: string) {
       if (change === 'ejected') ex?.event(EVENTS.endpointEjected, { 'gatehouse.upstream': upstream, 'gatehouse.endpoint': endpoint });
-      const line = { upstream, endpoint, change, detail };
+      const line = { ...(ex === undefined ? undefined : requestFields(ex)), upstream, endpoint, change, detail };
       if (change === 'ejected' || change === 'unhealthy') logger.warn(line, `endpoint ${change}`);
       else logger.info(line, `endpoint ${change}`);
     },

@@ -1,94 +1,106 @@
-import { ROOT_CONTEXT, SpanKind, trace, type Context, type Span, type TextMapGetter, type TextMapSetter, type Tracer } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
+import { SpanKind, type Span, type Tracer } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
   AlwaysOnSampler,
   BatchSpanProcessor,
+  ConsoleSpanExporter,
   ParentBasedSampler,
   TraceIdRatioBasedSampler,
   TracerProvider,
   type Sampler,
+  type SpanExporter,
 } from '@opentelemetry/sdk-trace';
-import type { TelemetryConfig } from '../config/schema.js';
+import { createSpanExporter } from './exporters.js';
+import { ATTR } from '../core/names.js';
+import type { TraceSettings } from './otel-env.js';
+import { createPropagation, type Propagation } from './propagation.js';
 
-export interface Tracing {
+export interface Tracing extends Propagation {
   readonly tracer: Tracer;
-  /** The parent context from the client's traceparent/tracestate (ROOT_CONTEXT when none). */
-  extract(traceparent: string | undefined, tracestate: string | undefined): Context;
-  /** Appends the span's traceparent (and tracestate) to a flat header list. */
-  inject(span: Span, out: string[]): void;
+  /**
+   * Sets the CLIENT span's `network.peer.address` to the address of the socket the attempt is
+   * sent on, for endpoints named by host name (an IP endpoint's is known at compile time). Call
+   * from the undici handler's onConnect with the `abort` it was given: undici publishes the
+   * socket for that request right after, on the `undici:client:sendHeaders` channel.
+   */
+  recordPeer(span: Span, abort: (err?: Error) => void): void;
   shutdown(): Promise<void>;
 }
 
 export { SpanKind };
 
-const propagator = new W3CTraceContextPropagator();
-
-interface Carrier {
-  traceparent: string | undefined;
-  tracestate: string | undefined;
+/** What undici publishes on `undici:client:sendHeaders` (its documented diagnostics channel). */
+interface SendHeadersMessage {
+  readonly request: { readonly abort: unknown };
+  readonly socket: Socket;
 }
-const getter: TextMapGetter<Carrier> = {
-  keys: () => ['traceparent', 'tracestate'],
-  get: (c, key) => (key === 'traceparent' ? c.traceparent : key === 'tracestate' ? c.tracestate : undefined),
-};
-const setter: TextMapSetter<string[]> = { set: (out, key, value) => void out.push(key, value) };
 
 /**
- * OTLP/HTTP tracing, or undefined when off: no endpoint in the YAML or the OTEL_* variables, or
- * OTEL_SDK_DISABLED=true. Off means no span objects at all on the request path.
+ * Tracing as the settings say (OTel SDK: TracerProvider, batch processor, OTLP and/or console
+ * exporter), or undefined when it is off: then there are no span objects on the request path.
+ * Build inside `withOtelEnv`: the OTLP exporter reads its OTEL_EXPORTER_OTLP_* variables.
  */
-export function createTracing(cfg: TelemetryConfig, env: NodeJS.ProcessEnv, resource: Resource): Tracing | undefined {
-  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return undefined;
-  const endpoint =
-    cfg.traces.endpoint ??
-    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
-    (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined);
-  if (!endpoint) return undefined;
-
-  const headers = cfg.traces.headers ? Object.fromEntries(Object.entries(cfg.traces.headers).map(([k, v]) => [k, v.reveal()])) : undefined;
-  const exporter = new OTLPTraceExporter({ url: endpoint, ...(headers ? { headers } : {}) });
+export function createTracing(settings: TraceSettings | undefined, resource: Resource): Tracing | undefined {
+  if (settings === undefined) return undefined;
+  const exporters: SpanExporter[] = settings.exporters.map((name) => (name === 'otlp' ? createSpanExporter(settings.otlp) : new ConsoleSpanExporter()));
   const provider = new TracerProvider({
     resource,
-    sampler: samplerFor(cfg.traces.sampleRatio, env),
-    spanProcessors: [new BatchSpanProcessor({ exporter, maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 1000 })],
+    sampler: createSampler(settings.sampler),
+    spanProcessors: exporters.map((exporter) => new BatchSpanProcessor({ exporter, ...settings.batch })),
   });
-  const tracer = provider.getTracer('gatehouse');
+  const propagation = createPropagation(settings.propagators);
+
+  // The peer address of host-name endpoints: one span waits between onConnect and undici's
+  // synchronous sendHeaders publication for the same request (matched by its abort function).
+  let waiting: Span | undefined;
+  let waitingAbort: unknown;
+  let subscribed = false;
+  const onSendHeaders = (message: unknown) => {
+    const { request, socket } = message as SendHeadersMessage;
+    if (waiting === undefined || request.abort !== waitingAbort) return;
+    const address = socket.remoteAddress;
+    if (address !== undefined) waiting.setAttribute(ATTR.peerAddress, address);
+    waiting = undefined;
+    waitingAbort = undefined;
+  };
 
   return {
-    tracer,
-    extract(traceparent, tracestate) {
-      if (traceparent === undefined) return ROOT_CONTEXT;
-      return propagator.extract(ROOT_CONTEXT, { traceparent, tracestate }, getter);
+    tracer: provider.getTracer('gatehouse'),
+    extract: propagation.extract,
+    inject: propagation.inject,
+    traceContext: propagation.traceContext,
+    fields: propagation.fields,
+    recordPeer(span, abort) {
+      if (!subscribed) {
+        subscribed = true; // only once an endpoint is named by host name: IP endpoints never publish
+        subscribe('undici:client:sendHeaders', onSendHeaders);
+      }
+      waiting = span;
+      waitingAbort = abort;
     },
-    inject(span, out) {
-      propagator.inject(trace.setSpan(ROOT_CONTEXT, span), out, setter);
+    shutdown: () => {
+      if (subscribed) unsubscribe('undici:client:sendHeaders', onSendHeaders);
+      return provider.shutdown();
     },
-    shutdown: () => provider.shutdown(),
   };
 }
 
-/** The YAML's sampleRatio wins; else OTEL_TRACES_SAMPLER(_ARG); else parent-based always-on. */
-function samplerFor(ratio: number | undefined, env: NodeJS.ProcessEnv): Sampler {
-  if (ratio !== undefined) return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
-  const arg = Number(env.OTEL_TRACES_SAMPLER_ARG ?? '1');
-  const argRatio = Number.isFinite(arg) && arg >= 0 && arg <= 1 ? arg : 1;
-  switch (env.OTEL_TRACES_SAMPLER?.trim().toLowerCase()) {
+function createSampler({ name, ratio }: TraceSettings['sampler']): Sampler {
+  switch (name) {
     case 'always_on':
       return new AlwaysOnSampler();
     case 'always_off':
       return new AlwaysOffSampler();
     case 'traceidratio':
-      return new TraceIdRatioBasedSampler(argRatio);
+      return new TraceIdRatioBasedSampler(ratio);
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
     case 'parentbased_always_off':
       return new ParentBasedSampler({ root: new AlwaysOffSampler() });
     case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(argRatio) });
-    case 'parentbased_always_on':
-    case undefined:
-    default:
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
   }
 }

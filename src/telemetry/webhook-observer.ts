@@ -1,12 +1,17 @@
+import type { AttemptResult } from '../webhook/delivery.js';
+import type { IntakeResult } from '../webhook/intake.js';
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
 import type { Metrics } from './metrics.js';
 import { METRICS } from '../core/names.js';
 
+const RESULTS = ['verified', 'invalid', 'duplicate', 'delivered', 'retried', 'dead'] as const satisfies readonly (IntakeResult | Exclude<AttemptResult, 'released'>)[];
+
 /**
  * Webhook visibility: `gatehouse_webhook_events_total{route,result}`, the delivery-lag histogram,
- * the pending-queue gauge, one CLIENT span per delivery attempt linked to the intake's SERVER
- * span, and one access-log line per attempt (the intake has the request's own line).
+ * the pending-queue gauge, and one access-log line per delivery attempt (the intake has the
+ * request's own line). Each attempt's CLIENT span, linked to the intake's SERVER span, and its
+ * client-duration metric come from the upstream dispatch, as for proxied requests.
  */
 export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): WebhookObserver {
   const pending = new Map<string, number>();
@@ -27,24 +32,29 @@ export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): W
     },
 
     pending(route, count) {
+      // A route's first report (its worker started): every result's series exists from now on at
+      // 0, so `increase(...{result="dead"}[15m]) > 0` sees the first dead letter after a start.
+      if (!pending.has(route)) for (const result of RESULTS) metrics.webhookEvents.add(0, { route, result });
       pending.set(route, count);
     },
 
     attempted(ev, report) {
       if (report.result !== 'released') metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
       if (report.lagMs !== undefined) metrics.webhookDeliveryLag.record(Math.max(0, report.lagMs) / 1000, { route: ev.route });
+      // the access log's shape (SPEC §8): every key, null where it does not apply, a code in `error`
       accessLog({
         route: ev.route,
         method: ev.method,
         path: report.path,
-        status: report.status,
+        status: report.status === 0 ? null : report.status,
         durationMs: Math.round(report.durationMs * 1000) / 1000,
         upstream: report.upstream,
         attempts: ev.attempts,
+        retrySkipped: null,
         traceId: report.traceId || null,
         requestId: ev.requestId,
-        error: report.error ?? null,
-        client: '',
+        error: report.code ?? null,
+        client: null,
         kind: 'webhook-delivery',
         webhookId: ev.id,
         eventId: ev.eventId,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { WebhookConfig } from '../config/schema.js';
 import { backoffCeilingMs } from '../core/backoff.js';
+import { GatehouseError, type ErrorCode } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import { findHeader } from '../core/headers.js';
 import { ATTR } from '../core/names.js';
@@ -26,7 +27,13 @@ export interface AttemptReport {
   /** The path delivered to (after the route's rewrite). */
   readonly path: string;
   readonly status: number;
+  /** What went wrong, as text (kept as the event's lastError), or undefined for a 2xx. */
   readonly error: string | undefined;
+  /**
+   * The SPEC §4 code of a failure gatehouse saw (no answer: bad_gateway, upstream_timeout; a
+   * credentials failure: its code); undefined when the upstream answered, as in the access log.
+   */
+  readonly code: ErrorCode | undefined;
   readonly result: AttemptResult;
   readonly durationMs: number;
   /** Wall-clock ms from receipt to delivery, for a delivered event. */
@@ -134,11 +141,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
         for (const ev of batch) begin(ev, store);
         full = batch.length === free; // maybe more is due: look again once a slot frees up
       }
-      // the gauge: at most once a second under load, and whenever the worker falls idle
-      if (now >= nextGaugeAt || inFlight.size === 0) {
-        nextGaugeAt = now + POLL_MS;
-        observer.pending(route, await store.pending(route));
-      }
+      await countPending(store, now);
       if (!full) {
         const next = await store.nextDueAt(route);
         if (next !== undefined) delay = Math.min(POLL_MS, next - clock.now());
@@ -148,6 +151,8 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
     } catch (err) {
       if (!storeDown) logger.warn({ route, err: (err as Error).message }, 'webhook store unavailable; delivery paused until it answers');
       storeDown = true;
+      // events wait all the more while the store cannot take writes: the gauge still counts them
+      await countPending(o.store(), clock.now(), true).catch(() => undefined);
     } finally {
       pumping = false;
     }
@@ -157,6 +162,13 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       delay = 0;
     }
     schedule(delay);
+  }
+
+  /** The pending gauge: at most once a second under load, and whenever the worker falls idle. */
+  async function countPending(store: WebhookStore, now: number, force = false): Promise<void> {
+    if (!force && now < nextGaugeAt && inFlight.size > 0) return;
+    nextGaugeAt = now + POLL_MS;
+    observer.pending(route, await store.pending(route));
   }
 
   function begin(ev: StoredEvent, store: WebhookStore): void {
@@ -196,11 +208,15 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       attributes: { [ATTR.webhookId]: ev.id, [ATTR.webhookEventId]: ev.eventId, [ATTR.webhookAttempt]: ev.attempts },
       maxBodyBytes: 0,
     });
+    const { failure } = result;
+    // the access log's `error`: a code of gatehouse's own for an attempt without an answer
+    const code = failure === undefined ? undefined : failure instanceof GatehouseError ? failure.code : failure.kind === 'timeout' ? 'upstream_timeout' : 'bad_gateway';
     const report = (outcome: AttemptResult, error: string | undefined, lagMs?: number): AttemptReport => ({
       upstream: target.upstream.name,
       path,
       status: result.status,
       error,
+      code: outcome === 'released' ? undefined : code,
       result: outcome,
       durationMs: clock.monotonic() - startedMs,
       lagMs,
@@ -212,7 +228,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       observer.attempted(ev, report('released', 'stopping'));
       return;
     }
-    const error = result.failure !== undefined ? result.failure.message : result.status < 200 || result.status > 299 ? `HTTP ${result.status}` : undefined;
+    const error = failure !== undefined ? failure.message : result.status < 200 || result.status > 299 ? `HTTP ${result.status}` : undefined;
     if (error === undefined) {
       const now = clock.now();
       await store.delivered(ev.id, now, cfg.inspect);

@@ -3,15 +3,15 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebhookConfig } from '../config/schema.js';
 import { GatehouseError } from '../core/errors.js';
-import type { Exchange } from '../core/exchange.js';
+import type { Exchange, Stage } from '../core/exchange.js';
 import { buildUpstreamHeaders, type RequestHeaderPlan } from '../core/forwarding.js';
 import { findHeader } from '../core/headers.js';
 import { sendProblem } from '../core/problem.js';
 import type { Clock } from '../core/clock.js';
-import { readKey, type SignedRequest, type Verifier } from './signature.js';
+import { readKey, type HeaderCheck, type Rejection, type SignedHeaders, type SignedRequest, type Verifier } from './signature.js';
 import type { IncomingEvent, WebhookStore } from './store.js';
 
-export type IntakeResult = 'verified' | 'invalid' | 'duplicate';
+export type IntakeResult = 'verified' | 'invalid' | 'duplicate' | 'overloaded';
 
 export interface IntakeObserver {
   intake(route: string, result: IntakeResult): void;
@@ -22,7 +22,11 @@ export interface IntakeObserver {
 export interface IntakeOptions {
   readonly route: string;
   readonly cfg: WebhookConfig;
+  /** What the headers alone refuse, before the body is read. */
+  readonly checkHeaders: HeaderCheck;
   readonly verify: Verifier;
+  /** Bodies of this route being read or handled now: at most `cfg.maxConcurrent`. Outlives reloads. */
+  readonly reading: { active: number };
   readonly store: () => WebhookStore;
   /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
   readonly stored: () => void;
@@ -45,13 +49,24 @@ export function deliveryHeaderPlan(route: RequestHeaderPlan): RequestHeaderPlan 
   return { ...route, strip: new Set([...route.strip, ...DROPPED]), replaceTraceContext: true };
 }
 
-/**
- * The route handler of a webhook route: read the raw body (bounded by maxBodySize), verify the
- * provider's signature, then store the event durably and de-duplicated in one atomic step, and
- * only then answer 200. Nothing unverified is stored; nothing is forwarded from here: the
- * delivery worker does that in the background.
- */
-export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
+/** What a webhook route adds to the pipeline: a last stage before the body, and the handler. */
+export interface Intake {
+  /**
+   * The last stage: the signature header (presence, format, timestamp) and one of the route's
+   * `maxConcurrent` slots, checked before `100 Continue` and before any byte of the body is read.
+   * A refusal goes out with `Connection: close`, the body unread.
+   */
+  readonly admit: Stage;
+  /**
+   * The route handler: read the raw body (bounded by maxBodySize), verify the provider's
+   * signature, then store the event durably and de-duplicated in one atomic step, and only then
+   * answer 200. Nothing unverified is stored; nothing is forwarded from here: the delivery worker
+   * does that in the background.
+   */
+  readonly handler: (ex: Exchange) => void;
+}
+
+export function compileIntake(o: IntakeOptions): Intake {
   const { route, cfg, verify, clock, observer, logger } = o;
   const orderBy = cfg.delivery.orderBy;
 
@@ -84,7 +99,15 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     ex.res.end(body);
   };
 
-  async function receive(ex: Exchange): Promise<void> {
+  /** Counted and traced; the caller answers 401 with it. */
+  const invalid = (ex: Exchange, rejection: Rejection): GatehouseError => {
+    observer.intake(route, 'invalid');
+    ex.event('gatehouse.webhook.invalid', { reason: rejection.reason });
+    return new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${rejection.reason}`);
+  };
+
+  /** Reads, verifies and stores one event (admitted: it holds a reading slot). */
+  async function receive(ex: Exchange, headers: SignedHeaders): Promise<void> {
     let body: Buffer;
     try {
       body = await readBody(ex.body);
@@ -92,12 +115,10 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
       if (err instanceof GatehouseError) fail(ex, err, true);
       return; // the provider went away mid-body: nobody to answer
     }
-    const req = signedRequest(ex, body);
+    const req = signedRequest(headers, body);
     const verdict = verify(req, clock.now());
     if (!verdict.ok) {
-      observer.intake(route, 'invalid');
-      ex.event('gatehouse.webhook.invalid', { reason: verdict.reason });
-      fail(ex, new GatehouseError('invalid_signature', `${cfg.provider} webhook rejected: ${verdict.reason}`));
+      fail(ex, invalid(ex, verdict));
       return;
     }
     observer.intake(route, 'verified');
@@ -136,13 +157,34 @@ export function compileIntake(o: IntakeOptions): (ex: Exchange) => void {
     o.stored();
   }
 
-  return function webhookIntake(ex: Exchange): void {
-    receive(ex).catch((err: unknown) => {
-      logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
-      if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
-    });
+  const { reading } = o;
+  const max = cfg.maxConcurrent;
+  const release = () => reading.active--;
+
+  return {
+    admit: function webhookAdmission(ex) {
+      // before any byte of the body: a stale or malformed signature header costs no memory
+      const early = o.checkHeaders(headersOf(ex), clock.now());
+      if (early !== undefined) return invalid(ex, early);
+      if (reading.active >= max) {
+        observer.intake(route, 'overloaded');
+        return new GatehouseError('overloaded', `webhook route '${route}' is reading ${max} bodies already (webhook.maxConcurrent); try again later`, { 'retry-after': '1' });
+      }
+      // the slot is held until the answer is out, or the provider is gone
+      reading.active++;
+      ex.res.once('close', release);
+      return undefined;
+    },
+    handler: function webhookIntake(ex) {
+      receive(ex, headersOf(ex)).catch((err: unknown) => {
+        logger.error({ route, err: (err as Error).message }, 'webhook intake failed');
+        if (!ex.res.headersSent) fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored; try again later'));
+      });
+    },
   };
 }
+
+const headersOf = (ex: Exchange): SignedHeaders => ({ header: (name) => findHeader(ex.req.rawHeaders, name) });
 
 /** The raw body, whole. The pipeline bounds it by the route's maxBodyBytes (413) before it gets here. */
 async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {
@@ -153,11 +195,11 @@ async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-function signedRequest(ex: Exchange, body: Buffer): SignedRequest {
+function signedRequest(headers: SignedHeaders, body: Buffer): SignedRequest {
   let parsed: { value: unknown } | undefined;
   return {
     body,
-    header: (name) => findHeader(ex.req.rawHeaders, name),
+    header: (name) => headers.header(name),
     json() {
       if (parsed === undefined) {
         try {

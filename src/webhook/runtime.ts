@@ -6,7 +6,7 @@ import { answer, type AdminRoute } from '../core/admin.js';
 import { fingerprint } from '../config/fingerprint.js';
 import { REDACTED } from '../config/secret.js';
 import type { Config, RouteConfig, WebhookConfig } from '../config/schema.js';
-import type { Exchange } from '../core/exchange.js';
+import type { Exchange, Stage } from '../core/exchange.js';
 import type { Clock } from '../core/clock.js';
 import { DEFAULT_SQLITE_STORE, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
 import { createDeliveryWorker, type DeliveryObserver, type DeliveryTarget, type DeliveryWorker } from './delivery.js';
@@ -15,13 +15,14 @@ import type { RequestHeaderPlan } from '../core/forwarding.js';
 import type { StoredEvent, WebhookStore } from './store.js';
 import { createRedisWebhookStore } from './store-redis.js';
 import { sqliteWebhookStore } from './store-sqlite.js';
-import { compileVerifier } from './verify.js';
+import { compileHeaderCheck, compileVerifier } from './verify.js';
 
 export type WebhookObserver = IntakeObserver & DeliveryObserver;
 
-/** A webhook route of one compiled plan: its intake handler, and where its events go. */
+/** A webhook route of one compiled plan: its intake (admission stage, handler), and where its events go. */
 export interface WebhookRoute {
   readonly name: string;
+  readonly admit: Stage;
   readonly handler: (ex: Exchange) => void;
   readonly target: DeliveryTarget;
   readonly runtime: WebhookRuntime;
@@ -36,6 +37,8 @@ interface WebhookRuntime {
   store(): WebhookStore;
   target: DeliveryTarget | undefined;
   readonly worker: DeliveryWorker;
+  /** Intake bodies being read now (`webhook.maxConcurrent`): shared by the plans of a reload. */
+  readonly reading: { active: number };
 }
 
 export interface WebhookRegistryDeps {
@@ -99,7 +102,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       }
       case 'sqlite':
       case undefined:
-        return sqliteWebhookStore(stores.sqlite(name), true);
+        return sqliteWebhookStore(stores.sqlite(name), true, stores.sqliteHealth(name));
     }
   }
 
@@ -113,6 +116,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       // opened on first use (activation), after the registry of stores has adopted the new config
       store: () => (store ??= openStore(storeName, name)),
       target: undefined,
+      reading: { active: 0 },
       worker: createDeliveryWorker({
         route: name,
         cfg,
@@ -183,10 +187,12 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       const key = `${route.name}:${fingerprint(cfg)}:${storeName}:${fingerprint([storeConfig, input.config.dataDir])}`;
       const current = active.get(route.name);
       const runtime = current?.key === key ? current : createRuntime(route.name, key, cfg, storeName);
-      const handler = compileIntake({
+      const intake = compileIntake({
         route: route.name,
         cfg,
+        checkHeaders: compileHeaderCheck(cfg),
         verify: compileVerifier(cfg),
+        reading: runtime.reading,
         store: () => runtime.store(),
         stored: () => runtime.worker.notify(),
         headers: deliveryHeaderPlan(input.requestHeaders),
@@ -195,7 +201,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         logger,
         isDraining: input.isDraining,
       });
-      return { name: route.name, handler, target: input.target, runtime };
+      return { name: route.name, admit: intake.admit, handler: intake.handler, target: input.target, runtime };
     },
 
     activate(routes) {

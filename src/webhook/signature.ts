@@ -3,21 +3,39 @@
  */
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 
-/** What a verifier sees of a request: the raw body bytes and its headers. */
-export interface SignedRequest {
-  readonly body: Buffer;
+/** What can be known of a request before its body is read: its headers. */
+export interface SignedHeaders {
   /** First value of a request header, by lowercase name. */
   header(lowerName: string): string | undefined;
+}
+
+/** What a verifier sees of a request: the raw body bytes and its headers. */
+export interface SignedRequest extends SignedHeaders {
+  readonly body: Buffer;
   /** The body parsed as JSON (once, memoised); undefined when it is not JSON. */
   json(): unknown;
 }
 
-/** ok: the provider signed it (eventId when the provider names one); otherwise why not, safe to show. */
-export type Verdict = { readonly ok: true; readonly eventId: string | undefined } | { readonly ok: false; readonly reason: string };
+/** Why a request is not the provider's, safe to show. */
+export type Rejection = { readonly ok: false; readonly reason: string };
+
+/** ok: the provider signed it (eventId when the provider names one); otherwise why not. */
+export type Verdict = { readonly ok: true; readonly eventId: string | undefined } | Rejection;
 
 export type Verifier = (req: SignedRequest, nowMs: number) => Verdict;
 
-export const reject = (reason: string): Verdict => ({ ok: false, reason });
+/**
+ * What the headers alone can refuse, before a byte of the body is read: a signature header that
+ * is missing or malformed, a timestamp outside the replay window. undefined: read the body.
+ */
+export type HeaderCheck = (req: SignedHeaders, nowMs: number) => Rejection | undefined;
+
+export const reject = (reason: string): Rejection => ({ ok: false, reason });
+
+export const isRejection = <T extends object>(value: T | Rejection): value is Rejection => 'reason' in value;
+
+/** An HMAC-SHA256 is 32 bytes: a signature of another length can never match. */
+export const SHA256_BYTES = 32;
 
 /** A secret as an HMAC key: a KeyObject never prints its bytes. */
 export const keyOf = (bytes: Buffer): KeyObject => createSecretKey(bytes);

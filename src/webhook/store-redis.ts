@@ -88,7 +88,7 @@ redis.call('ZREM', P..'due:'..route, id)
 redis.call('ZREM', P..'dead', id)
 redis.call('SREM', P..'open:'..route, id)
 promote(P, route, redis.call('HGET', k, 'orderKey'), id, now)
-redis.call('HSET', k, 'state', 'delivered', 'deliveredAt', now, 'owner', '', 'deadAt', '', 'orderKey', '')
+redis.call('HSET', k, 'state', 'delivered', 'deliveredAt', now, 'owner', '', 'deadAt', '', 'orderKey', '', 'lastError', '')
 if ARGV[4] ~= '1' then redis.call('HSET', k, 'body', '') end
 redis.call('EXPIRE', k, ${FINISHED_TTL_S})
 return 1`,

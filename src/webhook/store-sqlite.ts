@@ -1,4 +1,4 @@
-import type { SqliteDatabase } from '../stores/stores.js';
+import type { SqliteDatabase, SqliteHealth } from '../stores/stores.js';
 import { RECENT_KEPT, type EventState, type IncomingEvent, type StoredEvent, type WebhookStore } from './store.js';
 
 const SCHEMA = `
@@ -69,16 +69,16 @@ const stores = new WeakMap<SqliteDatabase, WebhookStore>();
  * commit): under load many webhooks cost one fsync. `durable: false` serves `memory` stores with
  * an in-memory database.
  */
-export function sqliteWebhookStore(db: SqliteDatabase, durable: boolean): WebhookStore {
+export function sqliteWebhookStore(db: SqliteDatabase, durable: boolean, health?: SqliteHealth): WebhookStore {
   let store = stores.get(db);
   if (store === undefined) {
-    store = createSqliteWebhookStore(db, durable);
+    store = createSqliteWebhookStore(db, durable, health);
     stores.set(db, store);
   }
   return store;
 }
 
-function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): WebhookStore {
+function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean, health: SqliteHealth | undefined): WebhookStore {
   db.exec(SCHEMA);
   const q = {
     claimId: db.prepare(
@@ -100,7 +100,7 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     ),
     get: db.prepare(`SELECT * FROM webhook_events WHERE id = ?`),
     delivered: db.prepare(
-      `UPDATE webhook_events SET state = 'delivered', delivered_at = @now, dead_at = NULL, owner = NULL, lease_until = NULL,
+      `UPDATE webhook_events SET state = 'delivered', delivered_at = @now, dead_at = NULL, owner = NULL, lease_until = NULL, last_error = NULL,
        body = CASE WHEN @keep = 1 THEN body ELSE NULL END WHERE id = @id`,
     ),
     promote: db.prepare(
@@ -151,6 +151,8 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
     queue = [];
     durableQueued = false;
     const outcomes: { ok: boolean; value: unknown }[] = [];
+    // the store's health hears of failures to write (disk full, I/O), not of a job's own errors
+    let failed: unknown;
     try {
       if (!fsync) db.pragma('synchronous = NORMAL');
       db.transaction(() => {
@@ -158,16 +160,19 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
           try {
             outcomes.push({ ok: true, value: db.transaction(job.run)() });
           } catch (err) {
+            failed ??= err;
             outcomes.push({ ok: false, value: err });
           }
         }
       }).immediate();
     } catch (err) {
+      health?.wrote(err, fsync);
       for (const job of jobs) job.reject(err);
       return;
     } finally {
-      if (!fsync) db.pragma('synchronous = FULL');
+      if (db.open && !fsync) db.pragma('synchronous = FULL');
     }
+    health?.wrote(failed, fsync);
     jobs.forEach((job, i) => (outcomes[i]!.ok ? job.resolve(outcomes[i]!.value) : job.reject(outcomes[i]!.value)));
   };
   const write = <T>(run: () => T, durable = false): Promise<T> =>
@@ -185,14 +190,18 @@ function createSqliteWebhookStore(db: SqliteDatabase, durable: boolean): Webhook
 
   return {
     durable,
-    accept: (ev: IncomingEvent, ttlMs: number, nowMs: number) =>
-      write(() => {
+    accept: (ev: IncomingEvent, ttlMs: number, nowMs: number) => {
+      // acknowledged means durable: not into a database file that a restart will not find
+      const notDurable = health?.notDurable();
+      if (notDurable !== undefined) return Promise.reject(new Error(`the webhook store cannot write durably: ${notDurable}`));
+      return write(() => {
         if (q.claimId.run(ev.route, ev.eventId, nowMs + ttlMs, nowMs).changes === 0) return 'duplicate' as const;
         const orderKey = ev.orderKey ?? null;
         const state = orderKey !== null && q.keyBusy.get(ev.route, orderKey) !== undefined ? 'waiting' : 'pending';
         q.insert.run({ ...ev, headers: JSON.stringify(ev.headers), orderKey, trace: ev.trace ?? null, state });
         return 'stored' as const;
-      }, true),
+      }, true);
+    },
     claim: (route, owner, nowMs, leaseUntil, limit) =>
       write(() => {
         q.recover.run(nowMs, route, nowMs);

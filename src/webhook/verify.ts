@@ -1,10 +1,10 @@
 import type { WebhookConfig } from '../config/schema.js';
-import { compileGithub } from './providers/github.js';
-import { compileHmac } from './providers/hmac.js';
-import { compileShopify } from './providers/shopify.js';
-import { compileStandard } from './providers/standard.js';
-import { compileStripe } from './providers/stripe.js';
-import { keyOf, type Verifier } from './signature.js';
+import { checkGithubHeaders, compileGithub } from './providers/github.js';
+import { checkHmacHeaders, compileHmac } from './providers/hmac.js';
+import { checkShopifyHeaders, compileShopify } from './providers/shopify.js';
+import { checkStandardHeaders, compileStandard } from './providers/standard.js';
+import { checkStripeHeaders, compileStripe } from './providers/stripe.js';
+import { keyOf, type HeaderCheck, type Verifier } from './signature.js';
 
 /** The provider's verifier, with every secret turned into a key once. */
 export function compileVerifier(cfg: WebhookConfig): Verifier {
@@ -22,5 +22,21 @@ export function compileVerifier(cfg: WebhookConfig): Verifier {
       return compileStandard(secrets.map((s) => keyOf(Buffer.from(s.reveal().replace(/^whsec_/, ''), 'base64'))), cfg.tolerance);
     case 'hmac':
       return compileHmac(keys, cfg);
+  }
+}
+
+/** What the provider's headers alone can refuse, before the body is read (SPEC §3.1). */
+export function compileHeaderCheck(cfg: WebhookConfig): HeaderCheck {
+  switch (cfg.provider) {
+    case 'stripe':
+      return checkStripeHeaders(cfg.tolerance);
+    case 'shopify':
+      return checkShopifyHeaders;
+    case 'github':
+      return checkGithubHeaders;
+    case 'standard':
+      return checkStandardHeaders(cfg.tolerance);
+    case 'hmac':
+      return checkHmacHeaders(cfg);
   }
 }

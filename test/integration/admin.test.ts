@@ -109,8 +109,8 @@ telemetry: { serviceName: "svc-\${env:SVC}" }`,
     expect(bad.status).toBe(400);
     expect(bad.json().errors).toEqual([
       `${g.file}:3:13 listeners[0].name: is required`,
-      `${g.file}:3:15 listeners[0].nmae: unknown key`,
-      `${g.file}:7:28 routes[0].listener: unknown listener "in" (defined: none)`,
+      `${g.file}:3:15 listeners[0].nmae: unknown key (did you mean name?)`,
+      `${g.file}:7:28 routes[0](api).listener: unknown listener "in" (defined: none)`,
     ]);
     expect((await g.fetch('in', '/v2/x')).status).toBe(200); // version 2 keeps serving
   });

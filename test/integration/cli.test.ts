@@ -45,10 +45,72 @@ routes:
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr.trim().split('\n')).toEqual([
-      `${file}:6:5 upstreams.store.conectTimeout: unknown key`,
+      `${file}:6:5 upstreams.store.conectTimeout: unknown key (did you mean connectTimeout?)`,
       `${file}:7:21 upstreams.store.connectTimeout: must be a duration such as 250ms, 2s, 1m or 1h (got ***)`,
-      `${file}:12:14 routes[0].timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "three")`,
+      `${file}:12:14 routes[0](r).timeout: must be a duration such as 250ms, 2s, 1m or 1h (got "three")`,
     ]);
+  });
+
+  it('takes the file as a positional argument, and never checks another one instead', async () => {
+    const good = writeConfig(valid());
+    expect(await runCli(['validate', good])).toMatchObject({ code: 0, stdout: `${good}: ok (1 listeners, 1 upstreams, 1 routes)\n` });
+    const bad = writeConfig(valid().replace('pathPrefix: /', 'pathPrefix: nope'));
+    // $GATEHOUSE_CONFIG names a valid file: the positional one is the one checked
+    const r = await runCli(['validate', bad], { env: { PATH: process.env.PATH, GATEHOUSE_CONFIG: good } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${bad}:5:58 routes[0](api).match.pathPrefix: must start with / (got "nope")`);
+  });
+
+  it('refuses extra positionals, two config files and unknown options with exit 2 and the usage', async () => {
+    const file = writeConfig(valid());
+    for (const args of [
+      ['validate', file, 'other.yaml'],
+      ['validate', '-c', file, 'other.yaml'],
+      ['run', file, 'extra'],
+      ['validate', '--config-file', file],
+    ]) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/^gatehouse: .+\n\ngatehouse .*\n\nUsage:\n/);
+    }
+  });
+
+  it('validates a production config without its secrets with --env-optional, listing what it skipped', async () => {
+    const prod = `version: 1
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    tls: { cert: /etc/gatehouse/tls/server.crt, key: "\${file:/run/secrets/gatehouse-tls.key}" }
+admin: { address: 127.0.0.1:0, token: "\${env:ADMIN_TOKEN}" }
+upstreams:
+  store: { endpoints: ["\${env:STORE_URL}"] }
+  stripe: { endpoints: [https://api.stripe.com], credentials: { header: { name: authorization, value: "Bearer \${env:STRIPE_KEY}" } } }
+routes:
+  - { name: hooks, listener: in, upstream: store, match: { path: /hooks }, webhook: { provider: standard, secret: "\${env:WH_SECRET}" } }
+  - { name: pay, listener: in, upstream: stripe }
+`;
+    const file = writeConfig(prod);
+    expect((await runCli(['validate', file])).code).toBe(1); // without the flag, every missing secret is a problem
+    const r = await runCli(['validate', '--env-optional', file]);
+    expect(r.stdout).toBe(`${file}: ok (1 listeners, 2 upstreams, 2 routes; 6 values not checked (--env-optional))\n`);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      `${file}:5:18 listeners[0].tls.cert: not checked: cannot read certificate file /etc/gatehouse/tls/server.crt (ENOENT)`,
+      `${file}:5:54 listeners[0].tls.key: not checked: file /run/secrets/gatehouse-tls.key does not exist`,
+      `${file}:6:39 admin.token: not checked: environment variable ADMIN_TOKEN is not set`,
+      `${file}:8:24 upstreams.store.endpoints[0]: not checked: environment variable STORE_URL is not set`,
+      `${file}:9:103 upstreams.stripe.credentials.header.value: not checked: environment variable STRIPE_KEY is not set`,
+      `${file}:11:115 routes[0](hooks).webhook.secret: not checked: environment variable WH_SECRET is not set`,
+    ]);
+    expect(r.code).toBe(0);
+
+    // everything else is still checked: a typo fails, with the skipped values listed too
+    const typo = await runCli(['validate', '--env-optional', writeConfig(prod.replace('upstream: stripe }', 'upstream: strpie, timeout: soon }'))]);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toMatch(/routes\[1\]\(pay\)\.upstream: unknown upstream "strpie"/);
+    expect(typo.stderr).toMatch(/routes\[1\]\(pay\)\.timeout: must be a duration/);
+    expect(typo.stderr).toContain('admin.token: not checked: environment variable ADMIN_TOKEN is not set');
+    expect((await runCli(['run', '--env-optional', file])).code).toBe(2);
   });
 
   it('uses $GATEHOUSE_CONFIG when no -c is given, and reports a missing file', async () => {
@@ -66,7 +128,7 @@ describe('gatehouse run', () => {
     const r = await runCli(['run', '-c', file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('refusing to start, the config is invalid');
-    expect(r.stderr).toContain(`${file}:5:58 routes[0].match.pathPrefix: must start with / (got "nope")`);
+    expect(r.stderr).toContain(`${file}:5:58 routes[0](api).match.pathPrefix: must start with / (got "nope")`);
   });
 
   it('exits 1 with a clear message when a listener cannot bind', async () => {
@@ -167,7 +229,7 @@ describe('gatehouse --version and --help', () => {
     const help = await runCli(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^gatehouse .*\n\nUsage:\n/);
-    expect(help.stdout).toContain('gatehouse validate [-c FILE]');
+    expect(help.stdout).toContain('gatehouse validate [FILE | -c FILE]');
     const unknown = await runCli(['frobnicate']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command 'frobnicate'/);

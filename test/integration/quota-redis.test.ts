@@ -102,7 +102,7 @@ routes:
     expect(sample(await scrape(g.admin('/metrics')), 'gatehouse_store_up', { store: 'shared' })).toBe(0);
     const warnings = g.log.json.filter((l) => l.msg.startsWith('quota store unavailable'));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ store: 'shared', level: 40 });
+    expect(warnings[0]).toMatchObject({ store: 'shared', level: 'warn' });
 
     await redis.restart();
     await eventually(async () => (await storeMode(g)) === 'redis', 10_000, 50);

@@ -41,7 +41,7 @@ describe('reload', () => {
     const g = await startGatehouse(config(a.url));
     g.write(config(a.url).replace('pathPrefix: /', 'pathPrefix: nope'));
     const result = await g.gh.reload('api');
-    expect(result).toEqual({ ok: false, errors: [`${g.file}:6:53 routes[0].match.pathPrefix: must start with / (got "nope")`] });
+    expect(result).toEqual({ ok: false, errors: [`${g.file}:6:53 routes[0](api).match.pathPrefix: must start with / (got "nope")`] });
     expect((await g.fetch('in', '/x')).text).toBe('a');
     expect(g.gh.currentPlan().version).toBe(1);
     expect(await reloadsMetric(g.admin('/metrics'), 'failure')).toBe(1);

@@ -105,7 +105,7 @@ listeners: [{ name: in, address: 127.0.0.1:0 }]
 upstreams: { app: { endpoints: [${up.url}] } }
 routes: [{ name: r, listener: in, match: { pathRegex: "/(a)\\\\1" }, upstream: app }]
 `),
-    ).rejects.toThrow(/routes\[0\]\.match\.pathRegex: must be an RE2 regular expression/);
+    ).rejects.toThrow(/routes\[0\]\(r\)\.match\.pathRegex: must be an RE2 regular expression/);
     const g = await startGatehouse(`
 version: 1
 listeners: [{ name: in, address: 127.0.0.1:0 }]

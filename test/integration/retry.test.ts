@@ -52,7 +52,7 @@ describe('retries', () => {
     expect(res.text).toBe('ok');
     expect(up.received).toHaveLength(2);
     await eventually(() => g.accessLog.json.length === 1);
-    expect(g.accessLog.json[0]).toMatchObject({ route: 'r', status: 200, attempts: 2 });
+    expect(g.accessLog.json[0]).toMatchObject({ route: 'r', status: 200, attempts: 2, retrySkipped: null });
 
     const metrics = await scrape(g.admin('/metrics'));
     expect(sample(metrics, 'gatehouse_retries_total', { route: 'r', reason: '503' })).toBe(1);
@@ -173,7 +173,7 @@ describe('retries', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(950);
   });
 
-  it('returns the upstream answer at once when its Retry-After does not fit in the route timeout', async () => {
+  it('returns the upstream answer at once when its Retry-After does not fit in the route timeout, and says why in metrics and the access log', async () => {
     const up = await startUpstream([reply(503, 'come back later', { 'retry-after': '5' }), reply(200, 'ok')]);
     const g = await startGatehouse(config([up.url], `timeout: 2s\nretry: { attempts: 3, on: [503] }`));
     const started = performance.now();
@@ -183,6 +183,11 @@ describe('retries', () => {
     expect(res.text).toBe('come back later');
     expect(res.headers['retry-after']).toBe('5');
     expect(up.received).toHaveLength(1);
+    await eventually(() => g.accessLog.json.length === 1);
+    expect(g.accessLog.json[0]).toMatchObject({ status: 503, attempts: 1, retrySkipped: 'deadline' });
+    const metrics = await scrape(g.admin('/metrics'));
+    expect(sample(metrics, 'gatehouse_retries_skipped_total', { route: 'r', reason: 'deadline' })).toBe(1);
+    expect(sample(metrics, 'gatehouse_retries_total', { route: 'r' })).toBeUndefined();
   });
 
   it('uses back-off instead of Retry-After when respectRetryAfter is false', async () => {
@@ -209,6 +214,11 @@ describe('retries', () => {
     expect(up.received.length).toBeLessThanOrEqual(clients * 1.2); // ...but no storm: without it, 300
     const metrics = await scrape(g.admin('/metrics'));
     expect(sample(metrics, 'gatehouse_retries_total', { route: 'r', reason: '503' })).toBe(up.received.length - clients);
+    // every retry the budget refused is counted and named on its request's access-log line
+    const refused = sample(metrics, 'gatehouse_retries_skipped_total', { route: 'r', reason: 'budget' }) ?? 0;
+    expect(refused).toBeGreaterThan(0);
+    await eventually(() => g.accessLog.json.length === clients);
+    expect(g.accessLog.json.filter((l) => l.retrySkipped === 'budget')).toHaveLength(refused);
   });
 
   it('cuts a stalled try at perTryTimeout and retries it within the route timeout', async () => {
@@ -353,9 +363,9 @@ describe('retries', () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    expect(message).toMatch(/g\.yaml:\d+:\d+ routes\[0\]\.retry\.attempts: must be an integer >= 1/);
-    expect(message).toMatch(/routes\[0\]\.retry\.on\[1\]: must be connect-failure, reset, timeout, invalid-response, a status code such as 503 or a class such as 5xx \(got "sometimes"\)/);
-    expect(message).toMatch(/routes\[0\]\.retry\.backoff\.max: must not be shorter than backoff\.base/);
-    expect(message).toMatch(/routes\[0\]\.retry\.budget: must be between 0 and 1/);
+    expect(message).toMatch(/g\.yaml:\d+:\d+ routes\[0\]\(r\)\.retry\.attempts: must be an integer >= 1/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.on\[1\]: must be connect-failure, reset, timeout, invalid-response, a status code such as 503 or a class such as 5xx \(got "sometimes"\)/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.backoff\.max: must not be shorter than backoff\.base/);
+    expect(message).toMatch(/routes\[0\]\(r\)\.retry\.budget: must be between 0 and 1/);
   });
 });

@@ -80,6 +80,46 @@ describe('tracing', () => {
     expect(JSON.stringify(otlp.spans)).not.toMatch(/span-secret-tok|span-cookie/);
   });
 
+  it('records the query (secrets REDACTED), client address, user agent and protocol version on the SERVER span, url.full on the CLIENT span', async () => {
+    const otlp = await startOtlpReceiver();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(up.url, otlp.tracesUrl));
+    const query = 'page=2&access_token=tok-1&Signature=sig-2&code=c-3&api%5Fkey=k-4&sort=asc';
+    const redacted = 'page=2&access_token=REDACTED&Signature=REDACTED&code=REDACTED&api%5Fkey=REDACTED&sort=asc';
+    await g.fetch('in', `/api/orders/7?${query}`, { headers: { 'user-agent': 'shop-app/3.1' } });
+    const [server] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER);
+    const [client] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.CLIENT);
+    expect(server!.attributes).toMatchObject({
+      'url.query': redacted,
+      'client.address': '127.0.0.1',
+      'user_agent.original': 'shop-app/3.1',
+      'network.protocol.version': '1.1',
+    });
+    expect(client!.attributes).toMatchObject({
+      'url.full': `http://127.0.0.1:${up.port}/orders/7?${redacted}`,
+      'url.path': '/orders/7',
+      'server.address': '127.0.0.1',
+      'server.port': up.port,
+      'network.peer.address': '127.0.0.1',
+    });
+    expect(JSON.stringify(otlp.spans)).not.toMatch(/tok-1|sig-2|c-3|k-4/);
+    expect(up.received[0]!.url).toBe(`/orders/7?${query}`); // redacted in the span only
+  });
+
+  it('records the IP connected to as network.peer.address of an endpoint named by host name, which url.full and server.address keep', async () => {
+    const otlp = await startOtlpReceiver();
+    const up = await startUpstream(echo);
+    const g = await startGatehouse(config(`http://localhost:${up.port}`, otlp.tracesUrl));
+    await g.fetch('in', '/api/x');
+    const [client] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.CLIENT);
+    expect(client!.attributes).toMatchObject({
+      'url.full': `http://localhost:${up.port}/x`,
+      'server.address': 'localhost',
+      'server.port': up.port,
+      'network.peer.address': '127.0.0.1',
+    });
+  });
+
   it('starts a new trace when the client sends none, and reports it in the problem body', async () => {
     const otlp = await startOtlpReceiver();
     const port = await closedPort();
@@ -128,7 +168,7 @@ describe('tracing', () => {
     await g.fetch('in', '/api/x');
     const [server] = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER);
     expect(server!.resource['service.name']).toBe('from-env');
-    expect(otlp.requests[0]).toEqual({ path: '/v1/traces', contentType: 'application/json' });
+    expect(otlp.requests[0]).toMatchObject({ path: '/v1/traces', contentType: 'application/x-protobuf' });
   });
 
   it('uses OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given', async () => {
@@ -177,9 +217,9 @@ describe('metrics', () => {
     const text = res.text;
     expect(text).toMatch(/^# TYPE http_server_request_duration_seconds histogram$/m);
     expect(text).toMatch(/^# TYPE http_client_request_duration_seconds histogram$/m);
-    expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*route="api"[^}]*http_response_status_code="200"[^}]*\} 1$/m);
+    expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*gatehouse_route="api"[^}]*http_response_status_code="200"[^}]*\} 1$/m);
     expect(text).toMatch(/^http_server_request_duration_seconds_count\{[^}]*http_response_status_code="404"[^}]*error_type="no_route"[^}]*\} 1$/m);
-    expect(text).toMatch(/^http_client_request_duration_seconds_count\{[^}]*upstream="app"[^}]*\} 1$/m);
+    expect(text).toMatch(/^http_client_request_duration_seconds_count\{[^}]*gatehouse_upstream="app"[^}]*\} 1$/m);
     expect(text).toMatch(/^http_server_request_duration_seconds_bucket\{[^}]*le="0.005"[^}]*\} \d+$/m);
     // both results are exported from the start, so rate() works before the first failure
     expect(text).toMatch(/^gatehouse_config_reloads_total\{result="success"\} 0$/m);
@@ -196,7 +236,7 @@ describe('access log', () => {
     });
     await g.fetch('in', '/nope');
     const [ok, missing] = await eventually(() => (g.accessLog.json.length >= 2 ? g.accessLog.json : undefined));
-    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'traceId', 'requestId', 'error'];
+    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'retrySkipped', 'traceId', 'requestId', 'error'];
     for (const line of [ok, missing]) for (const k of keys) expect(line, k).toHaveProperty(k);
     expect(ok).toMatchObject({ route: 'api', method: 'GET', path: '/api/orders', status: 200, upstream: 'app', attempts: 1, requestId: 'req-1', error: null });
     expect(new Date(ok.time).toISOString()).toBe(ok.time);

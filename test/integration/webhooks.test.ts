@@ -107,7 +107,11 @@ describe('webhooks: refusals', () => {
     }
     const recent = (await request(g.admin('/admin/webhooks/recent?route=stripe-webhooks'))).json();
     expect(recent.events).toEqual([]);
-    expect(await metricsText(g)).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="invalid"\} 3/);
+    const text = await metricsText(g);
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="invalid"\} 3/);
+    // every result is exported from the start, so increase() alerts see the first dead letter
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="dead"\} 0/);
+    expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="delivered"\} 0/);
     expect(g.accessLog.json.filter((l) => l.error === 'invalid_signature')).toHaveLength(3);
     expect(up.received).toHaveLength(0);
     expect(g.log.all + g.accessLog.all).not.toContain(SECRET);
@@ -190,6 +194,8 @@ describe('webhooks: durable delivery', () => {
     await eventually(() => up.received.length === 1, 10_000);
     expect(Number(up.received[0]!.headers['gatehouse-webhook-attempt'])).toBeGreaterThan(3);
     await eventually(async () => (await recent()).state === 'delivered');
+    // delivered: the failures before it are history, not its last error
+    expect((await recent()).lastError).toBeNull();
     const text = await metricsText(g);
     expect(text).toMatch(/gatehouse_webhook_events_total\{route="stripe-webhooks",result="retried"\} \d+/);
     expect(text).toMatch(/gatehouse_webhook_delivery_lag_seconds_count\{route="stripe-webhooks"\} 1/);
@@ -199,8 +205,11 @@ describe('webhooks: durable delivery', () => {
     expect(lines.filter((l) => l.kind === undefined && l.path === '/webhooks/stripe')).toHaveLength(1);
     const deliveries = lines.filter((l) => l.kind === 'webhook-delivery');
     expect(deliveries.length).toBeGreaterThan(3);
-    expect(deliveries.at(-1)).toMatchObject({ route: 'stripe-webhooks', status: 200, result: 'delivered', eventId: 'evt_later', path: '/hooks/stripe' });
-    expect(deliveries[0]).toMatchObject({ status: 0, result: 'retried' });
+    expect(deliveries.at(-1)).toMatchObject({ route: 'stripe-webhooks', status: 200, result: 'delivered', eventId: 'evt_later', path: '/hooks/stripe', error: null });
+    // the access log's shape: every key, null where it does not apply, the §4 code in `error`
+    expect(deliveries[0]).toMatchObject({ status: null, error: 'bad_gateway', client: null, traceId: null, upstream: 'store', result: 'retried' });
+    const keys = ['time', 'route', 'method', 'path', 'status', 'durationMs', 'upstream', 'attempts', 'retrySkipped', 'traceId', 'requestId', 'error', 'client'];
+    for (const line of deliveries) expect(Object.keys(line).slice(0, keys.length)).toEqual(keys);
   });
 
   it('dead-letters an event the store never takes, lists it, and replays it on request', async () => {
@@ -365,7 +374,7 @@ routes:
     upstream: store
     webhook: { provider: github, secret: x, dedupe: { store: shared } }
 `),
-    ).rejects.toThrow(/:9:\d+ routes\[0\]\.webhook\.dedupe\.store: unknown store "shared"/);
+    ).rejects.toThrow(/:9:\d+ routes\[0\]\(hooks\)\.webhook\.dedupe\.store: unknown store "shared"/);
   });
 });
 

@@ -37,7 +37,7 @@ routes:
     );
     const route = loaded.config.routes[0]!;
     expect(route.priority).toBe('low');
-    expect(route.quota).toEqual(['shopify-api', { limit: 10, per: 60_000, key: 'header:x-api-key', onExceed: 'reject' }]);
+    expect(route.quota).toEqual(['shopify-api', { limit: 10, per: 60_000, key: 'header:x-api-key', onExceed: 'reject', maxKeys: 100_000 }]);
     expect(loaded.config.quotas['shopify-api']).toMatchObject({ per: 1000, maxWait: 10_000, store: 'shared' });
   });
 
@@ -75,8 +75,8 @@ routes:
     ).toEqual([
       'gatehouse.yaml:8:34 quotas.a.store: store "disk" is sqlite: quotas use a memory or redis store',
       'gatehouse.yaml:9:34 quotas.b.store: unknown store "nowhere" (defined: disk, shared)',
-      'gatehouse.yaml:11:56 routes[0].quota[1]: quota "a" is listed twice',
-      'gatehouse.yaml:11:59 routes[0].quota[2]: unknown quota "missing" (defined: a, b)',
+      'gatehouse.yaml:11:56 routes[0](r).quota[1]: quota "a" is listed twice',
+      'gatehouse.yaml:11:59 routes[0](r).quota[2]: unknown quota "missing" (defined: a, b)',
     ]);
   });
 
@@ -88,8 +88,8 @@ routes:
   - { name: r, listener: in, upstream: app, quota: [per-user, { limit: 5, per: 1s, key: "jwt:tenant" }] }
 `),
     ).toEqual([
-      'gatehouse.yaml:10:53 routes[0].quota[0]: quota "per-user" counts by "jwt:sub", which needs jwt on this route',
-      'gatehouse.yaml:10:89 routes[0].quota[1].key: counts by "jwt:tenant", which needs jwt on this route',
+      'gatehouse.yaml:10:53 routes[0](r).quota[0]: quota "per-user" counts by "jwt:sub", which needs jwt on this route',
+      'gatehouse.yaml:10:89 routes[0](r).quota[1].key: counts by "jwt:tenant", which needs jwt on this route',
     ]);
   });
 
@@ -101,8 +101,8 @@ routes:
   - { name: r, listener: in, upstream: app, priority: urgent, quota: [{ limit: 1, per: 1s }] }
 `),
     ).toEqual([
-      'gatehouse.yaml:10:55 routes[0].priority: must be one of "high", "normal", "low" (got "urgent")',
-      'gatehouse.yaml:10:71 routes[0].quota[0]: this inline quota is named "r-0", which quotas.r-0 already uses',
+      'gatehouse.yaml:10:55 routes[0](r).priority: must be one of "high", "normal", "low" (got "urgent")',
+      'gatehouse.yaml:10:71 routes[0](r).quota[0]: this inline quota is named "r-0", which quotas.r-0 already uses',
     ]);
   });
 });

@@ -24,12 +24,12 @@ describe('security config', () => {
   it('never accepts HMAC or none as a JWT algorithm', () => {
     const out = problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { jwksUri: https://idp.example/jwks, algorithms: [HS256, none] } }]`);
     expect(out).toHaveLength(2);
-    expect(out[0]).toMatch(/^g\.yaml:7:\d+ routes\[0\]\.jwt\.algorithms\[0\]: must be one of RS256, .*; HMAC and none are never accepted \(got "HS256"\)/);
+    expect(out[0]).toMatch(/^g\.yaml:7:\d+ routes\[0\]\(r\)\.jwt\.algorithms\[0\]: must be one of RS256, .*; HMAC and none are never accepted \(got "HS256"\)/);
   });
 
   it('asks for a key source and refuses two', () => {
     expect(problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { audiences: [a] } }]`)[0]).toContain(
-      'routes[0].jwt: needs jwksUri, jwks, or issuer (keys found by OIDC discovery)',
+      'routes[0](r).jwt: needs jwksUri, jwks, or issuer (keys found by OIDC discovery)',
     );
     expect(problems(`${base('')}routes: [{ name: r, listener: in, upstream: app, jwt: { jwksUri: https://i/j, jwks: /nope.json } }]`).join('\n')).toContain(
       'use either jwksUri or jwks, not both',
@@ -58,6 +58,16 @@ describe('security config', () => {
     const inline = problems(base('    tls: { key: "-----BEGIN PRIVATE KEY-----\\nc2VjcmV0LWtleS1ieXRlcw==\\n-----END PRIVATE KEY-----", cert: /no/c.pem }'));
     expect(inline.join('\n')).toContain('upstreams.app.tls.key: must be an unencrypted PEM private key');
     expect(inline.join('\n')).not.toContain('c2VjcmV0');
+  });
+
+  it('checks the files of credentials.oauth2.tls like an upstream tls block', () => {
+    const out = problems(base('    credentials: { oauth2: { tokenUrl: https://a/t, clientId: c, clientSecret: s, tls: { ca: /no/such/ca.pem, key: /no/k.pem } } }'));
+    expect(out).toEqual([
+      expect.stringMatching(/^g\.yaml:7:\d+ upstreams\.app\.credentials\.oauth2\.tls\.cert: cert and key go together/),
+    ]);
+    expect(problems(base('    credentials: { oauth2: { tokenUrl: https://a/t, clientId: c, clientSecret: s, tls: { ca: /no/such/ca.pem } } }'))).toEqual([
+      expect.stringMatching(/^g\.yaml:7:\d+ upstreams\.app\.credentials\.oauth2\.tls\.ca: cannot read certificate file \/no\/such\/ca\.pem \(ENOENT\)$/),
+    ]);
   });
 
   it('wants exactly one credential kind, and tls only with an https endpoint', () => {

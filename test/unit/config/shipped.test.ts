@@ -1,8 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { describe, expect, it } from 'vitest';
-import { isMap, parseAllDocuments, parseDocument, stringify } from 'yaml';
+import { isMap, parse, parseAllDocuments, parseDocument, stringify } from 'yaml';
 import { ConfigError } from '../../../src/config/errors.js';
+import { renderConfigJsonSchema } from '../../../src/config/json-schema.js';
 import { loadConfigFile, loadConfigText, type LoadOptions } from '../../../src/config/load.js';
 import { docPages, fencedBlocks } from '../../helpers/markdown.js';
 
@@ -21,6 +25,8 @@ import { docPages, fencedBlocks } from '../../helpers/markdown.js';
  *   and each `*.yaml` entry of a ConfigMap's `data` in it is validated as a whole config.
  * - Every `${env:NAME}` resolves to a placeholder string, every `${file:PATH}` to placeholder
  *   content, so examples may reference secrets that only exist in production.
+ * - Each config, as written, also validates against config/gatehouse.schema.json (the JSON Schema
+ *   editors use), with a real JSON Schema validator (ajv, draft 2020-12): the two cannot disagree.
  */
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -64,6 +70,17 @@ function asWholeConfig(text: string): string {
   return stringify(config);
 }
 
+const SCHEMA_FILE = `${ROOT}config/gatehouse.schema.json`;
+const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+(addFormats as unknown as { default: (a: Ajv2020) => void }).default(ajv);
+const validateJsonSchema = ajv.compile(JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as object);
+
+/** What the JSON Schema says about a config as written (before interpolation): '' when valid. */
+function jsonSchemaProblems(yaml: string): string {
+  if (validateJsonSchema(parse(yaml))) return '';
+  return (validateJsonSchema.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''} ${JSON.stringify(e.params)}`).join('\n');
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function problemsOf(load: () => unknown): string {
@@ -90,6 +107,14 @@ describe('shipped config files', () => {
     expect(problemsOf(() => loadConfigFile(`${ROOT}${file}`, DOC_OPTIONS))).toBe('');
   });
 
+  it.each(files)('%s validates against the JSON Schema, which its first line names for editors', (file) => {
+    const text = readFileSync(`${ROOT}${file}`, 'utf8');
+    expect(jsonSchemaProblems(text)).toBe('');
+    const line = /^# yaml-language-server: \$schema=(\S+)\n/.exec(text);
+    expect(line?.[1]).toBe(relative(dirname(`${ROOT}${file}`), SCHEMA_FILE));
+    expect(resolve(dirname(`${ROOT}${file}`), line![1]!)).toBe(resolve(SCHEMA_FILE));
+  });
+
   it.each(['config/gatehouse.yaml', 'config/examples/demo.yaml'])('%s runs as it is: no variable or file to provide', (file) => {
     expect(problemsOf(() => loadConfigFile(`${ROOT}${file}`, { env: {}, readFile: () => PLACEHOLDER }))).toBe('');
   });
@@ -110,6 +135,7 @@ describe('yaml blocks of README.md and docs/', () => {
       const whole = asWholeConfig(block.text);
       const problems = problemsOf(() => loadConfigText(whole, `${block.page} block at line ${block.line}`, DOC_OPTIONS));
       expect(problems, `validated as:\n${whole}`).toBe('');
+      expect(jsonSchemaProblems(whole), `against the JSON Schema, as:\n${whole}`).toBe('');
       return;
     }
     const docs = parseAllDocuments(block.text);
@@ -120,8 +146,44 @@ describe('yaml blocks of README.md and docs/', () => {
       for (const [name, text] of Object.entries(value.data ?? {})) {
         if (!name.endsWith('.yaml') || typeof text !== 'string') continue;
         expect(problemsOf(() => loadConfigText(text, `${block.page} line ${block.line} ConfigMap ${name}`, DOC_OPTIONS))).toBe('');
+        expect(jsonSchemaProblems(text)).toBe('');
       }
     }
+  });
+});
+
+describe('config/gatehouse.schema.json', () => {
+  it('is current: `npm run schema` writes it from the loader\'s schema', () => {
+    expect(readFileSync(SCHEMA_FILE, 'utf8'), 'run `npm run schema` and commit the file').toBe(renderConfigJsonSchema());
+  });
+
+  it('describes every key, so an editor can explain it', () => {
+    const missing: string[] = [];
+    const walk = (node: unknown, path: string) => {
+      if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${path}[${i}]`));
+      if (node === null || typeof node !== 'object') return;
+      for (const [key, value] of Object.entries(node)) {
+        if (key === 'properties') {
+          for (const [name, property] of Object.entries(value as Record<string, { description?: unknown }>)) {
+            if (typeof property.description !== 'string') missing.push(`${path}.${name}`);
+            walk(property, `${path}.${name}`);
+          }
+        } else {
+          walk(value, `${path}/${key}`);
+        }
+      }
+    };
+    walk(JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')), '');
+    expect(missing).toEqual([]);
+  });
+
+  it('refuses what the loader refuses where a schema can tell, and accepts ${env:} anywhere in a string', () => {
+    const base = 'version: 1\nlisteners: [{ name: in, address: 127.0.0.1:0 }]\n';
+    expect(jsonSchemaProblems(base)).toBe('');
+    expect(jsonSchemaProblems(`${base}upstreams: { app: { endpoints: [http://a:1], conectTimeout: 1s } }\n`)).toMatch(/additionalProperty.*conectTimeout/);
+    expect(jsonSchemaProblems(`${base}shutdown: { drainTimeout: 20 }\n`)).not.toBe('');
+    expect(jsonSchemaProblems(`${base}shutdown: { drainTimeout: soon }\n`)).not.toBe('');
+    expect(jsonSchemaProblems(`${base}shutdown: { drainTimeout: "\${env:DRAIN}" }\ntelemetry: { traces: { endpoint: "http://\${env:HOST}:4318/v1/traces" } }\n`)).toBe('');
   });
 });
 
@@ -137,7 +199,7 @@ describe('the fragment rules', () => {
 
   it('reports a wrong fragment, so a broken docs example fails the suite', () => {
     const problems = problemsOf(() => loadConfigText(asWholeConfig('routes: [{ name: r, listener: inbound, upstream: nowhere, timeout: 5 }]\n'), 'x', DOC_OPTIONS));
-    expect(problems).toContain('routes[0].timeout: must be a duration');
-    expect(problems).toContain('routes[0].upstream: unknown upstream "nowhere"');
+    expect(problems).toContain('routes[0](r).timeout: must be a duration');
+    expect(problems).toContain('routes[0](r).upstream: unknown upstream "nowhere"');
   });
 });

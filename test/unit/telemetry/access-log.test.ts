@@ -10,6 +10,7 @@ const entry: AccessLogEntry = {
   durationMs: 1.234,
   upstream: 'store',
   attempts: 1,
+  retrySkipped: null,
   traceId: '0af7651916cd43dd8448eb211c80319c',
   requestId: 'req-1',
   error: null,
@@ -24,10 +25,12 @@ describe('access log line', () => {
     expect(line).toBe(JSON.stringify({ time: TIME, ...entry }) + '\n');
     const refused = { ...entry, route: null, upstream: null, traceId: null, error: 'no_route', status: 404, attempts: 0 };
     expect(formatAccessLine(refused, TIME)).toBe(JSON.stringify({ time: TIME, ...refused }) + '\n');
+    const skipped = { ...entry, status: 503, retrySkipped: 'budget' };
+    expect(formatAccessLine(skipped, TIME)).toBe(JSON.stringify({ time: TIME, ...skipped }) + '\n');
   });
 
   it('keeps the keys of background lines (webhook deliveries) after the request keys', () => {
-    const delivery = { ...entry, client: '', kind: 'webhook-delivery' as const, webhookId: 'w1', eventId: 'evt_1', result: 'delivered' };
+    const delivery = { ...entry, status: null, client: null, kind: 'webhook-delivery' as const, webhookId: 'w1', eventId: 'evt_1', result: 'retried' };
     expect(formatAccessLine(delivery, TIME)).toBe(JSON.stringify({ time: TIME, ...delivery }) + '\n');
   });
 

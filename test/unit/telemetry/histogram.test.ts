@@ -34,6 +34,21 @@ describe('keyed histogram', () => {
     ]);
   });
 
+  it('takes the values in attributeNames order from an array the caller refills, keeping copies', () => {
+    const h = make();
+    const values: (string | number | undefined)[] = ['a', 200, undefined];
+    h.recordValues(0.1, values);
+    values[1] = 503;
+    values[2] = '503';
+    h.recordValues(0.2, values);
+    h.record(0.3, { route: 'a', status: 200 }); // the same series as the first
+    const points = h.collect([0, 0]).dataPoints;
+    expect(points.map((p) => [p.attributes, p.value.count])).toEqual([
+      [{ route: 'a', status: 200 }, 2],
+      [{ route: 'a', status: 503, 'error.type': '503' }, 1],
+    ]);
+  });
+
   it('puts series past 2000 into the otel.metric.overflow series, as the SDK does', () => {
     const h = make();
     for (let i = 0; i < 2005; i++) h.record(0.1, { route: `r${i}`, status: 200 });

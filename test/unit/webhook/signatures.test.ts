@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfigText } from '../../../src/config/load.js';
 import type { WebhookConfig } from '../../../src/config/schema.js';
 import { safeEqual, type SignedRequest } from '../../../src/webhook/signature.js';
-import { compileVerifier } from '../../../src/webhook/verify.js';
+import { compileHeaderCheck, compileVerifier } from '../../../src/webhook/verify.js';
 
 const stripe = new Stripe('sk_test_unused');
 const NOW_S = 1_700_000_000;
@@ -180,6 +180,44 @@ describe('hmac signatures (header, algorithm, encoding, prefix, event id configu
   });
 });
 
+describe('header checks: what is refused before the body is read', () => {
+  const headers = (h: Record<string, string>) => request('', h);
+  const hex = 'ab'.repeat(32);
+  const b64 = Buffer.alloc(32, 7).toString('base64');
+
+  it('stripe: a fresh t= and a 32-byte v1 pass; missing, stale, future or malformed are refused', () => {
+    const check = compileHeaderCheck(webhook('provider: stripe\nsecret: whsec_x\ntolerance: 5m'));
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S},v1=${hex}` }), NOW)).toBeUndefined();
+    expect(check(headers({}), NOW)).toEqual({ ok: false, reason: 'the Stripe-Signature header is missing' });
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S - 3600},v1=${hex}` }), NOW)?.reason).toMatch(/outside the replay window of 300s/);
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S + 3600},v1=${hex}` }), NOW)?.reason).toMatch(/outside the replay window/);
+    expect(check(headers({ 'stripe-signature': `v1=${hex}` }), NOW)?.reason).toMatch(/timestamp is missing/);
+    expect(check(headers({ 'stripe-signature': `t=${NOW_S},v1=abcd` }), NOW)).toEqual({ ok: false, reason: 'Stripe-Signature carries no v1 signature' });
+  });
+
+  it('standard: webhook-id, a fresh webhook-timestamp and a v1 of 32 bytes', () => {
+    const check = compileHeaderCheck(webhook(`provider: standard\nsecret: whsec_${Buffer.alloc(24, 1).toString('base64')}`));
+    const ok = { 'webhook-id': 'msg_1', 'webhook-timestamp': String(NOW_S), 'webhook-signature': `v1,${b64}` };
+    expect(check(headers(ok), NOW)).toBeUndefined();
+    expect(check(headers({ ...ok, 'webhook-timestamp': String(NOW_S - 3600) }), NOW)?.reason).toMatch(/webhook-timestamp: .*replay window/);
+    expect(check(headers({ ...ok, 'webhook-id': '' }), NOW)?.reason).toBe('the webhook-id header is missing');
+    expect(check(headers({ ...ok, 'webhook-signature': 'v1,AAAA' }), NOW)?.reason).toBe('webhook-signature carries no v1 signature');
+  });
+
+  it('github, shopify and hmac: the header present, with a signature of the digest size', () => {
+    const github = compileHeaderCheck(webhook('provider: github\nsecret: s'));
+    expect(github(headers({ 'x-hub-signature-256': `sha256=${hex}` }), NOW)).toBeUndefined();
+    expect(github(headers({ 'x-hub-signature-256': `sha1=${hex}` }), NOW)?.reason).toBe('X-Hub-Signature-256 is not sha256=<64 hex digits>');
+    const shopify = compileHeaderCheck(webhook('provider: shopify\nsecret: s'));
+    expect(shopify(headers({ 'x-shopify-hmac-sha256': b64 }), NOW)).toBeUndefined();
+    expect(shopify(headers({ 'x-shopify-hmac-sha256': 'not base64!' }), NOW)?.reason).toBe('X-Shopify-Hmac-Sha256 is not a base64 HMAC-SHA256');
+    const hmac = compileHeaderCheck(webhook('provider: hmac\nsecret: s\nheader: X-Sig\nalgorithm: sha512\nprefix: "v="\neventId: header:X-Id'));
+    expect(hmac(headers({ 'x-sig': `v=${'cd'.repeat(64)}` }), NOW)).toBeUndefined();
+    expect(hmac(headers({ 'x-sig': `v=${hex}` }), NOW)?.reason).toBe('x-sig carries no sha512 signature in hex');
+    expect(hmac(headers({}), NOW)?.reason).toBe('the x-sig header is missing');
+  });
+});
+
 describe('the one constant-time compare', () => {
   it('is false for different lengths and different bytes, true only for equal bytes', () => {
     expect(safeEqual(Buffer.from('abc'), Buffer.from('abc'))).toBe(true);
@@ -199,21 +237,21 @@ describe('webhook config', () => {
   };
 
   it('needs exactly one of secret and secrets, and rejects keys of another provider', () => {
-    expect(fails('provider: github')).toMatch(/routes\[0\]\.webhook\.secret: set either secret or secrets/);
+    expect(fails('provider: github')).toMatch(/routes\[0\]\(hooks\)\.webhook\.secret: set either secret or secrets/);
     expect(fails('provider: github\nsecret: a\nsecrets: [b]')).toMatch(/set either secret or secrets/);
-    expect(fails('provider: shopify\nsecret: a\ntolerance: 5m')).toMatch(/routes\[0\]\.webhook\.tolerance: unknown key/);
+    expect(fails('provider: shopify\nsecret: a\ntolerance: 5m')).toMatch(/routes\[0\]\(hooks\)\.webhook\.tolerance: unknown key/);
     expect(fails('provider: paypal\nsecret: a')).toMatch(/provider must be one of/);
   });
 
   it('checks a Standard Webhooks secret without printing it', () => {
     const message = fails('provider: standard\nsecret: "whsec_not base64!"');
-    expect(message).toMatch(/routes\[0\]\.webhook\.secret: must be a Standard Webhooks secret/);
+    expect(message).toMatch(/routes\[0\]\(hooks\)\.webhook\.secret: must be a Standard Webhooks secret/);
     expect(message).not.toContain('not base64');
   });
 
   it('parses orderBy and eventId sources', () => {
     expect(webhook('provider: github\nsecret: a\ndelivery: { orderBy: "json:data.object.id" }').delivery.orderBy).toEqual({ from: 'json', path: ['data', 'object', 'id'] });
     expect(fails('provider: github\nsecret: a\ndelivery: { orderBy: "body:x" }')).toMatch(/must be header:<name> or json:<path>/);
-    expect(fails('provider: hmac\nsecret: a\nheader: X-Sig')).toMatch(/routes\[0\]\.webhook\.eventId: is required/);
+    expect(fails('provider: hmac\nsecret: a\nheader: X-Sig')).toMatch(/routes\[0\]\(hooks\)\.webhook\.eventId: is required/);
   });
 });

@@ -73,6 +73,7 @@ function storeSuite(name: string, make: () => Promise<WebhookStore>) {
       expect(await s.nextDueAt('r')).toBeUndefined();
       const [recent] = await s.recent('r', 10);
       expect(recent).toMatchObject({ id: a.id, state: 'delivered', deliveredAt: 6_000, attempts: 2 });
+      expect(recent!.lastError).toBeUndefined(); // the failed try before it is no longer its last error
       expect(recent!.body.length).toBe(0);
     });
 
