@@ -25,7 +25,11 @@ export type LoadAnswer = { readonly ok: true; readonly loaded: Transferable } | 
 
 export interface OffThreadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Longest a load may take before it is abandoned (default 60 s). */
+  /**
+   * Longest reading, parsing and validating may take before the load is abandoned (default 60 s).
+   * It counts from when the worker has loaded its own modules: how long a thread takes to start
+   * depends on the machine (a minute under valgrind), not on the file.
+   */
   readonly timeoutMs?: number;
   /** The worker's heap limit (default: half this process's, between 64 MB and 2 GB). */
   readonly maxHeapMb?: number;
@@ -35,6 +39,9 @@ export interface OffThreadOptions {
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 
+/** The worker's first message: it is about to read the file. */
+export const STARTED = 'started';
+
 /** Loads `file` in a worker thread; resolves to what `loadConfigFile` returns, or rejects with a ConfigError. */
 export function loadConfigOffThread(file: string, options: OffThreadOptions = {}): Promise<LoadedConfig> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -43,6 +50,7 @@ export function loadConfigOffThread(file: string, options: OffThreadOptions = {}
   const problem = (message: string) => new ConfigError([{ file, line: 1, col: 1, path: '', message }]);
   return new Promise<LoadedConfig>((resolve, reject) => {
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const worker = startWorker(request, maxHeapMb);
     const settle = (outcome: () => void) => {
       if (settled) return;
@@ -51,13 +59,16 @@ export function loadConfigOffThread(file: string, options: OffThreadOptions = {}
       outcome();
       void worker.terminate();
     };
-    const timer = setTimeout(() => settle(() => reject(problem(`took longer than ${timeoutMs / 1000}s to load; refused`))), timeoutMs);
-    worker.once('message', (answer: LoadAnswer) =>
+    worker.on('message', (answer: LoadAnswer | typeof STARTED) => {
+      if (answer === STARTED) {
+        timer = setTimeout(() => settle(() => reject(problem(`took longer than ${timeoutMs / 1000}s to load; refused`))), timeoutMs);
+        return;
+      }
       settle(() => {
         if (!answer.ok) reject(new ConfigError(answer.problems, answer.skipped));
         else resolve(fromTransferable(answer.loaded));
-      }),
-    );
+      });
+    });
     worker.once('error', (err: Error & { code?: string }) =>
       settle(() =>
         reject(
