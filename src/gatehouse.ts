@@ -26,6 +26,7 @@ import { detectResource } from './telemetry/resource.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
+import { createDeliveryEngine } from './delivery/engine.js';
 import { VERSION } from './core/version.js';
 
 /** The longest shutdown waits for pending spans and metrics to reach the collector (SPEC §1). */
@@ -92,10 +93,11 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       for (const [store, up] of stores.health()) result.observe(up ? 1 : 0, { store });
     });
 
+  // one durable delivery engine for webhooks and the outbox: same stores, back-off, dead letters
+  const engine = createDeliveryEngine({ stores, clock: systemClock, rand: Math.random, logger });
   const webhooks = createWebhookRegistry({
-    stores,
+    engine,
     clock: systemClock,
-    rand: Math.random,
     logger,
     observer: createWebhookObserver(metrics, accessLog),
   });

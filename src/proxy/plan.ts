@@ -29,7 +29,7 @@ import type { RequestHeaderPlan } from '../core/forwarding.js';
 import type { ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from '../core/send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
-import type { DeliveryTarget } from '../webhook/delivery.js';
+import type { DeliveryTarget } from '../delivery/engine.js';
 import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { AttemptResult } from '../webhook/delivery.js';
+import type { AttemptResult } from '../delivery/worker.js';
 import type { IntakeResult } from '../webhook/intake.js';
 import type { WebhookObserver } from '../webhook/runtime.js';
 import type { AccessLog } from './access-log.js';
@@ -31,7 +31,7 @@ export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): W
       return ctx === undefined ? undefined : traceparentOf(ctx);
     },
 
-    pending(route, count) {
+    counted(route, _destination, count) {
       // A route's first report (its worker started): every result's series exists from now on at
       // 0, so `increase(...{result="dead"}[15m]) > 0` sees the first dead letter after a start.
       if (!pending.has(route)) for (const result of RESULTS) metrics.webhookEvents.add(0, { route, result });

@@ -9,7 +9,7 @@ import { findHeader } from '../core/headers.js';
 import { sendProblem } from '../core/problem.js';
 import type { Clock } from '../core/clock.js';
 import { readKey, type HeaderCheck, type Rejection, type SignedHeaders, type SignedRequest, type Verifier } from './signature.js';
-import type { IncomingEvent, WebhookStore } from './store.js';
+import type { DeliveryStore, NewMessage } from '../delivery/store.js';
 
 export type IntakeResult = 'verified' | 'invalid' | 'duplicate' | 'overloaded';
 
@@ -27,7 +27,7 @@ export interface IntakeOptions {
   readonly verify: Verifier;
   /** Bodies of this route being read or handled now: at most `cfg.maxConcurrent`. Outlives reloads. */
   readonly reading: { active: number };
-  readonly store: () => WebhookStore;
+  readonly store: () => DeliveryStore;
   /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
   readonly stored: () => void;
   /** How the route shapes request headers, for the stored event (see deliveryHeaderPlan). */
@@ -124,24 +124,25 @@ export function compileIntake(o: IntakeOptions): Intake {
     observer.intake(route, 'verified');
     const eventId = verdict.eventId ?? `sha256:${createHash('sha256').update(body).digest('hex')}`;
     const receivedAt = clock.now();
-    const event: IncomingEvent = {
+    const event: NewMessage = {
       id: randomUUID(),
       route,
+      kind: 'webhook',
       provider: cfg.provider,
       eventId,
-      receivedAt,
+      createdAt: receivedAt,
       method: ex.method,
       path: ex.path + ex.query,
       // the provider's headers (signature included) and the forwarding facts, as a proxied request has them
       headers: buildUpstreamHeaders(ex, o.headers),
       body,
-      orderKey: orderBy === undefined ? undefined : readKey(req, orderBy),
       requestId: ex.requestId,
       trace: observer.traceparent(ex),
     };
+    const orderKey = orderBy === undefined ? undefined : readKey(req, orderBy);
     let result;
     try {
-      result = await o.store().accept(event, cfg.dedupe.ttl, receivedAt);
+      result = await o.store().accept(event, [{ destination: 'upstream', orderKey }], receivedAt, { key: eventId, ttlMs: cfg.dedupe.ttl });
     } catch (err) {
       logger.error({ route, eventId, err: (err as Error).message }, 'could not store a webhook event; the provider was told to retry');
       fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored durably; try again later', { 'retry-after': '5' }));

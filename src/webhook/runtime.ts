@@ -1,6 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
-import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { answer, type AdminRoute } from '../core/admin.js';
 import { fingerprint } from '../config/fingerprint.js';
@@ -8,16 +5,19 @@ import { REDACTED } from '../config/secret.js';
 import type { Config, RouteConfig, WebhookConfig } from '../config/schema.js';
 import type { Exchange, Stage } from '../core/exchange.js';
 import type { Clock } from '../core/clock.js';
-import { DEFAULT_SQLITE_STORE, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
-import { createDeliveryWorker, type DeliveryObserver, type DeliveryTarget, type DeliveryWorker } from './delivery.js';
+import { findHeader } from '../core/headers.js';
+import { ATTR } from '../core/names.js';
+import type { DeliveryEngine, DeliveryTarget } from '../delivery/engine.js';
+import type { DeliveryStore, StoredDelivery } from '../delivery/store.js';
+import type { DeliveryPolicy, DeliveryWorker, Sent, WorkerObserver } from '../delivery/worker.js';
 import { compileIntake, deliveryHeaderPlan, type IntakeObserver } from './intake.js';
 import type { RequestHeaderPlan } from '../core/forwarding.js';
-import type { StoredEvent, WebhookStore } from './store.js';
-import { createRedisWebhookStore } from './store-redis.js';
-import { sqliteWebhookStore } from './store-sqlite.js';
 import { compileHeaderCheck, compileVerifier } from './verify.js';
 
-export type WebhookObserver = IntakeObserver & DeliveryObserver;
+export type WebhookObserver = IntakeObserver & WorkerObserver;
+
+/** The destination of a route's own upstream (a fan-out adds others). */
+const UPSTREAM = 'upstream';
 
 /** A webhook route of one compiled plan: its intake (admission stage, handler), and where its events go. */
 export interface WebhookRoute {
@@ -34,7 +34,7 @@ interface WebhookRuntime {
   readonly key: string;
   readonly cfg: WebhookConfig;
   readonly storeName: string;
-  store(): WebhookStore;
+  store(): DeliveryStore;
   target: DeliveryTarget | undefined;
   readonly worker: DeliveryWorker;
   /** Intake bodies being read now (`webhook.maxConcurrent`): shared by the plans of a reload. */
@@ -42,9 +42,9 @@ interface WebhookRuntime {
 }
 
 export interface WebhookRegistryDeps {
-  readonly stores: StoreRegistry;
+  /** The durable delivery engine shared with the outbox: its stores, workers, back-off and dead letters. */
+  readonly engine: DeliveryEngine;
   readonly clock: Clock;
-  readonly rand: () => number;
   readonly logger: Logger;
   readonly observer: WebhookObserver;
 }
@@ -73,66 +73,71 @@ export interface WebhookRegistry {
 /** A webhook body's size limit when the route sets no maxBodySize (it must be read whole to verify). */
 export const WEBHOOK_DEFAULT_MAX_BODY = 1024 * 1024;
 
-/** `dedupe.store` when set; else the first sqlite store defined; else `<dataDir>/gatehouse.db`. */
-function webhookDefaultStore(config: Config): string {
-  return Object.entries(config.stores).find(([, s]) => s.type === 'sqlite')?.[0] ?? DEFAULT_SQLITE_STORE;
-}
-
 export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistry {
-  const { stores, logger, observer } = deps;
-  /** Lease owner id of this process: replicas (and restarts) never share one. */
-  const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const { engine, logger, observer } = deps;
   const active = new Map<string, WebhookRuntime>();
-  const memoryDbs = new Map<string, SqliteDatabase>();
   let closed = false;
 
-  function openStore(name: string, route: string): WebhookStore {
-    const cfg = stores.config(name);
-    switch (cfg?.type) {
-      case 'redis':
-        return createRedisWebhookStore(stores.redis(name));
-      case 'memory': {
-        let db = memoryDbs.get(name);
-        if (db === undefined) {
-          db = new Database(':memory:');
-          memoryDbs.set(name, db);
-          logger.warn({ store: name, route }, `webhook route '${route}' keeps its events in memory store '${name}': they are lost when gatehouse stops (not durable)`);
-        }
-        return sqliteWebhookStore(db, false);
-      }
-      case 'sqlite':
-      case undefined:
-        return sqliteWebhookStore(stores.sqlite(name), true, stores.sqliteHealth(name));
-    }
+  /** A webhook delivery: the stored request, rewritten for the route, with gatehouse's own headers. */
+  function send(runtime: WebhookRuntime, d: StoredDelivery, signal: AbortSignal): Promise<Sent> | undefined {
+    const target = runtime.target;
+    if (target === undefined) return undefined;
+    const q = d.path.indexOf('?');
+    const path = q < 0 ? target.rewrite(d.path) : target.rewrite(d.path.slice(0, q)) + d.path.slice(q);
+    const eventId = d.eventId ?? '';
+    return target.upstream
+      .call({
+        route: d.route,
+        method: d.method,
+        target: path,
+        headers: [...d.headers, 'gatehouse-webhook-id', d.id, 'gatehouse-webhook-event-id', eventId, 'gatehouse-webhook-attempt', String(d.attempts)],
+        body: d.body,
+        host: target.host === 'preserve' ? findHeader(d.headers, 'x-forwarded-host') : target.host,
+        timeoutMs: target.timeoutMs,
+        signal,
+        resends: d.attempts - 1,
+        link: d.trace,
+        attributes: { [ATTR.webhookId]: d.id, [ATTR.webhookEventId]: eventId, [ATTR.webhookAttempt]: d.attempts },
+        maxBodyBytes: 0,
+      })
+      .then((result) => ({ result, upstream: target.upstream.name, path }));
   }
 
   function createRuntime(name: string, key: string, cfg: WebhookConfig, storeName: string): WebhookRuntime {
-    let store: WebhookStore | undefined;
+    let store: DeliveryStore | undefined;
+    const { attempts, backoff, deadLetter, concurrency } = cfg.delivery;
+    const policy: DeliveryPolicy = {
+      attempts,
+      backoff,
+      deadLetter,
+      keepBody: cfg.inspect,
+      // a 2xx from the store counts as delivered; anything else is tried again while attempts last
+      verdict: (result) => (result.failure === undefined && result.status >= 200 && result.status <= 299 ? 'delivered' : 'retry'),
+    };
     const runtime: WebhookRuntime = {
       name,
       key,
       cfg,
       storeName,
       // opened on first use (activation), after the registry of stores has adopted the new config
-      store: () => (store ??= openStore(storeName, name)),
+      store: () => (store ??= engine.store(storeName, name)),
       target: undefined,
       reading: { active: 0 },
-      worker: createDeliveryWorker({
+      worker: engine.worker({
         route: name,
-        cfg,
+        destination: UPSTREAM,
+        concurrency,
+        policy,
         store: () => runtime.store(),
-        owner,
-        target: () => runtime.target,
-        clock: deps.clock,
-        rand: deps.rand,
+        send: (d, signal) => send(runtime, d, signal),
+        timeoutMs: () => runtime.target?.timeoutMs ?? 30_000,
         observer,
-        logger,
       }),
     };
     return runtime;
   }
 
-  const storesInUse = (): WebhookStore[] => [...new Set([...active.values()].map((r) => r.store()))];
+  const storesInUse = (): DeliveryStore[] => [...new Set([...active.values()].map((r) => r.store()))];
 
   /** `/admin/webhooks/...` (SPEC §9): what is dead, replaying one, the latest events. */
   const adminRoutes: AdminRoute[] = [
@@ -140,8 +145,8 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       method: 'GET',
       path: '/admin/webhooks/dead',
       async handle() {
-        const seen = new Map<string, StoredEvent>();
-        for (const store of storesInUse()) for (const ev of await store.listDead()) seen.set(ev.id, ev);
+        const seen = new Map<string, StoredDelivery>();
+        for (const store of storesInUse()) for (const ev of await store.listDead('webhook')) seen.set(ev.id, ev);
         const events = [...seen.values()].sort((a, b) => (a.deadAt ?? 0) - (b.deadAt ?? 0));
         return answer(200, { events: events.map(deadView) });
       },
@@ -152,11 +157,11 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       async handle({ params }) {
         const id = params.id!;
         for (const store of storesInUse()) {
-          const ev = (await store.listDead()).find((e) => e.id === id);
+          const ev = (await store.listDead('webhook')).find((e) => e.id === id);
           if (ev === undefined) continue;
           const runtime = active.get(ev.route);
           if (runtime === undefined) return answer(409, { error: `route '${ev.route}' of event ${id} is not configured: nowhere to deliver it` });
-          await store.replay(id, deps.clock.now());
+          await store.replay({ id, destination: ev.destination }, deps.clock.now());
           runtime.worker.notify();
           return answer(202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying' });
         }
@@ -172,7 +177,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         if (only !== null && !active.has(only)) return answer(404, { error: `no webhook route named '${only}'`, routes: [...active.keys()] });
         const runtimes = only === null ? [...active.values()] : [active.get(only)!];
         const events: unknown[] = [];
-        for (const r of runtimes) for (const ev of await r.store().recent(r.name, limit)) events.push(recentView(ev, r.cfg.inspect));
+        for (const r of runtimes) for (const ev of await r.store().list({ kind: 'webhook', route: r.name, destination: UPSTREAM, limit })) events.push(recentView(ev, r.cfg.inspect));
         return answer(200, { events });
       },
     },
@@ -182,7 +187,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
     compile(input) {
       const { route } = input;
       const cfg = route.webhook!;
-      const storeName = cfg.dedupe.store ?? webhookDefaultStore(input.config);
+      const storeName = cfg.dedupe.store ?? engine.defaultStore(input.config);
       const storeConfig = Object.hasOwn(input.config.stores, storeName) ? input.config.stores[storeName] : null;
       const key = `${route.name}:${fingerprint(cfg)}:${storeName}:${fingerprint([storeConfig, input.config.dataDir])}`;
       const current = active.get(route.name);
@@ -234,8 +239,6 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       const runtimes = [...active.values()];
       active.clear();
       await Promise.allSettled(runtimes.map((r) => r.worker.stop(graceMs)));
-      for (const db of memoryDbs.values()) db.close();
-      memoryDbs.clear();
     },
   };
 }
@@ -243,21 +246,21 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
 /** What every admin view shows of an event. */
-const eventView = (ev: StoredEvent) => ({
+const eventView = (ev: StoredDelivery) => ({
   id: ev.id,
   route: ev.route,
-  provider: ev.provider,
-  eventId: ev.eventId,
-  receivedAt: iso(ev.receivedAt),
+  provider: ev.provider ?? null,
+  eventId: ev.eventId ?? null,
+  receivedAt: iso(ev.createdAt),
   attempts: ev.attempts,
   lastError: ev.lastError ?? null,
 });
 
-function deadView(ev: StoredEvent) {
+function deadView(ev: StoredDelivery) {
   return { ...eventView(ev), deadAt: iso(ev.deadAt), state: ev.state === 'dead' ? 'dead' : 'replaying' };
 }
 
-function recentView(ev: StoredEvent, inspect: boolean) {
+function recentView(ev: StoredDelivery, inspect: boolean) {
   return {
     ...eventView(ev),
     state: ev.state,
