@@ -27,6 +27,8 @@ import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
 import { createDeliveryEngine } from './delivery/engine.js';
+import { createOutboxRegistry } from './delivery/outbox.js';
+import { createOutboxObserver } from './telemetry/outbox-observer.js';
 import { VERSION } from './core/version.js';
 
 /** The longest shutdown waits for pending spans and metrics to reach the collector (SPEC §1). */
@@ -101,6 +103,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     logger,
     observer: createWebhookObserver(metrics, accessLog),
   });
+  const outbox = createOutboxRegistry({ engine, clock: systemClock, logger, observer: createOutboxObserver(metrics, accessLog) });
 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
   const observers: PlanObservers = {
@@ -108,7 +111,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     quota: createQuotaObserver(metrics, logger),
     auth: createAuthObserver(metrics),
   };
-  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks, observers };
+  const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks, outbox, observers };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, logger };
   state.plan = compilePlan(first, planDeps, 1);
   observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
@@ -156,6 +159,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     stores.update(loaded.config);
     retireQuotaStores(previous.quotas, next.quotas);
     webhooks.activate(next.webhooks);
+    outbox.activate(next.outbox);
     for (const u of retiredUpstreams(previous, next)) {
       u.close().catch((err: unknown) => logger.warn({ upstream: u.name, err: (err as Error).message }, 'closing a retired upstream failed'));
     }
@@ -172,9 +176,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   };
 
   /** What start opened, closed again: the end of shutdown, and a start that fails half-way. */
-  async function release(webhooksClosed: Promise<void>): Promise<void> {
+  async function release(deliveriesStopped: Promise<unknown>): Promise<void> {
     listeners.closeAll();
-    await webhooksClosed;
+    await deliveriesStopped;
+    engine.close();
     await Promise.allSettled([...state.plan.upstreams.values()].map((u) => u.close()));
     state.plan.quotas.close();
     await stores.close();
@@ -218,6 +223,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       { method: 'GET', path: '/admin/quotas', handle: () => answer(200, state.plan.quotas.view()) },
       ...webhooks.adminRoutes,
+      ...outbox.adminRoutes,
     ],
   };
 
@@ -225,10 +231,11 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   try {
     (await listeners.prepare(state.plan)).commit();
     webhooks.activate(state.plan.webhooks);
+    outbox.activate(state.plan.outbox);
     admin = await startAdminServer(config.admin.address, adminSource);
   } catch (err) {
     listeners.stopAccepting();
-    await release(webhooks.close(0));
+    await release(Promise.all([webhooks.close(0), outbox.close(0)]));
     throw err;
   }
 
@@ -253,9 +260,9 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     watch?.stop();
     listeners.stopAccepting();
     const drainMs = state.plan.config.shutdown.drainTimeout;
-    // webhook workers stop claiming now; deliveries in flight get the drain timeout to finish,
-    // the rest are handed back to the store and resume at the next start
-    const webhooksClosed = webhooks.close(drainMs);
+    // delivery workers (webhooks, outbox) stop claiming now; deliveries in flight get the drain
+    // timeout to finish, the rest are handed back to the store and resume at the next start
+    const deliveriesStopped = Promise.all([webhooks.close(drainMs), outbox.close(drainMs)]);
     if (state.inFlight > 0) {
       logger.info({ inFlight: state.inFlight, drainTimeoutMs: drainMs }, 'draining requests in flight');
       await new Promise<void>((resolve) => {
@@ -267,7 +274,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       });
     }
     if (state.inFlight > 0) logger.warn({ inFlight: state.inFlight }, 'drain timeout passed; closing remaining connections');
-    await release(webhooksClosed);
+    await release(deliveriesStopped);
     await new Promise<void>((resolve) => {
       admin.server.close(() => resolve());
       admin.server.closeAllConnections();

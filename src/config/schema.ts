@@ -637,6 +637,13 @@ const webhookCommon = {
 const PROVIDER = 'Who signs: stripe, shopify, github, standard (Standard Webhooks) or hmac (any HMAC header).';
 const tolerance = (where: string) => duration.prefault('5m').describe(`Largest age of the signed timestamp (${where}) accepted. Default: 5m.`);
 
+/** A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes (the prefix may be left out). */
+export function isStandardWebhooksSecret(text: string): boolean {
+  const b64 = text.replace(/^whsec_/, '');
+  return /^[A-Za-z0-9+/]+={0,2}$/.test(b64) && Buffer.from(b64, 'base64').length >= 16;
+}
+const STANDARD_SECRET_MESSAGE = 'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 16 bytes)';
+
 const Webhook = z
   .discriminatedUnion(
     'provider',
@@ -666,16 +673,56 @@ const Webhook = z
     const list = w.secrets ?? [w.secret!];
     list.forEach((s, i) => {
       if (!(s instanceof Secret)) return; // not a valid string: that problem is reported already
-      const b64 = s.reveal().replace(/^whsec_/, '');
-      if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || Buffer.from(b64, 'base64').length < 16) {
-        ctx.addIssue({
-          code: 'custom',
-          path: w.secrets ? ['secrets', i] : ['secret'],
-          message: 'must be a Standard Webhooks secret: whsec_ followed by base64 (at least 16 bytes)',
-        });
-      }
+      if (!isStandardWebhooksSecret(s.reveal())) ctx.addIssue({ code: 'custom', path: w.secrets ? ['secrets', i] : ['secret'], message: STANDARD_SECRET_MESSAGE });
     });
   });
+
+const callbackUrl = z.string({ error: 'must be an http:// or https:// URL' }).superRefine((text, ctx) => {
+  const url = parseUrl(text);
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.hash) {
+    reject(ctx, 'must be an http:// or https:// URL without credentials or fragment', text);
+  }
+});
+
+const ALWAYS_SYNC = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** SPEC §11: the outbox. A write the store sends out is kept until the provider took it. */
+const Delivery = z.strictObject({
+  mode: z.enum(['sync', 'async', 'fallback'], { error: 'must be one of "sync", "async", "fallback"' }).default('sync')
+    .describe('sync: as any route. async: store durably and answer 202. fallback: send now; store and answer 202 when the upstream fails or answers 5xx/429. Default: sync.'),
+  methods: z
+    .array(method)
+    .min(1, 'must list at least one method')
+    .default(['POST', 'PUT', 'PATCH', 'DELETE'])
+    .superRefine((list, ctx) => {
+      list.forEach((m, i) => {
+        if (ALWAYS_SYNC.has(m)) ctx.addIssue({ code: 'custom', path: [i], message: `${m} is always sent at once (sync): list writes only` });
+      });
+    })
+    .describe('Methods that go through the outbox; GET, HEAD and OPTIONS are always sync. Default: [POST, PUT, PATCH, DELETE].'),
+  store: name.optional().describe('A store from stores: (sqlite, redis, or memory: not durable). Default: the first sqlite store, else <dataDir>/gatehouse.db.'),
+  orderBy: keySource.optional().describe('Deliver messages with the same key one at a time, in order: header:<name> or json:<path>.'),
+  maxAge: duration.prefault('23h').describe('Then a message not yet delivered goes dead. Default: 23h (under Stripe\'s 24 h idempotency-key life).'),
+  backoff: z
+    .strictObject({
+      base: duration.prefault('1s').describe('First delay\'s ceiling. Default: 1s.'),
+      max: duration.prefault('5m').describe('Largest delay. Default: 5m.'),
+    })
+    .prefault({})
+    .describe('Back-off between delivery tries (a Retry-After from the upstream is honoured).'),
+  maxBodySize: size.prefault('1mb').describe('Larger request bodies get 413. Default: 1mb.'),
+  concurrency: positiveInt.default(8).describe('Deliveries of this route in flight at most. Default: 8.'),
+  callback: z
+    .strictObject({
+      url: callbackUrl.describe('Where gatehouse POSTs the outcome of each message (delivered or dead).'),
+      secret: secret.describe('Standard Webhooks signing secret (whsec_ + base64).'),
+    })
+    .superRefine((c, ctx) => {
+      if (c.secret instanceof Secret && !isStandardWebhooksSecret(c.secret.reveal())) ctx.addIssue({ code: 'custom', path: ['secret'], message: STANDARD_SECRET_MESSAGE });
+    })
+    .optional()
+    .describe('Tell the store how each message ended, signed the Standard Webhooks way, retried until acknowledged.'),
+});
 
 const Route = z.strictObject({
   name: name.describe('The route\'s name: in metrics, traces, logs and problem paths.'),
@@ -705,6 +752,7 @@ const Route = z.strictObject({
   retry: Retry.optional().describe('Retries of idempotent requests (or ones with an Idempotency-Key). Default: none.'),
   idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional().describe('generate: add an Idempotency-Key to POST and PATCH requests that lack one, so they can be retried.'),
   webhook: Webhook.optional().describe('Verify, de-duplicate and durably deliver signed webhooks on this route.'),
+  delivery: Delivery.optional().describe('Outbound writes that survive a provider outage: sync, async or fallback through a durable outbox. Default: sync.'),
 });
 
 export const ConfigSchema = z
@@ -770,6 +818,14 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
     if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
       const defined = Object.keys(asRecord(root.stores));
       problems.push({ path: ['routes', i, 'webhook', 'dedupe', 'store'], message: `unknown store "${store}" (defined: ${defined.join(', ') || 'none'})` });
+    }
+    const delivery = asRecord(route.delivery);
+    if (typeof delivery.store === 'string' && !Object.hasOwn(asRecord(root.stores), delivery.store)) {
+      const defined = Object.keys(asRecord(root.stores));
+      problems.push({ path: ['routes', i, 'delivery', 'store'], message: `unknown store "${delivery.store}" (defined: ${defined.join(', ') || 'none'})` });
+    }
+    if (route.webhook !== undefined && delivery.mode !== undefined && delivery.mode !== 'sync') {
+      problems.push({ path: ['routes', i, 'delivery', 'mode'], message: 'a webhook route delivers through webhook.delivery already: delivery.mode must be sync here' });
     }
     if (asRecord(route.rewrite).prefix !== undefined && asRecord(route.match).pathPrefix === undefined) {
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
@@ -862,3 +918,4 @@ export type UpstreamTlsConfig = NonNullable<UpstreamConfig['tls']>;
 export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
 export type JwtConfig = NonNullable<RouteConfig['jwt']>;
 export type WebhookConfig = NonNullable<RouteConfig['webhook']>;
+export type OutboxConfig = NonNullable<RouteConfig['delivery']>;

@@ -18,7 +18,7 @@ export const ERRORS = {
   no_healthy_upstream: { status: 503, title: 'No healthy upstream' },
   not_implemented: { status: 501, title: 'Not implemented' },
   auth_unavailable: { status: 503, title: 'Authentication unavailable' },
-  store_unavailable: { status: 503, title: 'Webhook store unavailable' },
+  store_unavailable: { status: 503, title: 'Store unavailable' },
   upstream_timeout: { status: 504, title: 'Upstream timeout' },
 } as const satisfies Record<string, { status: number; title: string }>;
 

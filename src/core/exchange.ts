@@ -102,6 +102,11 @@ export class Exchange {
   retryable: ResponseFilter | undefined = undefined;
   /** Set by `retryable` when it claims an answer: the wait before the next try; -1 = none claimed. */
   retryDelayMs = -1;
+  /**
+   * Set by the outbox's `fallback` mode: consulted for an answer no retry claimed; true holds it
+   * back from the client (the attempt resolves uncommitted) so the request is stored instead.
+   */
+  fallback: ResponseFilter | undefined = undefined;
 
   attempts = 0;
   /** Why a retry the route asked for was not made (`budget`, `deadline`); for the access log. */

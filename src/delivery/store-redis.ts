@@ -288,6 +288,7 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
       return times.length === 0 ? undefined : Math.min(...times);
     },
     pending: (route, destination) => client.scard(`${K}open:${route}:${destination}`),
+    busy: async (route, destination, orderKey) => (await client.llen(`${K}order:${route}:${destination}:${orderKey}`)) > 0,
     async deadCount(route, destination) {
       // dead deliveries are few (they wait for an operator): counted from the dead list
       const kinds = await Promise.all(['webhook', 'outbox'].map((kind) => client.zrange(`${K}dead:${kind}`, 0, -1)));

@@ -342,6 +342,7 @@ function createSqliteDeliveryStore(db: SqliteDatabase, durable: boolean, health:
       }),
     nextDueAt: (route, destination) => read(() => (q.nextDue.get({ route, destination }) as { t: number | null }).t ?? undefined),
     pending: (route, destination) => read(() => (q.pending.get(route, destination) as { n: number }).n),
+    busy: (route, destination, orderKey) => read(() => q.keyBusy.get(route, destination, orderKey) !== undefined),
     deadCount: (route, destination) => read(() => (q.deadCount.get(route, destination) as { n: number }).n),
     listDead: (kind) => read(() => (q.listDead.all(kind) as Row[]).map(toDelivery)),
     replay: (ref, nowMs) =>

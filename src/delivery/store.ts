@@ -119,6 +119,8 @@ export interface DeliveryStore {
   nextDueAt(route: string, destination: string): Promise<number | undefined>;
   /** Deliveries of a route's destination not yet finished (pending, waiting, delivering). */
   pending(route: string, destination: string): Promise<number>;
+  /** Whether a delivery with this ordering key is unfinished: a new one would wait behind it. */
+  busy(route: string, destination: string, orderKey: string): Promise<boolean>;
   /** Dead deliveries of a route's destination now. */
   deadCount(route: string, destination: string): Promise<number>;
   /** Dead-lettered deliveries of one kind, every route, oldest first. */

@@ -306,7 +306,7 @@ class ProxyAttempt extends Attempt {
     const ex = this.exchange;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
-    if (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) {
+    if ((ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) || (ex.fallback !== undefined && ex.fallback(ex, statusCode, rawHeaders))) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
       return true;
     }

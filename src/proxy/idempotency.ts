@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { findHeader } from '../core/headers.js';
 import type { Policy } from '../core/send.js';
 
 /**
@@ -9,7 +10,8 @@ import type { Policy } from '../core/send.js';
 export function idempotencyKey(generate: () => string = randomUUID): Policy {
   return (next) =>
     function withIdempotencyKey(ex) {
-      if ((ex.method === 'POST' || ex.method === 'PATCH') && ex.header('idempotency-key') === undefined) {
+      // the client's key is among the headers forwarded (unless the route removes it); the outbox may have added one
+      if ((ex.method === 'POST' || ex.method === 'PATCH') && findHeader(ex.outHeaders, 'idempotency-key') === undefined) {
         // part of the base headers every attempt starts from
         ex.outHeaders.length = ex.outHeaderBase;
         ex.outHeaders.push('idempotency-key', generate());

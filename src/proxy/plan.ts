@@ -31,6 +31,7 @@ import { compose, type Policy, type Send } from '../core/send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
 import type { DeliveryTarget } from '../delivery/engine.js';
 import { WEBHOOK_DEFAULT_MAX_BODY, type WebhookRegistry, type WebhookRoute } from '../webhook/runtime.js';
+import type { OutboxRegistry, OutboxRoute } from '../delivery/outbox.js';
 
 /**
  * The compiled, immutable form of a config (STYLE §2): every matcher, Set, header list and
@@ -50,6 +51,8 @@ export interface Plan {
   readonly keySets: ReadonlyMap<string, KeySet>;
   /** Webhook routes: activated (their delivery workers run) once this plan is live. */
   readonly webhooks: readonly WebhookRoute[];
+  /** Outbox routes (`delivery.mode` async or fallback): activated once this plan is live. */
+  readonly outbox: readonly OutboxRoute[];
 }
 
 export interface ListenerPlan {
@@ -98,6 +101,7 @@ export interface PlanDeps {
   readonly stores: StoreRegistry;
   readonly isDraining: () => boolean;
   readonly webhooks: WebhookRegistry;
+  readonly outbox: OutboxRegistry;
   /** What policies report to; built once by the composition root (telemetry implements them). */
   readonly observers: PlanObservers;
 }
@@ -124,6 +128,8 @@ interface RouteContext {
   readonly quotaDeps: QuotaDeps;
   /** Collects the plan's webhook routes, activated once the plan is live. */
   readonly webhooks: WebhookRoute[];
+  /** Collects the plan's outbox routes, activated once the plan is live. */
+  readonly outbox: OutboxRoute[];
 }
 
 /**
@@ -151,6 +157,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
 
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
+  const outbox: OutboxRoute[] = [];
   for (const route of config.routes) {
     const plan = compileRoute(route, {
       deps,
@@ -163,6 +170,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       quotas,
       quotaDeps,
       webhooks,
+      outbox,
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -183,7 +191,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks };
+  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks, outbox };
 }
 
 /** Upstream runtimes (pools, breakers, health) are taken over from `previous` when their config is unchanged. */
@@ -232,12 +240,17 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   };
   const host = route.rewrite?.host;
   const rewrite = compileRewrite(route);
-  // A webhook's body is read whole to verify it: it always has a limit.
-  const maxBodyBytes = route.maxBodySize ?? (route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : undefined);
+  // [delivery] an outbox route (async, fallback) stores writes and delivers them in the background
+  const durable = route.delivery !== undefined && route.delivery.mode !== 'sync' ? route.delivery : undefined;
+  // A webhook's body is read whole to verify it, an outbox write's to store it: both always have a limit.
+  const bodyLimit = route.webhook !== undefined ? WEBHOOK_DEFAULT_MAX_BODY : durable?.maxBodySize;
+  const maxBodyBytes = route.maxBodySize === undefined ? bodyLimit : Math.min(route.maxBodySize, bodyLimit ?? Infinity);
   // [webhooks] a webhook route answers the provider itself and delivers in the background,
   // through the same upstream dispatch as proxied traffic
-  const intake =
-    route.webhook === undefined ? undefined : compileWebhook(route, ctx, { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout }, requestHeaders);
+  const target = route.webhook !== undefined || durable !== undefined ? { upstream: upstreamClient(upstream, deps), rewrite, host, timeoutMs: route.timeout } : undefined;
+  const intake = route.webhook === undefined ? undefined : compileWebhook(route, ctx, target!, requestHeaders);
+  const outbox = durable === undefined ? undefined : deps.outbox.compile({ route, target: target!, config: ctx.config, isDraining: deps.isDraining });
+  if (outbox !== undefined) ctx.outbox.push(outbox);
 
   // Stages run in this order between routing and forwarding; each may refuse the request.
   const stages: Stage[] = [];
@@ -256,7 +269,10 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ ... ⊃ attempt. The attempt is
   // the upstream dispatch: breaker, bulkhead, credentials, endpoint, span and metrics per try.
-  const policies: Policy[] = [deadline(route.timeout, deps.clock)];
+  const policies: Policy[] = [];
+  // [delivery] outermost: async stores at once; fallback sees the whole route's outcome, its deadline and retries included
+  if (outbox !== undefined) policies.push(outbox.policy);
+  policies.push(deadline(route.timeout, deps.clock));
   // [resilience] retry
   if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
   policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer: deps.observers.resilience }));

@@ -188,7 +188,8 @@ export function retry(plan: RetryPlan, deps: RetryDeps): Policy | undefined {
         const timeout = tryTimeouts?.add(ex);
         try {
           const result = await next(ex);
-          if (result.committed) return result;
+          // not claimed by `claim` (it sets the delay): held back for the outbox's fallback
+          if (result.committed || ex.retryDelayMs < 0) return result;
           reason = String(result.statusCode); // claimed: `claim` granted the retry and took a slot
         } catch (err) {
           if (ex.retryDelayMs < 0) {

@@ -21,9 +21,10 @@ export interface AccessLogEntry {
   readonly error: string | null;
   /** The client address; null on background lines (no client). */
   readonly client: string | null;
-  /** Set on the lines of background work that no client request carries (webhook deliveries). */
-  readonly kind?: 'webhook-delivery';
+  /** Set on the lines of background work that no client request carries (webhook and outbox deliveries). */
+  readonly kind?: 'webhook-delivery' | 'outbox-delivery' | 'outbox-callback';
   readonly webhookId?: string;
+  readonly outboxId?: string;
   readonly eventId?: string;
   readonly result?: string;
 }

@@ -33,6 +33,10 @@ export interface Metrics {
   readonly webhookEvents: Counter;
   /** Time from a webhook's receipt to its delivery to the upstream. */
   readonly webhookDeliveryLag: Histogram;
+  /** `gatehouse_outbox_deliveries_total{route,result}`: accepted, delivered, retried, dead. */
+  readonly outboxDeliveries: Counter;
+  /** `gatehouse_outbox_lag_seconds`: from acceptance to delivery. */
+  readonly outboxLag: Histogram;
   /** `gatehouse_ratelimit_decisions_total{route,result}`: allowed, rejected, queued, fallback. */
   readonly ratelimitDecisions: CounterCells;
   /** `gatehouse_ratelimit_queue_depth{quota}`: requests waiting in a quota's queue. */
@@ -111,6 +115,14 @@ export function createMetrics(
     webhookDeliveryLag: meter.createHistogram(METRICS.webhookDeliveryLag, {
       unit: 's',
       description: 'Time from receiving a webhook to its delivery to the upstream, retries included.',
+      advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
+    }),
+    outboxDeliveries: meter.createCounter(METRICS.outboxDeliveries, {
+      description: 'Outbox messages by route and result: accepted (stored, 202), delivered, retried (a try failed, another follows), dead.',
+    }),
+    outboxLag: meter.createHistogram(METRICS.outboxLag, {
+      unit: 's',
+      description: 'Time from accepting an outbox message (the 202) to its delivery to the upstream, retries included.',
       advice: { explicitBucketBoundaries: LAG_BUCKETS_S },
     }),
     ratelimitDecisions: createCounterCells(meter, METRICS.ratelimitDecisions, 'Quota decisions by route and result (allowed, rejected, queued, fallback).'),

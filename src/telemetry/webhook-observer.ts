@@ -64,5 +64,5 @@ export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): W
   };
 }
 
-const traceparentOf = (c: { traceId: string; spanId: string; traceFlags: number }) =>
+export const traceparentOf = (c: { traceId: string; spanId: string; traceFlags: number }) =>
   `00-${c.traceId}-${c.spanId}-${c.traceFlags.toString(16).padStart(2, '0')}`;

@@ -82,13 +82,4 @@ export function checkTimestamp(text: string | undefined, toleranceMs: number, no
   return undefined;
 }
 
-/** Reads `header:<name>` or `json:<path>` from a request; undefined when absent or not a scalar. */
-export function readKey(req: SignedRequest, source: { from: 'header'; name: string } | { from: 'json'; path: readonly string[] }): string | undefined {
-  if (source.from === 'header') return req.header(source.name) || undefined;
-  let node = req.json();
-  for (const part of source.path) {
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<string, unknown>)[part];
-  }
-  return typeof node === 'string' ? node || undefined : typeof node === 'number' || typeof node === 'boolean' ? String(node) : undefined;
-}
+export { readKey } from '../core/key-source.js';
