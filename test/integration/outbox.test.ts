@@ -1,5 +1,4 @@
 import { createHmac } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import '../helpers/cleanup.js';
@@ -31,18 +30,6 @@ const post = (g: TestGatehouse, path: string, body: string, headers: Record<stri
   g.fetch('out', path, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
 
 const message = async (g: TestGatehouse, id: string) => (await request(g.admin(`/admin/outbox/${id}`))).json();
-
-/** Scripted answers per Idempotency-Key: `answers[n]` for a key's n-th try (the last repeats). */
-function byTry(answers: readonly number[]) {
-  const tries = new Map<string, number>();
-  return (req: IncomingMessage, res: ServerResponse) => {
-    const key = String(req.headers['idempotency-key']);
-    const n = tries.get(key) ?? 0;
-    tries.set(key, n + 1);
-    const status = answers[Math.min(n, answers.length - 1)]!;
-    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ try: n + 1, status }));
-  };
-}
 
 describe('outbox: async', () => {
   it('stores the write, answers 202 with the id and Idempotency-Key, and delivers it through the route with that key', async () => {
