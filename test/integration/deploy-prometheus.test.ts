@@ -24,14 +24,11 @@ const ALERTS = `${ROOT}deploy/prometheus/alerts.yaml`;
 const DASHBOARD = `${ROOT}deploy/grafana/gatehouse.json`;
 
 /**
- * Expressions of capabilities gatehouse does not have yet, so no traffic can give them data: the
- * outbox (SPEC §11), provider budgets (§12) and the cache (§13). They are reported and skipped;
- * one that returns data fails the test, so this list is pruned when the capability lands.
+ * Expressions of capabilities gatehouse does not have yet, so no traffic can give them data:
+ * provider budgets (§12) and the cache (§13). They are reported and skipped; one that returns
+ * data fails the test, so this list is pruned when the capability lands.
  */
 const PENDING: readonly string[] = [
-  'alert GatehouseOutboxDeadLetters', // gatehouse_outbox_messages (§11)
-  'panel "Outbox messages by status"', // gatehouse_outbox_messages (§11)
-  'panel "Outbox lag p95"', // gatehouse_outbox_lag_seconds (§11)
   'panel "Provider budget available"', // gatehouse_budget_available (§12)
   'panel "Cache hit ratio by route"', // gatehouse_cache_requests_total (§13)
 ];
@@ -109,6 +106,8 @@ async function startKit() {
   const app = await startUpstream(store());
   const payments = await startUpstream((_req, res) => void res.writeHead(500).end('down'));
   const hooks = await startUpstream((_req, res) => void res.writeHead(200).end('stored'));
+  // the ERP takes orders and refuses an invalid one for good (422: the outbox message goes dead)
+  const erp = await startUpstream((req, res) => void res.writeHead(req.url?.includes('invalid') ? 422 : 201).end());
   const nowhere = await closedPort();
   const noRedis = await closedPort();
   const key = await makeKey('kit-1', 'ES256');
@@ -122,6 +121,7 @@ upstreams:
   app: { endpoints: [${app.url}] }
   payments: { endpoints: [${payments.url}], circuitBreaker: { consecutiveFailures: 2, openFor: 5m } }
   hooks: { endpoints: [${hooks.url}] }
+  erp: { endpoints: [${erp.url}] }
   lost: { endpoints: [http://127.0.0.1:${nowhere}] }
 quotas:
   paced: { limit: 10, per: 1s, burst: 1, onExceed: queue, maxWait: 10s, maxQueue: 100 }
@@ -140,6 +140,7 @@ routes:
     match: { path: /webhooks/stripe, methods: [POST] }
     upstream: hooks
     webhook: { provider: stripe, secret: ${WEBHOOK_SECRET}, delivery: { attempts: 3, backoff: { base: 10ms, max: 20ms } } }
+  - { name: erp-orders, listener: in, match: { pathPrefix: /erp }, upstream: erp, delivery: { mode: async } }
   - name: lost-webhooks
     listener: in
     match: { path: /webhooks/lost, methods: [POST] }
@@ -182,6 +183,9 @@ async function traffic(kit: Awaited<ReturnType<typeof startKit>>, queued: number
   expect(await status(postEvent(g, '/webhooks/stripe'))).toBe(200);
   expect(await status(postEvent(g, '/webhooks/stripe', 't=1,v1=00'))).toBe(401);
   expect(await status(postEvent(g, '/webhooks/lost'))).toBe(200); // stored; its only delivery fails: dead
+  const order = (path: string) => status(g.fetch('in', path, { method: 'POST', body: '{"order":1}', headers: { 'content-type': 'application/json' } }));
+  expect(await order('/erp/orders')).toBe(202); // stored, then delivered
+  expect(await order('/erp/orders/invalid')).toBe(202); // stored, then refused for good: dead
   const answers = await Promise.all(Array.from({ length: queued }, (_, i) => status(g.fetch('in', `/paced/${i}`, { timeoutMs: 20_000 }))));
   expect(answers.every((s) => s === 200)).toBe(true);
   // a rejected config: the running one keeps serving
@@ -193,6 +197,7 @@ async function traffic(kit: Awaited<ReturnType<typeof startKit>>, queued: number
     const events = (await request(g.admin('/admin/webhooks/dead'))).json().events as unknown[];
     return events.length >= eventNo / 3; // one dead letter per round
   });
+  await eventually(async () => (await request(g.admin('/admin/outbox?status=dead'))).json().messages.length >= eventNo / 3);
 }
 
 /** Waits until Prometheus has scraped `n` more times than `since`. */
