@@ -97,6 +97,7 @@ redis.call('HSET', P..'m:'..id, 'id', id, 'route', route, 'kind', kind, 'created
   'idempotencyKey', ARGV[18], 'open', 0, 'dead', 0, 'dests', '')
 add(P, id, route, cjson.decode(ARGV[8]), now)
 redis.call('ZADD', P..'msgs:'..kind, seq, id)
+settle(P, id, '1') -- a message no destination wants expires as a finished one
 return 1`,
   // ARGV: P route dest now leaseUntil limit owner
   dlClaim:
@@ -199,6 +200,34 @@ redis.call('ZREM', P..'dead:'..redis.call('HGET', P..'m:'..id, 'kind'), id..' '.
 redis.call('HSET', k, 'state', 'cancelled', 'owner', '', 'orderKey', '')
 settle(P, id, '0')
 return both(P, id, dest)`,
+  // ARGV: P(new) O(old, 'webhook:') id — one webhook event stored before the shared engine
+  dlMigrateWebhook: `
+local P, O, id = ARGV[1], ARGV[2], ARGV[3]
+local old = O..'ev:'..id
+local h = redis.call('HGETALL', old)
+if #h == 0 then return 0 end
+local e = {}
+for i = 1, #h, 2 do e[h[i]] = h[i + 1] end
+if e.state == 'delivered' or not e.route then redis.call('DEL', old) return 0 end
+local route, dest = e.route, 'upstream'
+local state = e.state
+if state == 'delivering' then state = 'pending' end
+local dead = state == 'dead'
+local m = P..'m:'..id
+redis.call('HSET', m, 'id', id, 'route', route, 'kind', 'webhook', 'createdAt', e.receivedAt or '0', 'method', e.method or 'POST', 'path', e.path or '/',
+  'headers', e.headers or '[]', 'body', e.body or '', 'requestId', e.requestId or '', 'trace', e.trace or '', 'provider', e.provider or '',
+  'eventId', e.eventId or '', 'idempotencyKey', '', 'open', dead and 0 or 1, 'dead', dead and 1 or 0, 'dests', dest..',')
+redis.call('HSET', P..'d:'..id..':'..dest, 'destination', dest, 'state', state, 'attempts', e.attempts or '0', 'nextAt', e.nextAt or '0',
+  'orderKey', e.orderKey or '', 'expiresAt', '', 'payload', '', 'hasPayload', '', 'lastError', e.lastError or '', 'lastStatus', '',
+  'owner', '', 'deadAt', e.deadAt or '', 'deliveredAt', '')
+redis.call('ZADD', P..'msgs:webhook', redis.call('INCR', P..'seq'), id)
+if e.deadAt and e.deadAt ~= '' then redis.call('ZADD', P..'dead:webhook', e.deadAt, id..' '..dest) end
+if not dead then
+  if state == 'pending' then redis.call('ZADD', P..'due:'..route..':'..dest, e.nextAt or '0', id) end
+  redis.call('SADD', P..'open:'..route..':'..dest, id)
+end
+redis.call('DEL', old)
+return 1`,
 } as const;
 
 type Arg = string | number | Buffer;
@@ -251,6 +280,7 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
     }
     return out;
   };
+  let migrateUntil = 0;
   const one = (flat: Buffer[]) => (flat.length === 0 ? undefined : fromHash(pairs(flat)));
 
   return {
@@ -322,11 +352,49 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
       }
       return out;
     },
-    async maintain() {
+    async maintain(nowMs) {
+      // webhook events an earlier version (or an old replica during a rolling update) stored
+      if (migrateUntil === 0) migrateUntil = nowMs + MIGRATE_FOR_MS;
+      if (nowMs < migrateUntil) await migrateWebhookEvents(client, r, P);
       // finished messages carry their own expiry; the admin lists are trimmed to the newest
       for (const kind of ['webhook', 'outbox']) await client.zremrangebyrank(`${K}msgs:${kind}`, 0, -LISTED - 1);
     },
   };
+}
+
+/** How long after its start a process looks for webhook events under the old keys (a rolling update's old replicas). */
+const MIGRATE_FOR_MS = 15 * 60_000;
+
+/**
+ * Moves webhook events stored by gatehouse before the shared engine (keys `webhook:...`) into the
+ * engine's keys: their ordering lists and id claims (renamed, so their expiry stays), then each
+ * event not yet delivered (one script per event: atomic, and a no-op when another replica moved
+ * it first), then the old queues.
+ */
+async function migrateWebhookEvents(client: Redis, r: Redis & Scripts, P: string): Promise<void> {
+  const prefix = client.options.keyPrefix ?? '';
+  const O = 'webhook:';
+  const scan = async (what: string): Promise<string[]> => {
+    const out: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}${O}${what}*`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) out.push(k.slice(prefix.length)); // ordinary commands add the prefix again
+    } while (cursor !== '0');
+    return out;
+  };
+  const events = await scan('ev:');
+  if (events.length === 0) return;
+  for (const key of await scan('order:')) {
+    const rest = key.slice(`${O}order:`.length);
+    const colon = rest.indexOf(':'); // route names have no ':'; ordering keys may
+    await client.rename(key, `delivery:order:${rest.slice(0, colon)}:upstream:${rest.slice(colon + 1)}`);
+  }
+  for (const key of await scan('dedupe:')) await client.rename(key, `delivery:dedupe:${key.slice(`${O}dedupe:`.length)}`);
+  for (const key of events) await r.dlMigrateWebhook(P, prefix + O, key.slice(`${O}ev:`.length));
+  const queues = [...(await scan('due:')), ...(await scan('lease:')), ...(await scan('open:')), ...(await scan('recent:')), ...(await scan('dead'))];
+  if (queues.length > 0) await client.del(...queues);
 }
 
 function parseRef(member: string): DeliveryRef {

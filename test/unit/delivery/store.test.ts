@@ -265,4 +265,31 @@ describe('delivery store: sqlite upgrade', () => {
   });
 });
 
+describe('delivery store: Redis upgrade', () => {
+  it('moves webhook events stored before the shared engine (webhook:* keys) into its keys, id claims and order kept', async () => {
+    const redis = await startRedis();
+    const client = new Redis(redis.url, { keyPrefix: 'up:', maxRetriesPerRequest: 0 });
+    onCleanup(() => client.disconnect());
+    const ev = (id: string, state: string, extra: Record<string, string | number> = {}) =>
+      client.hset(`webhook:ev:${id}`, { id, route: 'r', eventId: `evt-${id}`, provider: 'github', receivedAt: 500, method: 'POST', path: '/h', headers: '["x-a","1"]', body: '{}', orderKey: '', requestId: 'q', trace: '', state, attempts: 1, nextAt: 900, owner: '', ...extra });
+    await ev('p1', 'pending', { orderKey: 'k' });
+    await ev('p2', 'waiting', { orderKey: 'k' });
+    await client.rpush('webhook:order:r:k', 'p1', 'p2');
+    await ev('d1', 'dead', { deadAt: 700, lastError: 'HTTP 500' });
+    await ev('x1', 'delivered', { deliveredAt: 800 });
+    await client.zadd('webhook:due:r', 900, 'p1');
+    await client.set('webhook:dedupe:r:evt-p1', 'p1', 'PX', 3_600_000);
+    const s = createRedisDeliveryStore(client);
+    await s.maintain(1_000);
+    expect((await s.claim('r', U, 'w', 1_000, 61_000, 10)).map((d) => [d.id, d.eventId, d.attempts, d.headers])).toEqual([['p1', 'evt-p1', 2, ['x-a', '1']]]);
+    expect(await s.listDead('webhook')).toMatchObject([{ id: 'd1', state: 'dead', lastError: 'HTTP 500', deadAt: 700 }]);
+    expect(await s.accept(message({ eventId: 'evt-p1' }), [{ destination: U }], 1_000, { key: 'evt-p1', ttlMs: HOUR })).toBe('duplicate');
+    await s.delivered(up('p1'), 'w', 1_100, 200, false);
+    expect((await s.claim('r', U, 'w', 1_200, 61_200, 10)).map((d) => d.id)).toEqual(['p2']); // the order list came along
+    // KEYS takes no key prefix: ask with the whole name (the delivered event's hash was dropped too)
+    expect(await client.keys('up:webhook:*')).toEqual([]);
+    expect((await client.keys('up:delivery:*')).length).toBeGreaterThan(5);
+  });
+});
+
 const claim1 = async (s: DeliveryStore) => (await s.claim('r', U, 'w', 1_000, 61_000, 10))[0];
