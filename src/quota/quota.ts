@@ -9,7 +9,7 @@ import type { Policy } from '../core/send.js';
 import type { Clock } from '../core/clock.js';
 import type { StoreRegistry } from '../stores/stores.js';
 import { ATTR, EVENTS } from '../core/names.js';
-import { shapeOf, type BucketShape } from './bucket.js';
+import { shapeOf, type BucketShape } from '../core/bucket.js';
 import { compileRouteLimits, type RouteOutcome } from './route-limits.js';
 import { createWaitQueue, type AttemptOutcome, type WaitQueue } from '../core/wait-queue.js';
 import { formatRateLimit, policyMember, POLICY_HEADER, retryAfterSeconds, STATE_HEADER } from './ratelimit-headers.js';

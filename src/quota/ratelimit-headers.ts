@@ -1,4 +1,4 @@
-import type { BucketResult } from './bucket.js';
+import type { BucketResult } from '../core/bucket.js';
 
 /**
  * The IETF rate-limit fields in their structured-field form (draft-ietf-httpapi-ratelimit-headers-11),

@@ -1,4 +1,4 @@
-import type { BucketResult, BucketShape } from './bucket.js';
+import type { BucketResult, BucketShape } from '../core/bucket.js';
 import type { QuotaStore, TakeOutcome } from './stores.js';
 
 /**

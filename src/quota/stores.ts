@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { currentTat, DEFAULT_MAX_KEYS, hasToken, refundedTat, resultAt, type BucketResult, type BucketShape } from './bucket.js';
+import { currentTat, DEFAULT_MAX_KEYS, hasToken, refundedTat, resultAt, type BucketResult, type BucketShape } from '../core/bucket.js';
 
 /**
  * Where quota buckets live. One `take` covers every bucket of a request that lives in this store,

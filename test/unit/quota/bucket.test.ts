@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { currentTat, hasToken, refundedTat, resultAt, shapeOf } from '../../../src/quota/bucket.js';
+import { currentTat, hasToken, refundedTat, resultAt, shapeOf } from '../../../src/core/bucket.js';
 import { formatRateLimit, policyMember, retryAfterSeconds } from '../../../src/quota/ratelimit-headers.js';
 
 describe('token bucket (GCRA)', () => {

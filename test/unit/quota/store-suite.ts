@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { shapeOf, type BucketShape } from '../../../src/quota/bucket.js';
+import { shapeOf, type BucketShape } from '../../../src/core/bucket.js';
 import type { QuotaStore, TakeOutcome } from '../../../src/quota/stores.js';
 
 export type SuiteStore = Pick<QuotaStore, 'take' | 'refund'>;

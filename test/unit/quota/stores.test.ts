@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createMemoryQuotaStore, createRedisQuotaStore, type TakeOutcome } from '../../../src/quota/stores.js';
-import { shapeOf } from '../../../src/quota/bucket.js';
+import { shapeOf } from '../../../src/core/bucket.js';
 import { onCleanup } from '../../helpers/cleanup.js';
 import { startRedis } from '../../helpers/redis.js';
 import { runQuotaStoreSuite } from './store-suite.js';

@@ -1,5 +1,5 @@
 /**
- * The token bucket behind every quota, in its GCRA form (the Generic Cell Rate Algorithm, as in
+ * The token bucket behind every quota and every paced delivery, in its GCRA form (the Generic Cell Rate Algorithm, as in
  * ATM networks, redis-cell and Stripe's limiter): instead of a token count and a refill timer, a
  * bucket is one number, its "theoretical arrival time" `tat` — the instant at which it will be
  * full again. A bucket refilled at `limit` per `per` holding `burst` tokens has an emission
@@ -7,8 +7,10 @@
  * while `tat` stays within `burst × T` of now. Exactly a token bucket, with no timers and a single
  * value to store, which is what makes the Redis version one atomic script.
  *
- * Pure functions over plain numbers (milliseconds): the memory store calls them, the Redis script
- * (stores.ts) is their transcription, and the conformance suite checks that both agree.
+ * Pure functions over plain numbers (milliseconds): the quota's memory store calls them, its Redis
+ * script (quota/stores.ts) is their transcription, and the conformance suite checks that both
+ * agree; a delivery's pace (pace.ts) is one bucket in memory. On the ground floor so that every
+ * concern counts tokens the same way.
  */
 
 /** A quota's bucket, compiled from `limit`, `per` and `burst`. */
