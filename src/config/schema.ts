@@ -599,6 +599,54 @@ const keySource = z.string({ error: 'must be header:<name> or json:<path>' }).tr
   return reject(ctx, 'must be header:<name> or json:<path> such as json:data.object.id', text);
 });
 
+/** An event type or a glob of them (`charge.*`): printable ASCII without spaces. */
+const eventTypePattern = z
+  .string({ error: 'must be an event type or a glob such as charge.*' })
+  .regex(/^[\x21-\x7e]{1,200}$/, 'must be an event type or a glob such as charge.* (printable, no spaces, at most 200 characters)');
+
+/** A destination path: absolute, no query or fragment, nothing a URL would have to escape. */
+const destinationPath = z
+  .string({ error: 'must be a path such as /hooks/orders' })
+  .regex(/^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/, 'must be a path such as /hooks/orders (starting with /, no query or spaces)');
+
+/** One consumer of a webhook route's events (SPEC §14). */
+const Destination = z.strictObject({
+  name: name.describe('The destination\'s name: in metrics, /admin/webhooks/recent and replay.'),
+  upstream: z.string({ error: 'must name an upstream' }).describe('The upstream (from upstreams:) its events go to.'),
+  path: destinationPath.optional().describe('Path its events are delivered to. Default: the request path (after rewrite).'),
+  types: z
+    .array(eventTypePattern)
+    .min(1, 'must list at least one event type (["*"] for every event)')
+    .default(['*'])
+    .describe('Event types it takes: exact names or globs where * matches any run of characters. Default: ["*"].'),
+  rate: z
+    .strictObject({
+      limit: positiveInt.describe('Deliveries per `per`.'),
+      per: duration.refine((ms) => ms >= 1, 'must be a duration of at least 1ms, such as 500ms, 1s or 1h').describe('The period of limit.'),
+      burst: positiveInt.optional().describe('Deliveries at once after a quiet spell. Default: limit.'),
+    })
+    .optional()
+    .describe('Pace of deliveries to this destination (a token bucket). Default: unpaced.'),
+});
+
+/** Providers whose event-list API gatehouse can reconcile against (one file each in webhook/reconcile/). */
+export const RECONCILE_PROVIDERS: readonly string[] = ['stripe'];
+
+const Reconcile = z.strictObject({
+  upstream: z.string({ error: 'must name an upstream' }).describe('The upstream of the provider\'s API (its credentials and TLS apply), e.g. https://api.stripe.com.'),
+  every: duration
+    .prefault('5m')
+    .refine((ms) => ms >= 1000, 'must be at least 1s')
+    .describe('How often the provider\'s events are listed. Default: 5m.'),
+  lookback: duration
+    .prefault('24h')
+    .refine((ms) => ms >= 1000, 'must be at least 1s')
+    .describe('Events created this long ago or later are listed; at most dedupe.ttl. Default: 24h.'),
+  settle: duration
+    .prefault('1m')
+    .describe('Events younger than this are left to their webhook, which is usually on its way. Default: 1m.'),
+});
+
 /** What every provider shares: secrets (one, or several during rotation), dedupe, delivery. */
 const webhookCommon = {
   secret: secret.optional().describe('The signing secret (secret); or secrets:, during rotation.'),
@@ -627,6 +675,12 @@ const webhookCommon = {
     })
     .prefault({})
     .describe('Durable delivery to the route\'s upstream: acknowledged at once, delivered with retries.'),
+  destinations: z
+    .array(Destination)
+    .min(1, 'must list at least one destination')
+    .optional()
+    .describe('Where events go, each with its own types, path, pace, attempts and dead letters. Default: the route\'s upstream, every event.'),
+  reconcile: Reconcile.optional().describe('List the provider\'s events now and then and deliver those whose webhook never came (stripe). Default: off.'),
   /** Show bodies and headers in /admin/webhooks/recent (and keep bodies of delivered events). */
   inspect: z.boolean().default(false).describe('Show bodies and headers in /admin/webhooks/recent. Default: false.'),
   maxConcurrent: positiveInt
@@ -660,6 +714,7 @@ const Webhook = z
         encoding: z.enum(['hex', 'base64']).default('hex').describe('Encoding of the signature. Default: hex.'),
         prefix: z.string().default('').describe('Text before the signature in the header, e.g. sha256=. Default: none.'),
         eventId: keySource.describe('Where the event id is: header:<name> or json:<path>.'),
+        eventType: keySource.optional().describe('Where the event type is, for destinations\' types: header:<name> or json:<path>. Default: none.'),
       }),
     ],
     { error: 'provider must be one of "stripe", "shopify", "github", "standard", "hmac"' },
@@ -668,6 +723,19 @@ const Webhook = z
     if ((w.secret === undefined) === (w.secrets === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['secret'], message: 'set either secret or secrets (a list, during rotation)' });
       return;
+    }
+    const seen = new Set<string>();
+    w.destinations?.forEach((d, i) => {
+      if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['destinations', i, 'name'], message: `duplicate destination name "${d.name}"` });
+      seen.add(d.name);
+    });
+    if (w.reconcile !== undefined) {
+      if (!RECONCILE_PROVIDERS.includes(w.provider)) {
+        ctx.addIssue({ code: 'custom', path: ['reconcile'], message: `reconcile lists events of ${RECONCILE_PROVIDERS.join(', ')} only, not ${w.provider}` });
+      } else if (w.reconcile.lookback > w.dedupe.ttl) {
+        // an event listed after its id was forgotten would be delivered a second time
+        ctx.addIssue({ code: 'custom', path: ['reconcile', 'lookback'], message: `must not exceed dedupe.ttl (${w.dedupe.ttl / 1000}s): an event must be remembered for as long as it can be listed` });
+      }
     }
     if (w.provider !== 'standard') return;
     const list = w.secrets ?? [w.secret!];
@@ -814,7 +882,15 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
     if (typeof route.upstream === 'string' && !upstreams.includes(route.upstream)) {
       problems.push({ path: ['routes', i, 'upstream'], message: `unknown upstream ${quote(route.upstream, ['routes', i, 'upstream'])} (defined: ${upstreams.join(', ') || 'none'})` });
     }
-    const store = asRecord(asRecord(route.webhook).dedupe).store;
+    const webhook = asRecord(route.webhook);
+    const known = (u: unknown, path: PropertyKey[]) => {
+      if (typeof u === 'string' && !upstreams.includes(u)) {
+        problems.push({ path, message: `unknown upstream ${quote(u, path)} (defined: ${upstreams.join(', ') || 'none'})` });
+      }
+    };
+    asArray(webhook.destinations).forEach((d, j) => known(asRecord(d).upstream, ['routes', i, 'webhook', 'destinations', j, 'upstream']));
+    known(asRecord(webhook.reconcile).upstream, ['routes', i, 'webhook', 'reconcile', 'upstream']);
+    const store = asRecord(webhook.dedupe).store;
     if (typeof store === 'string' && !Object.hasOwn(asRecord(root.stores), store)) {
       const defined = Object.keys(asRecord(root.stores));
       problems.push({ path: ['routes', i, 'webhook', 'dedupe', 'store'], message: `unknown store "${store}" (defined: ${defined.join(', ') || 'none'})` });
@@ -919,3 +995,5 @@ export type CredentialsConfig = NonNullable<UpstreamConfig['credentials']>;
 export type JwtConfig = NonNullable<RouteConfig['jwt']>;
 export type WebhookConfig = NonNullable<RouteConfig['webhook']>;
 export type OutboxConfig = NonNullable<RouteConfig['delivery']>;
+export type DestinationConfig = NonNullable<WebhookConfig['destinations']>[number];
+export type ReconcileConfig = NonNullable<WebhookConfig['reconcile']>;

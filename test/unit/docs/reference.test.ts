@@ -48,10 +48,11 @@ function referenceRows(page: string): Map<string, string> {
   return rows;
 }
 
-/** A schema default as the reference writes it: `16kb`, `100`, `[RS256, ES256]`, `""`. */
+/** A schema default as the reference writes it: `16kb`, `100`, `[RS256, ES256]`, `""`, `["*"]`. */
 function asWritten(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(asWritten).join(', ')}]`;
-  if (value === '') return '""';
+  // quoted where YAML would read the plain text as something else (`*` starts an alias)
+  if (value === '' || (typeof value === 'string' && /^[*&!|>'"%@`]/.test(value))) return JSON.stringify(value);
   return String(value);
 }
 
