@@ -18,6 +18,8 @@ export const METRICS = {
   webhookEvents: 'gatehouse.webhook.events',
   webhookDeliveryLag: 'gatehouse.webhook.delivery.lag',
   webhookPending: 'gatehouse.webhook.pending',
+  webhookDeliveries: 'gatehouse.webhook.deliveries',
+  webhookReconciled: 'gatehouse.webhook.reconciled',
   outboxMessages: 'gatehouse.outbox.messages',
   outboxDeliveries: 'gatehouse.outbox.deliveries',
   outboxLag: 'gatehouse.outbox.lag',

@@ -167,13 +167,14 @@ if ARGV[8] ~= '1' and tonumber(redis.call('HGET', P..'m:'..id, 'open') or '0') =
   redis.call('ZREM', P..'msgs:'..kind, id)
 end
 return 1`,
-  // ARGV: P id dest now
+  // ARGV: P id dest now alsoDelivered
   dlReplay:
     LIB +
     `
 local P, id, dest, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k, m = P..'d:'..id..':'..dest, P..'m:'..id
-if redis.call('HGET', k, 'state') ~= 'dead' then return {} end
+local was = redis.call('HGET', k, 'state')
+if was ~= 'dead' and not (was == 'delivered' and ARGV[5] == '1') then return {} end
 local route, kind = redis.call('HGET', m, 'route'), redis.call('HGET', m, 'kind')
 local expires = redis.call('HGET', k, 'expiresAt')
 if expires and expires ~= '' then expires = tostring(tonumber(now) + tonumber(expires) - tonumber(redis.call('HGET', m, 'createdAt'))) end
@@ -181,7 +182,7 @@ if expires and expires ~= '' then expires = tostring(tonumber(now) + tonumber(ex
 redis.call('HSET', k, 'state', 'pending', 'attempts', 0, 'nextAt', now, 'orderKey', '', 'expiresAt', expires or '')
 redis.call('ZADD', P..'due:'..route..':'..dest, now, id)
 redis.call('SADD', P..'open:'..route..':'..dest, id)
-redis.call('HINCRBY', m, 'dead', -1)
+if was == 'dead' then redis.call('HINCRBY', m, 'dead', -1) end
 redis.call('HINCRBY', m, 'open', 1)
 redis.call('PERSIST', m)
 redis.call('PERSIST', k)
@@ -281,6 +282,13 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
     return out;
   };
   let migrateUntil = 0;
+  /** Every (id, destination) of the messages, in their order. */
+  const allRefs = async (ids: readonly string[]): Promise<DeliveryRef[]> => {
+    const pipe = client.pipeline();
+    for (const id of ids) pipe.hget(K + 'm:' + id, 'dests');
+    const results = (await pipe.exec()) ?? [];
+    return ids.flatMap((id, i) => ((results[i]?.[1] as string | null) ?? '').split(',').filter((d) => d !== '').map((destination) => ({ id, destination })));
+  };
   const one = (flat: Buffer[]) => (flat.length === 0 ? undefined : fromHash(pairs(flat)));
 
   return {
@@ -328,8 +336,8 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
     async listDead(kind) {
       return fetch((await client.zrange(`${K}dead:${kind}`, 0, 999)).map(parseRef));
     },
-    async replay(ref, nowMs) {
-      return one((await r.dlReplayBuffer(P, ref.id, ref.destination, nowMs)) as Buffer[]);
+    async replay(ref, nowMs, from = ['dead']) {
+      return one((await r.dlReplayBuffer(P, ref.id, ref.destination, nowMs, from.includes('delivered') ? '1' : '0')) as Buffer[]);
     },
     async cancel(ref, nowMs) {
       return one((await r.dlCancelBuffer(P, ref.id, ref.destination, nowMs)) as Buffer[]);
@@ -344,9 +352,11 @@ export function createRedisDeliveryStore(client: Redis): DeliveryStore {
       for (let start = 0; out.length < query.limit && start < LISTED; start += 500) {
         const ids = await client.zrevrange(`${K}msgs:${query.kind}`, start, start + 499);
         if (ids.length === 0) break;
-        for (const d of await fetch(ids.map((id) => ({ id, destination: query.destination })))) {
+        const refs = query.destination !== undefined ? ids.map((id) => ({ id, destination: query.destination! })) : await allRefs(ids);
+        for (const d of await fetch(refs)) {
           if (query.route !== undefined && d.route !== query.route) continue;
           if (query.states !== undefined && !query.states.includes(d.state)) continue;
+          if ((query.from !== undefined && d.createdAt < query.from) || (query.to !== undefined && d.createdAt >= query.to)) continue;
           if (out.length < query.limit) out.push(d);
         }
       }

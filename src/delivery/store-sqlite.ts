@@ -1,5 +1,5 @@
 import type { SqliteDatabase, SqliteHealth } from '../stores/stores.js';
-import { RECENT_KEPT, type DeliveryRef, type DeliveryState, type DeliveryStore, type ListQuery, type NewDelivery, type StoredDelivery } from './store.js';
+import { FINISHED_KEPT_MS, RECENT_KEPT, type DeliveryRef, type DeliveryState, type DeliveryStore, type ListQuery, type NewDelivery, type StoredDelivery } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS delivery_messages (
@@ -191,13 +191,13 @@ function createSqliteDeliveryStore(db: SqliteDatabase, durable: boolean, health:
     replay: db.prepare(
       `UPDATE deliveries SET state = 'pending', attempts = 0, next_at = @now, order_key = NULL,
        expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE @now + (expires_at - (SELECT created_at FROM delivery_messages WHERE id = @id)) END
-       WHERE message_id = @id AND destination = @destination AND state = 'dead'`,
+       WHERE message_id = @id AND destination = @destination AND (state = 'dead' OR (state = 'delivered' AND @delivered = 1))`,
     ),
     forget: db.prepare(`DELETE FROM delivery_dedupe WHERE expires_at <= ?`),
     routes: db.prepare(`SELECT DISTINCT route FROM delivery_messages`),
     trim: db.prepare(
       `DELETE FROM delivery_messages WHERE id IN (
-         SELECT m.id FROM delivery_messages m WHERE m.route = @route
+         SELECT m.id FROM delivery_messages m WHERE m.route = @route AND m.created_at < @before
          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state NOT IN ('delivered', 'cancelled'))
          ORDER BY m.seq DESC LIMIT -1 OFFSET @kept)`,
     ),
@@ -345,8 +345,11 @@ function createSqliteDeliveryStore(db: SqliteDatabase, durable: boolean, health:
     busy: (route, destination, orderKey) => read(() => q.keyBusy.get(route, destination, orderKey) !== undefined),
     deadCount: (route, destination) => read(() => (q.deadCount.get(route, destination) as { n: number }).n),
     listDead: (kind) => read(() => (q.listDead.all(kind) as Row[]).map(toDelivery)),
-    replay: (ref, nowMs) =>
-      write(() => (q.replay.run({ now: nowMs, id: ref.id, destination: ref.destination }).changes === 0 ? undefined : one(ref)), true),
+    replay: (ref, nowMs, from = ['dead']) =>
+      write(() => {
+        const delivered = from.includes('delivered') ? 1 : 0;
+        return q.replay.run({ now: nowMs, id: ref.id, destination: ref.destination, delivered }).changes === 0 ? undefined : one(ref);
+      }, true),
     cancel: (ref, nowMs) =>
       write(() => {
         const row = q.lease.get(ref.id, ref.destination) as Lease | undefined;
@@ -357,19 +360,22 @@ function createSqliteDeliveryStore(db: SqliteDatabase, durable: boolean, health:
     get: (id) => read(() => (q.ofMessage.all(id) as Row[]).map(toDelivery)),
     list: (query: ListQuery) =>
       read(() => {
-        const where = ['m.kind = @kind', 'd.destination = @destination'];
+        const where = ['m.kind = @kind'];
+        if (query.destination !== undefined) where.push('d.destination = @destination');
         if (query.route !== undefined) where.push('m.route = @route');
+        if (query.from !== undefined) where.push('m.created_at >= @from');
+        if (query.to !== undefined) where.push('m.created_at < @to');
         if (query.states !== undefined) where.push(`d.state IN (${query.states.map((s) => `'${s}'`).join(', ')})`);
         // the states are the DeliveryState union, never request text: safe to inline
         const rows = db
-          .prepare(`${SELECT} WHERE ${where.join(' AND ')} ORDER BY m.seq DESC LIMIT @limit`)
-          .all({ kind: query.kind, destination: query.destination, route: query.route ?? null, limit: query.limit }) as Row[];
+          .prepare(`${SELECT} WHERE ${where.join(' AND ')} ORDER BY m.seq DESC, d.seq LIMIT @limit`)
+          .all({ kind: query.kind, destination: query.destination ?? null, route: query.route ?? null, from: query.from ?? null, to: query.to ?? null, limit: query.limit }) as Row[];
         return rows.map(toDelivery);
       }),
     maintain: (nowMs) =>
       write(() => {
         q.forget.run(nowMs);
-        for (const { route } of q.routes.all() as { route: string }[]) q.trim.run({ route, kept: RECENT_KEPT });
+        for (const { route } of q.routes.all() as { route: string }[]) q.trim.run({ route, kept: RECENT_KEPT, before: nowMs - FINISHED_KEPT_MS });
       }),
   };
 }

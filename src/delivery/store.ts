@@ -92,9 +92,17 @@ export interface ListQuery {
   readonly route?: string | undefined;
   /** Only deliveries in one of these states. */
   readonly states?: readonly DeliveryState[] | undefined;
-  readonly destination: string;
+  /** Only deliveries to this destination; undefined = every destination of each message. */
+  readonly destination: string | undefined;
+  /** Only messages accepted at or after this wall-clock ms. */
+  readonly from?: number | undefined;
+  /** Only messages accepted before this wall-clock ms. */
+  readonly to?: number | undefined;
   readonly limit: number;
 }
+
+/** States a delivery may be replayed from: dead (the dead-letter list), or delivered too (a bulk replay). */
+export type ReplayableState = 'dead' | 'delivered';
 
 export interface DeliveryStore {
   /** Whether an acknowledged message survives a crash of this process. */
@@ -125,20 +133,25 @@ export interface DeliveryStore {
   deadCount(route: string, destination: string): Promise<number>;
   /** Dead-lettered deliveries of one kind, every route, oldest first. */
   listDead(kind: MessageKind): Promise<StoredDelivery[]>;
-  /** Makes a dead delivery due now with fresh attempts; undefined when it is not dead (or unknown). */
-  replay(ref: DeliveryRef, nowMs: number): Promise<StoredDelivery | undefined>;
+  /**
+   * Makes a dead delivery (or, when `from` says so, a delivered one) due now with fresh attempts;
+   * undefined when it is in no such state (or unknown).
+   */
+  replay(ref: DeliveryRef, nowMs: number, from?: readonly ReplayableState[]): Promise<StoredDelivery | undefined>;
   /** Cancels a delivery not yet finished; undefined when it is finished (or unknown). */
   cancel(ref: DeliveryRef, nowMs: number): Promise<StoredDelivery | undefined>;
   /** Every delivery of a message. */
   get(id: string): Promise<StoredDelivery[]>;
-  /** Deliveries to one destination, newest message first. */
+  /** Deliveries (to one destination, or to all), newest message first. */
   list(query: ListQuery): Promise<StoredDelivery[]>;
   /** Forgets expired de-duplication keys and old finished messages. */
   maintain(nowMs: number): Promise<void>;
 }
 
-/** Finished messages kept per route (delivered or cancelled), for the admin views. */
+/** Finished messages kept per route (delivered or cancelled) at least, for the admin views. */
 export const RECENT_KEPT = 100;
+/** Finished messages younger than this are kept too: a bulk replay reaches them. */
+export const FINISHED_KEPT_MS = 86_400_000;
 
 /** What the admin API calls a state: a delivery in flight or queued behind a key is still pending. */
 export function publicState(state: DeliveryState): 'pending' | 'delivered' | 'dead' | 'cancelled' {

@@ -4,6 +4,7 @@ import type { Clock } from '../core/clock.js';
 import { GatehouseError, type ErrorCode } from '../core/errors.js';
 import { findHeader } from '../core/headers.js';
 import { parseRetryAfter } from '../core/limit-headers.js';
+import type { Pace } from '../core/pace.js';
 import type { UpstreamResult } from '../core/upstream.js';
 import type { DeliveryStore, NewDelivery, StoredDelivery } from './store.js';
 
@@ -91,6 +92,11 @@ export interface DeliveryWorkerOptions {
   readonly logger: Logger;
   /** Also count dead deliveries for the gauge (the outbox's `gatehouse_outbox_messages{status="dead"}`). */
   readonly countDead?: boolean;
+  /**
+   * The destination's pace (a webhook destination's `rate`): a delivery is claimed only with a
+   * token, so one waiting for its turn is neither tried nor counted as an attempt.
+   */
+  readonly pace?: Pace | undefined;
 }
 
 /** How often a worker looks for work it was not told about (other replicas, expired leases). */
@@ -156,13 +162,22 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       }
       const free = o.concurrency - inFlight.size;
       let full = free <= 0;
+      let paceWaitMs = 0;
       if (free > 0 && running) {
-        const batch = await store.claim(route, destination, owner, now, now + leaseMs(o.timeoutMs()), free);
-        for (const d of batch) begin(d, store);
-        full = batch.length === free; // maybe more is due: look again once a slot frees up
+        const [tokens, waitMs] = takeTokens(free, now);
+        paceWaitMs = waitMs;
+        if (tokens > 0) {
+          const batch = await store.claim(route, destination, owner, now, now + leaseMs(o.timeoutMs()), tokens);
+          for (const d of batch) begin(d, store);
+          if (o.pace !== undefined) for (let i = batch.length; i < tokens; i++) o.pace.refund(now); // fewer were due than tokens taken
+          full = batch.length === free; // maybe more is due: look again once a slot frees up
+        }
       }
       await count(store, now);
-      if (!full) {
+      if (paceWaitMs > 0) {
+        // out of tokens: look again when the next one comes (if something is due, it goes then)
+        delay = Math.min(POLL_MS, paceWaitMs);
+      } else if (!full) {
         const next = await store.nextDueAt(route, destination);
         if (next !== undefined) delay = Math.min(POLL_MS, next - clock.now());
       }
@@ -182,6 +197,18 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): DeliveryWorker {
       delay = 0;
     }
     schedule(delay);
+  }
+
+  /** Up to `wanted` tokens of the pace (all of them when unpaced), and the wait for the next when it ran out. */
+  function takeTokens(wanted: number, now: number): [number, number] {
+    if (o.pace === undefined) return [wanted, 0];
+    let tokens = 0;
+    while (tokens < wanted) {
+      const waitMs = o.pace.take(now);
+      if (waitMs > 0) return [tokens, waitMs];
+      tokens++;
+    }
+    return [tokens, 0];
   }
 
   /** The gauges: at most once a second under load, and whenever the worker falls idle. */

@@ -24,6 +24,7 @@ import type { HealthObserver } from '../resilience/health.js';
 import type { RetryObserver } from '../resilience/retry.js';
 import type { Exchange, RouteInfo, Stage } from '../core/exchange.js';
 import { proxyAttempt, upstreamClient } from './dispatch.js';
+import type { UpstreamClient } from '../core/upstream.js';
 import { idempotencyKey } from './idempotency.js';
 import type { RequestHeaderPlan } from '../core/forwarding.js';
 import type { ResponseHeaderPlan } from './headers.js';
@@ -130,6 +131,8 @@ interface RouteContext {
   readonly webhooks: WebhookRoute[];
   /** Collects the plan's outbox routes, activated once the plan is live. */
   readonly outbox: OutboxRoute[];
+  /** Any upstream of the plan, as a concern calls it (webhook destinations, reconciliation). */
+  readonly clientOf: (upstream: string) => UpstreamClient;
 }
 
 /**
@@ -158,6 +161,12 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
   const routesByListener = new Map<string, RoutePlan[]>();
   const webhooks: WebhookRoute[] = [];
   const outbox: OutboxRoute[] = [];
+  const clients = new Map<string, UpstreamClient>();
+  const clientOf = (name: string): UpstreamClient => {
+    let client = clients.get(name);
+    if (client === undefined) clients.set(name, (client = upstreamClient(upstreams.get(name)!, deps)));
+    return client;
+  };
   for (const route of config.routes) {
     const plan = compileRoute(route, {
       deps,
@@ -171,6 +180,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       quotaDeps,
       webhooks,
       outbox,
+      clientOf,
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -299,7 +309,7 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
 }
 
 function compileWebhook(route: RouteConfig, ctx: RouteContext, target: DeliveryTarget, requestHeaders: RequestHeaderPlan): WebhookRoute {
-  const webhook = ctx.deps.webhooks.compile({ route, config: ctx.config, target, requestHeaders, isDraining: ctx.deps.isDraining });
+  const webhook = ctx.deps.webhooks.compile({ route, config: ctx.config, target, clientOf: ctx.clientOf, requestHeaders, isDraining: ctx.deps.isDraining });
   ctx.webhooks.push(webhook);
   return webhook;
 }

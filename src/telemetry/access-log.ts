@@ -26,6 +26,8 @@ export interface AccessLogEntry {
   readonly webhookId?: string;
   readonly outboxId?: string;
   readonly eventId?: string;
+  /** A webhook delivery's destination (`upstream` for a route without `destinations`). */
+  readonly destination?: string;
   readonly result?: string;
 }
 

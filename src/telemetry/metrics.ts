@@ -33,6 +33,8 @@ export interface Metrics {
   readonly webhookEvents: Counter;
   /** Time from a webhook's receipt to its delivery to the upstream. */
   readonly webhookDeliveryLag: Histogram;
+  readonly webhookDeliveries: Counter;
+  readonly webhookReconciled: Counter;
   /** `gatehouse_outbox_deliveries_total{route,result}`: accepted, delivered, retried, dead. */
   readonly outboxDeliveries: Counter;
   /** `gatehouse_outbox_lag_seconds`: from acceptance to delivery. */
@@ -110,7 +112,13 @@ export function createMetrics(
     }),
     authDecisions: createCounterCells(meter, METRICS.authDecisions, 'JWT decisions by route and result.'),
     webhookEvents: meter.createCounter(METRICS.webhookEvents, {
-      description: 'Webhook events by route and result (verified, invalid, duplicate, delivered, retried, dead).',
+      description: 'Webhook events by route and result (verified, invalid, duplicate, filtered, delivered, retried, dead).',
+    }),
+    webhookDeliveries: meter.createCounter(METRICS.webhookDeliveries, {
+      description: 'Webhook delivery tries by route, destination and result (delivered, retried, dead).',
+    }),
+    webhookReconciled: meter.createCounter(METRICS.webhookReconciled, {
+      description: 'Webhook events found by reconciliation (listed by the provider, never received) and fed to delivery, by route.',
     }),
     webhookDeliveryLag: meter.createHistogram(METRICS.webhookDeliveryLag, {
       unit: 's',

@@ -5,7 +5,9 @@ import type { AccessLog } from './access-log.js';
 import type { Metrics } from './metrics.js';
 import { METRICS } from '../core/names.js';
 
-const RESULTS = ['verified', 'invalid', 'duplicate', 'delivered', 'retried', 'dead'] as const satisfies readonly (IntakeResult | Exclude<AttemptResult, 'released'>)[];
+const RESULTS = ['verified', 'invalid', 'duplicate', 'filtered', 'delivered', 'retried', 'dead'] as const satisfies readonly (IntakeResult | Exclude<AttemptResult, 'released'>)[];
+
+const DELIVERY_RESULTS = ['delivered', 'retried', 'dead'] as const satisfies readonly Exclude<AttemptResult, 'released'>[];
 
 /**
  * Webhook visibility: `gatehouse_webhook_events_total{route,result}`, the delivery-lag histogram,
@@ -14,11 +16,16 @@ const RESULTS = ['verified', 'invalid', 'duplicate', 'delivered', 'retried', 'de
  * client-duration metric come from the upstream dispatch, as for proxied requests.
  */
 export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): WebhookObserver {
-  const pending = new Map<string, number>();
+  /** Unfinished deliveries by route, then destination: the gauge is their sum per route. */
+  const pending = new Map<string, Map<string, number>>();
   metrics.meter
-    .createObservableGauge(METRICS.webhookPending, { description: 'Webhook events stored and not yet delivered (or dead), by route.' })
+    .createObservableGauge(METRICS.webhookPending, { description: 'Webhook deliveries stored and not yet delivered (or dead), by route (all its destinations).' })
     .addCallback((result) => {
-      for (const [route, n] of pending) result.observe(n, { route });
+      for (const [route, byDestination] of pending) {
+        let n = 0;
+        for (const v of byDestination.values()) n += v;
+        result.observe(n, { route });
+      }
     });
 
   return {
@@ -31,15 +38,27 @@ export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): W
       return ctx === undefined ? undefined : traceparentOf(ctx);
     },
 
-    counted(route, _destination, count) {
+    counted(route, destination, count) {
       // A route's first report (its worker started): every result's series exists from now on at
       // 0, so `increase(...{result="dead"}[15m]) > 0` sees the first dead letter after a start.
-      if (!pending.has(route)) for (const result of RESULTS) metrics.webhookEvents.add(0, { route, result });
-      pending.set(route, count);
+      let byDestination = pending.get(route);
+      if (byDestination === undefined) {
+        for (const result of RESULTS) metrics.webhookEvents.add(0, { route, result });
+        pending.set(route, (byDestination = new Map<string, number>()));
+      }
+      if (!byDestination.has(destination)) for (const result of DELIVERY_RESULTS) metrics.webhookDeliveries.add(0, { route, destination, result });
+      byDestination.set(destination, count);
+    },
+
+    reconciled(route, report) {
+      metrics.webhookReconciled.add(report.reconciled, { route });
     },
 
     attempted(ev, report) {
-      if (report.result !== 'released') metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
+      if (report.result !== 'released') {
+        metrics.webhookEvents.add(1, { route: ev.route, result: report.result });
+        metrics.webhookDeliveries.add(1, { route: ev.route, destination: ev.destination, result: report.result });
+      }
       if (report.lagMs !== undefined) metrics.webhookDeliveryLag.record(Math.max(0, report.lagMs) / 1000, { route: ev.route });
       // the access log's shape (SPEC §8): every key, null where it does not apply, a code in `error`
       accessLog({
@@ -58,6 +77,7 @@ export function createWebhookObserver(metrics: Metrics, accessLog: AccessLog): W
         kind: 'webhook-delivery',
         webhookId: ev.id,
         eventId: ev.eventId,
+        destination: ev.destination,
         result: report.result,
       });
     },

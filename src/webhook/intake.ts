@@ -8,10 +8,10 @@ import { buildUpstreamHeaders, type RequestHeaderPlan } from '../core/forwarding
 import { findHeader } from '../core/headers.js';
 import { sendProblem } from '../core/problem.js';
 import type { Clock } from '../core/clock.js';
-import { readKey, type HeaderCheck, type Rejection, type SignedHeaders, type SignedRequest, type Verifier } from './signature.js';
-import type { DeliveryStore, NewMessage } from '../delivery/store.js';
+import { type HeaderCheck, type Rejection, type SignedHeaders, type SignedRequest, type Verifier } from './signature.js';
+import type { DeliveryStore, NewDelivery, NewMessage } from '../delivery/store.js';
 
-export type IntakeResult = 'verified' | 'invalid' | 'duplicate' | 'overloaded';
+export type IntakeResult = 'verified' | 'invalid' | 'duplicate' | 'overloaded' | 'filtered';
 
 export interface IntakeObserver {
   intake(route: string, result: IntakeResult): void;
@@ -28,7 +28,12 @@ export interface IntakeOptions {
   /** Bodies of this route being read or handled now: at most `cfg.maxConcurrent`. Outlives reloads. */
   readonly reading: { active: number };
   readonly store: () => DeliveryStore;
-  /** Called once an event is stored: its worker delivers it now rather than at the next poll. */
+  /**
+   * The deliveries of a verified event, one per destination that wants its type (SPEC §14); none:
+   * the event is recorded `filtered` and acknowledged.
+   */
+  readonly deliveriesFor: (req: SignedRequest) => NewDelivery[];
+  /** Called once an event is stored: its workers deliver it now rather than at the next poll. */
   readonly stored: () => void;
   /** How the route shapes request headers, for the stored event (see deliveryHeaderPlan). */
   readonly headers: RequestHeaderPlan;
@@ -42,7 +47,7 @@ export interface IntakeOptions {
  * Headers a stored event never keeps, besides what every forwarded request drops: its framing
  * (the body is delivered whole) and gatehouse's own delivery headers, which a client must not forge.
  */
-const DROPPED = ['content-length', 'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt'];
+const DROPPED = ['content-length', 'gatehouse-webhook-id', 'gatehouse-webhook-event-id', 'gatehouse-webhook-attempt', 'gatehouse-webhook-source'];
 
 /** The route's request-header plan for stored events: trace context is the delivery's own. */
 export function deliveryHeaderPlan(route: RequestHeaderPlan): RequestHeaderPlan {
@@ -68,7 +73,6 @@ export interface Intake {
 
 export function compileIntake(o: IntakeOptions): Intake {
   const { route, cfg, verify, clock, observer, logger } = o;
-  const orderBy = cfg.delivery.orderBy;
 
   const fail = (ex: Exchange, err: GatehouseError, closing = false) => {
     ex.status = err.status;
@@ -82,7 +86,7 @@ export function compileIntake(o: IntakeOptions): Intake {
     });
   };
 
-  const answer = (ex: Exchange, outcome: 'accepted' | 'duplicate', id: string | undefined, eventId: string) => {
+  const answer = (ex: Exchange, outcome: 'accepted' | 'duplicate' | 'filtered', id: string | undefined, eventId: string) => {
     const body = JSON.stringify({ status: outcome, id, eventId });
     const headers = [
       'content-type', 'application/json',
@@ -139,10 +143,11 @@ export function compileIntake(o: IntakeOptions): Intake {
       requestId: ex.requestId,
       trace: observer.traceparent(ex),
     };
-    const orderKey = orderBy === undefined ? undefined : readKey(req, orderBy);
+    const deliveries = o.deliveriesFor(req);
     let result;
     try {
-      result = await o.store().accept(event, [{ destination: 'upstream', orderKey }], receivedAt, { key: eventId, ttlMs: cfg.dedupe.ttl });
+      // a filtered event is stored too, without deliveries: its id is claimed, so a retry of it is a duplicate
+      result = await o.store().accept(deliveries.length > 0 ? event : { ...event, body: Buffer.alloc(0) }, deliveries, receivedAt, { key: eventId, ttlMs: cfg.dedupe.ttl });
     } catch (err) {
       logger.error({ route, eventId, err: (err as Error).message }, 'could not store a webhook event; the provider was told to retry');
       fail(ex, new GatehouseError('store_unavailable', 'the webhook could not be stored durably; try again later', { 'retry-after': '5' }));
@@ -152,6 +157,11 @@ export function compileIntake(o: IntakeOptions): Intake {
     if (result === 'duplicate') {
       observer.intake(route, 'duplicate');
       answer(ex, 'duplicate', undefined, eventId);
+      return;
+    }
+    if (deliveries.length === 0) {
+      observer.intake(route, 'filtered');
+      answer(ex, 'filtered', event.id, eventId);
       return;
     }
     answer(ex, 'accepted', event.id, eventId);
@@ -196,7 +206,8 @@ async function readBody(stream: Readable | Buffer | null): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-function signedRequest(headers: SignedHeaders, body: Buffer): SignedRequest {
+/** A request as verifiers and readers see it; its body parsed as JSON once, on first use. */
+export function signedRequest(headers: SignedHeaders, body: Buffer): SignedRequest {
   let parsed: { value: unknown } | undefined;
   return {
     body,

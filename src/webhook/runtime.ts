@@ -7,36 +7,74 @@ import type { Exchange, Stage } from '../core/exchange.js';
 import type { Clock } from '../core/clock.js';
 import { findHeader } from '../core/headers.js';
 import { ATTR } from '../core/names.js';
+import { randomUUID } from 'node:crypto';
+import { shapeOf } from '../core/bucket.js';
+import { createPace, type Pace } from '../core/pace.js';
+import type { UpstreamClient } from '../core/upstream.js';
 import type { DeliveryEngine, DeliveryTarget } from '../delivery/engine.js';
-import type { DeliveryStore, StoredDelivery } from '../delivery/store.js';
+import type { DeliveryState, DeliveryStore, NewDelivery, NewMessage, ReplayableState, StoredDelivery } from '../delivery/store.js';
 import type { DeliveryPolicy, DeliveryWorker, Sent, WorkerObserver } from '../delivery/worker.js';
-import { compileIntake, deliveryHeaderPlan, type IntakeObserver } from './intake.js';
+import { compileEventType } from './event-type.js';
+import { compileIntake, deliveryHeaderPlan, signedRequest, type IntakeObserver } from './intake.js';
 import type { RequestHeaderPlan } from '../core/forwarding.js';
+import { createReconciler, type FeedResult, type ReconcileObserver, type Reconciler } from './reconcile/reconciler.js';
+import { eventSourceOf } from './reconcile/sources.js';
+import type { ListedEvent } from './reconcile/source.js';
+import { readKey, type SignedRequest } from './signature.js';
+import { compileTypeFilter, type TypeFilter } from './type-filter.js';
 import { compileHeaderCheck, compileVerifier } from './verify.js';
 
-export type WebhookObserver = IntakeObserver & WorkerObserver;
+export type WebhookObserver = IntakeObserver & WorkerObserver & ReconcileObserver;
 
-/** The destination of a route's own upstream (a fan-out adds others). */
+/** The destination of a route's own upstream, when it lists no `destinations`. */
 const UPSTREAM = 'upstream';
+
+/** One destination as a plan has it: where its events go. */
+interface DestinationTarget {
+  readonly upstream: UpstreamClient;
+  /** `path`: where its events are delivered; undefined = the request path after the route's rewrite. */
+  readonly path: string | undefined;
+  /** The route's own upstream (no `destinations`): the route's `rewrite.host` applies. */
+  readonly own: boolean;
+}
+
+/** Where a webhook route's events go, from the plan that is live now. */
+interface WebhookTargets {
+  readonly route: DeliveryTarget;
+  readonly destinations: ReadonlyMap<string, DestinationTarget>;
+  /** The `reconcile.upstream`. */
+  readonly reconcile: UpstreamClient | undefined;
+}
+
+/** A destination's part of the runtime: what outlives a reload with the route's config. */
+interface DestinationRuntime {
+  readonly name: string;
+  readonly wants: TypeFilter;
+  readonly pace: Pace | undefined;
+  readonly worker: DeliveryWorker;
+}
 
 /** A webhook route of one compiled plan: its intake (admission stage, handler), and where its events go. */
 export interface WebhookRoute {
   readonly name: string;
   readonly admit: Stage;
   readonly handler: (ex: Exchange) => void;
-  readonly target: DeliveryTarget;
+  readonly targets: WebhookTargets;
   readonly runtime: WebhookRuntime;
 }
 
-/** What outlives a reload: the route's store and delivery worker, keyed by name + fingerprint. */
+/** What outlives a reload: the route's store, its destinations' workers and its reconciler, keyed by name + fingerprint. */
 interface WebhookRuntime {
   readonly name: string;
   readonly key: string;
   readonly cfg: WebhookConfig;
   readonly storeName: string;
   store(): DeliveryStore;
-  target: DeliveryTarget | undefined;
-  readonly worker: DeliveryWorker;
+  targets: WebhookTargets | undefined;
+  readonly destinations: ReadonlyMap<string, DestinationRuntime>;
+  readonly reconciler: Reconciler | undefined;
+  /** The deliveries of an event of this type (with this ordering key), one per destination that wants it. */
+  deliveriesFor(type: string | undefined, orderKey: string | undefined): NewDelivery[];
   /** Intake bodies being read now (`webhook.maxConcurrent`): shared by the plans of a reload. */
   readonly reading: { active: number };
 }
@@ -52,6 +90,8 @@ export interface WebhookRegistryDeps {
 export interface WebhookCompileInput {
   readonly route: RouteConfig;
   readonly target: DeliveryTarget;
+  /** Any upstream of the plan, as a concern may call it: destinations and reconciliation. */
+  readonly clientOf: (upstream: string) => UpstreamClient;
   /** The config being compiled (its stores, not yet adopted by the store registry). */
   readonly config: Config;
   /** The route's request-header plan. */
@@ -78,21 +118,25 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
   const active = new Map<string, WebhookRuntime>();
   let closed = false;
 
-  /** A webhook delivery: the stored request, rewritten for the route, with gatehouse's own headers. */
+  /** A webhook delivery: the stored request, to its destination's path, with gatehouse's own headers. */
   function send(runtime: WebhookRuntime, d: StoredDelivery, signal: AbortSignal): Promise<Sent> | undefined {
-    const target = runtime.target;
-    if (target === undefined) return undefined;
+    const targets = runtime.targets;
+    const dest = targets?.destinations.get(d.destination);
+    if (targets === undefined || dest === undefined) return undefined;
+    const target = targets.route;
     const q = d.path.indexOf('?');
-    const path = q < 0 ? target.rewrite(d.path) : target.rewrite(d.path.slice(0, q)) + d.path.slice(q);
+    const [bare, query] = q < 0 ? [d.path, ''] : [d.path.slice(0, q), d.path.slice(q)];
+    const path = (dest.path ?? target.rewrite(bare)) + query;
     const eventId = d.eventId ?? '';
-    return target.upstream
+    return dest.upstream
       .call({
         route: d.route,
         method: d.method,
         target: path,
         headers: [...d.headers, 'gatehouse-webhook-id', d.id, 'gatehouse-webhook-event-id', eventId, 'gatehouse-webhook-attempt', String(d.attempts)],
         body: d.body,
-        host: target.host === 'preserve' ? findHeader(d.headers, 'x-forwarded-host') : target.host,
+        // the route's rewrite.host is for its own upstream; a destination's upstream gets its endpoint's authority
+        host: !dest.own ? undefined : target.host === 'preserve' ? findHeader(d.headers, 'x-forwarded-host') : target.host,
         timeoutMs: target.timeoutMs,
         signal,
         resends: d.attempts - 1,
@@ -100,20 +144,77 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         attributes: { [ATTR.webhookId]: d.id, [ATTR.webhookEventId]: eventId, [ATTR.webhookAttempt]: d.attempts },
         maxBodyBytes: 0,
       })
-      .then((result) => ({ result, upstream: target.upstream.name, path }));
+      .then((result) => ({ result, upstream: dest.upstream.name, path }));
   }
 
-  function createRuntime(name: string, key: string, cfg: WebhookConfig, storeName: string): WebhookRuntime {
+  /**
+   * A listed event never received (reconciliation): stored and delivered as if its webhook had
+   * come, de-duplicated by its id in the same step, marked `gatehouse-webhook-source: reconcile`.
+   */
+  async function feed(runtime: WebhookRuntime, route: RouteConfig, event: ListedEvent): Promise<FeedResult> {
+    const { cfg } = runtime;
+    const now = deps.clock.now();
+    const req = signedRequest({ header: (name) => findHeader(event.headers, name) }, event.body);
+    const orderKey = cfg.delivery.orderBy === undefined ? undefined : readKey(req, cfg.delivery.orderBy);
+    const deliveries = runtime.deliveriesFor(event.type, orderKey);
+    const msg: NewMessage = {
+      id: randomUUID(),
+      route: runtime.name,
+      kind: 'webhook',
+      provider: cfg.provider,
+      eventId: event.id,
+      createdAt: now,
+      method: 'POST',
+      path: route.match.path ?? route.match.pathPrefix ?? '/',
+      headers: [...event.headers, 'user-agent', 'gatehouse-reconcile', 'gatehouse-webhook-source', 'reconcile'],
+      body: deliveries.length > 0 ? event.body : Buffer.alloc(0),
+      requestId: randomUUID(),
+      trace: undefined,
+    };
+    const result = await runtime.store().accept(msg, deliveries, now, { key: event.id, ttlMs: cfg.dedupe.ttl });
+    if (result === 'stored') {
+      observer.intake(runtime.name, deliveries.length > 0 ? 'verified' : 'filtered');
+      for (const d of runtime.destinations.values()) d.worker.notify();
+    }
+    return result;
+  }
+
+  function createRuntime(route: RouteConfig, key: string, cfg: WebhookConfig, storeName: string): WebhookRuntime {
+    const name = route.name;
     let store: DeliveryStore | undefined;
     const { attempts, backoff, deadLetter, concurrency } = cfg.delivery;
     const policy: DeliveryPolicy = {
       attempts,
       backoff,
       deadLetter,
-      keepBody: cfg.inspect,
+      // bodies stay while the message is kept (a day, and the latest 100 per route): a bulk replay
+      // resends delivered events too
+      keepBody: true,
       // a 2xx from the store counts as delivered; anything else is tried again while attempts last
       verdict: (result) => (result.failure === undefined && result.status >= 200 && result.status <= 299 ? 'delivered' : 'retry'),
     };
+    const configured = cfg.destinations ?? [{ name: UPSTREAM, upstream: route.upstream, types: ['*'], path: undefined, rate: undefined }];
+    const destinations = new Map<string, DestinationRuntime>();
+    for (const dc of configured) {
+      const pace = dc.rate === undefined ? undefined : createPace(shapeOf(dc.rate.limit, dc.rate.per, dc.rate.burst));
+      destinations.set(dc.name, {
+        name: dc.name,
+        wants: compileTypeFilter(dc.types),
+        pace,
+        worker: engine.worker({
+          route: name,
+          destination: dc.name,
+          concurrency,
+          policy,
+          pace,
+          store: () => runtime.store(),
+          send: (d, signal) => send(runtime, d, signal),
+          timeoutMs: () => runtime.targets?.route.timeoutMs ?? 30_000,
+          observer,
+        }),
+      });
+    }
+    const source = cfg.reconcile === undefined ? undefined : eventSourceOf(cfg.provider);
     const runtime: WebhookRuntime = {
       name,
       key,
@@ -121,21 +222,35 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       storeName,
       // opened on first use (activation), after the registry of stores has adopted the new config
       store: () => (store ??= engine.store(storeName, name)),
-      target: undefined,
+      targets: undefined,
       reading: { active: 0 },
-      worker: engine.worker({
-        route: name,
-        destination: UPSTREAM,
-        concurrency,
-        policy,
-        store: () => runtime.store(),
-        send: (d, signal) => send(runtime, d, signal),
-        timeoutMs: () => runtime.target?.timeoutMs ?? 30_000,
-        observer,
-      }),
+      destinations,
+      deliveriesFor(type, orderKey) {
+        const out: NewDelivery[] = [];
+        for (const d of destinations.values()) if (d.wants(type)) out.push({ destination: d.name, orderKey });
+        return out;
+      },
+      reconciler:
+        source === undefined
+          ? undefined
+          : createReconciler({
+              route: name,
+              cfg: cfg.reconcile!,
+              source,
+              client: () => runtime.targets!.reconcile!,
+              feed: (event) => feed(runtime, route, event),
+              timeoutMs: 30_000,
+              clock: deps.clock,
+              logger,
+              observer,
+            }),
     };
     return runtime;
   }
+
+  const workersOf = (r: WebhookRuntime) => [...r.destinations.values()].map((d) => d.worker);
+  const stopRuntime = (r: WebhookRuntime, graceMs: number) =>
+    Promise.allSettled([...workersOf(r).map((w) => w.stop(graceMs)), r.reconciler?.stop()]);
 
   const storesInUse = (): DeliveryStore[] => [...new Set([...active.values()].map((r) => r.store()))];
 
@@ -162,7 +277,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
           const runtime = active.get(ev.route);
           if (runtime === undefined) return answer(409, { error: `route '${ev.route}' of event ${id} is not configured: nowhere to deliver it` });
           await store.replay({ id, destination: ev.destination }, deps.clock.now());
-          runtime.worker.notify();
+          runtime.destinations.get(ev.destination)?.worker.notify();
           return answer(202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying' });
         }
         return answer(404, { error: `no dead-lettered webhook event with id ${id}` });
@@ -177,11 +292,51 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         if (only !== null && !active.has(only)) return answer(404, { error: `no webhook route named '${only}'`, routes: [...active.keys()] });
         const runtimes = only === null ? [...active.values()] : [active.get(only)!];
         const events: unknown[] = [];
-        for (const r of runtimes) for (const ev of await r.store().list({ kind: 'webhook', route: r.name, destination: UPSTREAM, limit })) events.push(recentView(ev, r.cfg.inspect));
+        for (const r of runtimes) {
+          // every destination's delivery of the latest `limit` events, grouped by event
+          const rows = await r.store().list({ kind: 'webhook', route: r.name, destination: undefined, limit: limit * r.destinations.size });
+          for (const group of byMessage(rows).slice(0, limit)) events.push(recentView(group, r.cfg.inspect));
+        }
         return answer(200, { events });
       },
     },
+    {
+      method: 'POST',
+      path: '/admin/webhooks/replay',
+      handle: async ({ body }) => replay(body),
+    },
   ];
+
+  /** `POST /admin/webhooks/replay` (SPEC §14): the deliveries of a time range, again. */
+  async function replay(body: unknown): Promise<ReturnType<typeof answer>> {
+    const req = parseReplay(body);
+    if (typeof req === 'string') return answer(400, { error: req });
+    const runtime = active.get(req.route);
+    if (runtime === undefined) return answer(404, { error: `no webhook route named '${req.route}'`, routes: [...active.keys()] });
+    if (req.destination !== undefined && !runtime.destinations.has(req.destination)) {
+      return answer(404, { error: `route '${req.route}' has no destination '${req.destination}'`, destinations: [...runtime.destinations.keys()] });
+    }
+    const from: ReplayableState[] = req.status === 'any' ? ['delivered', 'dead'] : [req.status];
+    const store = runtime.store();
+    const matching = await store.list({
+      kind: 'webhook',
+      route: req.route,
+      destination: req.destination,
+      states: from,
+      from: req.from,
+      to: req.to,
+      limit: REPLAY_MAX,
+    });
+    // a destination the route no longer has is left alone: nowhere to send it
+    const deliveries = matching.filter((d) => runtime.destinations.has(d.destination));
+    if (req.dryRun) return answer(200, { count: deliveries.length, ids: [...new Set(deliveries.map((d) => d.id))].slice(0, 100) });
+    let count = 0;
+    const now = deps.clock.now();
+    for (const d of deliveries) if ((await store.replay({ id: d.id, destination: d.destination }, now, from)) !== undefined) count++;
+    for (const w of workersOf(runtime)) w.notify();
+    logger.info({ route: req.route, destination: req.destination, from: iso(req.from), to: iso(req.to), status: req.status, count }, 'webhook deliveries replayed');
+    return answer(202, { count });
+  }
 
   return {
     compile(input) {
@@ -191,7 +346,17 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       const storeConfig = Object.hasOwn(input.config.stores, storeName) ? input.config.stores[storeName] : null;
       const key = `${route.name}:${fingerprint(cfg)}:${storeName}:${fingerprint([storeConfig, input.config.dataDir])}`;
       const current = active.get(route.name);
-      const runtime = current?.key === key ? current : createRuntime(route.name, key, cfg, storeName);
+      const runtime = current?.key === key ? current : createRuntime(route, key, cfg, storeName);
+      const destinations = new Map<string, DestinationTarget>();
+      for (const d of cfg.destinations ?? []) destinations.set(d.name, { upstream: input.clientOf(d.upstream), path: d.path, own: false });
+      if (cfg.destinations === undefined) destinations.set(UPSTREAM, { upstream: input.target.upstream, path: undefined, own: true });
+      const targets: WebhookTargets = {
+        route: input.target,
+        destinations,
+        reconcile: cfg.reconcile === undefined ? undefined : input.clientOf(cfg.reconcile.upstream),
+      };
+      const eventType = compileEventType(cfg);
+      const orderBy = cfg.delivery.orderBy;
       const intake = compileIntake({
         route: route.name,
         cfg,
@@ -199,14 +364,17 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         verify: compileVerifier(cfg),
         reading: runtime.reading,
         store: () => runtime.store(),
-        stored: () => runtime.worker.notify(),
+        deliveriesFor: (req: SignedRequest) => runtime.deliveriesFor(eventType(req), orderBy === undefined ? undefined : readKey(req, orderBy)),
+        stored: () => {
+          for (const w of workersOf(runtime)) w.notify();
+        },
         headers: deliveryHeaderPlan(input.requestHeaders),
         clock: deps.clock,
         observer,
         logger,
         isDraining: input.isDraining,
       });
-      return { name: route.name, admit: intake.admit, handler: intake.handler, target: input.target, runtime };
+      return { name: route.name, admit: intake.admit, handler: intake.handler, targets, runtime };
     },
 
     activate(routes) {
@@ -215,11 +383,11 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       for (const [name, runtime] of active) {
         if (next.get(name)?.runtime !== runtime) {
           active.delete(name);
-          void runtime.worker.stop(runtime.target?.timeoutMs ?? 0);
+          void stopRuntime(runtime, runtime.targets?.route.timeoutMs ?? 0);
         }
       }
       for (const r of routes) {
-        r.runtime.target = r.target;
+        r.runtime.targets = r.targets;
         if (active.get(r.name) === r.runtime) continue;
         active.set(r.name, r.runtime);
         try {
@@ -228,7 +396,8 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
         } catch (err) {
           logger.error({ route: r.name, store: r.runtime.storeName, err: (err as Error).message }, 'cannot open the webhook store');
         }
-        r.runtime.worker.start();
+        for (const w of workersOf(r.runtime)) w.start();
+        r.runtime.reconciler?.start();
       }
     },
 
@@ -238,7 +407,7 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       closed = true;
       const runtimes = [...active.values()];
       active.clear();
-      await Promise.allSettled(runtimes.map((r) => r.worker.stop(graceMs)));
+      await Promise.allSettled(runtimes.map((r) => stopRuntime(r, graceMs)));
     },
   };
 }
@@ -260,15 +429,83 @@ function deadView(ev: StoredDelivery) {
   return { ...eventView(ev), deadAt: iso(ev.deadAt), state: ev.state === 'dead' ? 'dead' : 'replaying' };
 }
 
-function recentView(ev: StoredDelivery, inspect: boolean) {
+/** Deliveries grouped by their message, in the order the messages came (newest first). */
+function byMessage(rows: readonly StoredDelivery[]): StoredDelivery[][] {
+  const groups = new Map<string, StoredDelivery[]>();
+  for (const d of rows) {
+    const g = groups.get(d.id);
+    if (g === undefined) groups.set(d.id, [d]);
+    else g.push(d);
+  }
+  return [...groups.values()];
+}
+
+/** The event's state across its destinations: the least advanced one (pending, then dead, then delivered). */
+function overall(states: readonly DeliveryState[]): DeliveryState {
+  for (const s of ['delivering', 'pending', 'waiting', 'dead', 'cancelled'] as const) if (states.includes(s)) return s;
+  return 'delivered';
+}
+
+function recentView(group: readonly StoredDelivery[], inspect: boolean) {
+  const ev = group[0]!;
+  const state = overall(group.map((d) => d.state));
+  const next = group.filter((d) => d.state === 'pending').map((d) => d.nextAt);
   return {
     ...eventView(ev),
-    state: ev.state,
-    nextAttemptAt: ev.state === 'pending' ? iso(ev.nextAt) : null,
-    deliveredAt: iso(ev.deliveredAt),
+    attempts: Math.max(...group.map((d) => d.attempts)),
+    lastError: group.find((d) => d.lastError !== undefined)?.lastError ?? null,
+    state,
+    nextAttemptAt: next.length === 0 ? null : iso(Math.min(...next)),
+    deliveredAt: state === 'delivered' ? iso(Math.max(...group.map((d) => d.deliveredAt ?? 0))) : null,
     requestId: ev.requestId,
+    source: findHeader(ev.headers, 'gatehouse-webhook-source') ?? 'webhook',
+    destinations: Object.fromEntries(
+      group.map((d) => [
+        d.destination,
+        { state: d.state, attempts: d.attempts, lastError: d.lastError ?? null, lastStatus: d.lastStatus ?? null, deliveredAt: iso(d.deliveredAt), nextAttemptAt: d.state === 'pending' ? iso(d.nextAt) : null },
+      ]),
+    ),
     ...(inspect ? { headers: redactHeaders(ev.headers), body: ev.body.toString('utf8') } : {}),
   };
+}
+
+/** Deliveries one replay request may touch at most. */
+const REPLAY_MAX = 100_000;
+
+interface ReplayRequest {
+  readonly route: string;
+  readonly destination: string | undefined;
+  readonly from: number;
+  readonly to: number;
+  readonly status: 'delivered' | 'dead' | 'any';
+  readonly dryRun: boolean;
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** The replay request's body, or what is wrong with it. */
+function parseReplay(body: unknown): ReplayRequest | string {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object: {"route", "from", "to", "destination"?, "status"?, "dryRun"?}';
+  const b = body as Record<string, unknown>;
+  const known = new Set(['route', 'destination', 'from', 'to', 'status', 'dryRun']);
+  const unknown = Object.keys(b).filter((k) => !known.has(k));
+  if (unknown.length > 0) return `unknown key ${unknown.map((k) => JSON.stringify(k)).join(', ')} (known: ${[...known].join(', ')})`;
+  if (typeof b.route !== 'string' || b.route === '') return 'route must name a webhook route';
+  if (b.destination !== undefined && typeof b.destination !== 'string') return 'destination must be a string';
+  const time = (key: 'from' | 'to'): number | string => {
+    const v = b[key];
+    const ms = typeof v === 'string' && RFC3339.test(v) ? Date.parse(v) : NaN;
+    return Number.isFinite(ms) ? ms : `${key} must be an RFC 3339 time such as 2026-12-07T00:00:00Z`;
+  };
+  const from = time('from');
+  if (typeof from === 'string') return from;
+  const to = time('to');
+  if (typeof to === 'string') return to;
+  if (to <= from) return 'to must be later than from';
+  const status = b.status ?? 'any';
+  if (status !== 'delivered' && status !== 'dead' && status !== 'any') return 'status must be "delivered", "dead" or "any"';
+  if (b.dryRun !== undefined && typeof b.dryRun !== 'boolean') return 'dryRun must be true or false';
+  return { route: b.route, destination: b.destination, from, to, status, dryRun: b.dryRun === true };
 }
 
 
