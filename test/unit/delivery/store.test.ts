@@ -213,6 +213,46 @@ function storeSuite(name: string, make: () => Promise<DeliveryStore>) {
       expect(await s.pending('r', U)).toBe(1);
     });
 
+    it('fans one message out to several destinations, each delivered on its own; lists them by time range and across destinations', async () => {
+      const s = await make();
+      const early = message({ createdAt: 1_000 });
+      const late = message({ createdAt: 5_000 });
+      const filtered = message({ createdAt: 5_500, body: Buffer.alloc(0) });
+      await s.accept(early, [{ destination: 'a' }, { destination: 'b' }], 1_000, { key: early.eventId!, ttlMs: HOUR });
+      await s.accept(late, [{ destination: 'a' }, { destination: 'b' }], 5_000, { key: late.eventId!, ttlMs: HOUR });
+      expect(await s.accept(filtered, [], 5_500, { key: filtered.eventId!, ttlMs: HOUR })).toBe('stored');
+      expect(await s.accept(message({ eventId: filtered.eventId }), [], 5_600, { key: filtered.eventId!, ttlMs: HOUR })).toBe('duplicate');
+      expect(await s.pending('r', 'a')).toBe(2);
+      expect(await s.pending('r', 'b')).toBe(2);
+      // a is delivered, b dies: neither holds up the other
+      for (const m of [early, late]) {
+        await s.claim('r', 'a', 'w', 6_000, 66_000, 10);
+        await s.delivered({ id: m.id, destination: 'a' }, 'w', 6_000, 200, true);
+      }
+      const [bEarly] = await s.claim('r', 'b', 'w', 6_000, 66_000, 1);
+      await s.dead({ id: bEarly!.id, destination: 'b' }, 'w', 6_000, 'HTTP 500', 500, true);
+      const all = await s.list({ kind: 'webhook', route: 'r', destination: undefined, limit: 100 });
+      expect(all.map((d) => `${d.id} ${d.destination} ${d.state}`)).toEqual([
+        `${late.id} a delivered`,
+        `${late.id} b pending`,
+        `${early.id} a delivered`,
+        `${early.id} b dead`,
+      ]);
+      const ranged = await s.list({ kind: 'webhook', route: 'r', destination: undefined, from: 4_000, to: 6_000, limit: 100 });
+      expect(ranged.map((d) => d.destination)).toEqual(['a', 'b']);
+      expect(ranged.every((d) => d.id === late.id)).toBe(true);
+      const deadOnly = await s.list({ kind: 'webhook', route: 'r', destination: 'b', states: ['dead', 'delivered'], from: 0, to: 10_000, limit: 100 });
+      expect(deadOnly.map((d) => d.id)).toEqual([early.id]);
+      // a delivered one is replayed only when asked for; its body was kept
+      expect(await s.replay({ id: early.id, destination: 'a' }, 7_000)).toBeUndefined();
+      const again = await s.replay({ id: early.id, destination: 'a' }, 7_000, ['delivered', 'dead']);
+      expect(again).toMatchObject({ state: 'pending', attempts: 0 });
+      expect(again!.body.equals(early.body)).toBe(true);
+      expect(await s.pending('r', 'a')).toBe(1);
+      expect(await s.replay({ id: early.id, destination: 'b' }, 7_000, ['delivered', 'dead'])).toMatchObject({ state: 'pending' });
+      expect(await s.pending('r', 'b')).toBe(2);
+    });
+
     it('lists the latest messages, newest first', async () => {
       const s = await make();
       const ids = [];
