@@ -272,13 +272,17 @@ export function createWebhookRegistry(deps: WebhookRegistryDeps): WebhookRegistr
       async handle({ params }) {
         const id = params.id!;
         for (const store of storesInUse()) {
-          const ev = (await store.listDead('webhook')).find((e) => e.id === id);
+          // every dead delivery of the event: with fan-out, one per destination that gave up
+          const dead = (await store.listDead('webhook')).filter((e) => e.id === id && e.state === 'dead');
+          const ev = dead[0];
           if (ev === undefined) continue;
           const runtime = active.get(ev.route);
           if (runtime === undefined) return answer(409, { error: `route '${ev.route}' of event ${id} is not configured: nowhere to deliver it` });
-          await store.replay({ id, destination: ev.destination }, deps.clock.now());
-          runtime.destinations.get(ev.destination)?.worker.notify();
-          return answer(202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying' });
+          for (const d of dead) {
+            await store.replay({ id, destination: d.destination }, deps.clock.now());
+            runtime.destinations.get(d.destination)?.worker.notify();
+          }
+          return answer(202, { id, route: ev.route, eventId: ev.eventId, status: 'replaying', destinations: dead.map((d) => d.destination) });
         }
         return answer(404, { error: `no dead-lettered webhook event with id ${id}` });
       },
@@ -426,7 +430,7 @@ const eventView = (ev: StoredDelivery) => ({
 });
 
 function deadView(ev: StoredDelivery) {
-  return { ...eventView(ev), deadAt: iso(ev.deadAt), state: ev.state === 'dead' ? 'dead' : 'replaying' };
+  return { ...eventView(ev), destination: ev.destination, deadAt: iso(ev.deadAt), state: ev.state === 'dead' ? 'dead' : 'replaying' };
 }
 
 /** Deliveries grouped by their message, in the order the messages came (newest first). */

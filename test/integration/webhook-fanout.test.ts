@@ -147,6 +147,15 @@ describe('webhook fan-out (SPEC §14)', () => {
       expect(ev.destinations.analytics).toMatchObject({ state: 'delivered', attempts: 1, lastError: null });
       expect(ev.destinations.orders).toMatchObject({ state: 'dead', attempts: 3, lastError: 'HTTP 503', lastStatus: 503 });
     }
+    const dead = (await request(g.admin('/admin/webhooks/dead'))).json().events;
+    expect(dead.every((e: any) => e.destination === 'orders')).toBe(true);
+    // the shop is back: replaying one dead event delivers it to the shop only
+    orders.state.status = 200;
+    const replayed = await request(g.admin(`/admin/webhooks/dead/${dead[0].id}/replay`), { method: 'POST' });
+    expect(replayed.status).toBe(202);
+    expect(replayed.json().destinations).toEqual(['orders']);
+    await eventually(() => orders.got.length === 16);
+    expect(analytics.got).toHaveLength(5);
     const metrics = await scrape(g.admin('/metrics'));
     expect(sample(metrics, 'gatehouse_webhook_deliveries_total', { route: 'hooks', destination: 'orders', result: 'dead' })).toBe(5);
     expect(sample(metrics, 'gatehouse_webhook_deliveries_total', { route: 'hooks', destination: 'orders', result: 'retried' })).toBe(10);
