@@ -49,8 +49,8 @@ describe('cache: freshness, Age and Cache-Status', () => {
     const second = await g.fetch('in', '/products/1');
     expect(second.status).toBe(200);
     expect(second.text).toBe(first.text);
-    expect(second.headers['cache-status']).toMatch(/^gatehouse; hit; ttl=(59|60)$/);
-    expect(second.headers.age).toMatch(/^[01]$/);
+    expect(second.headers['cache-status']).toMatch(/^gatehouse; hit; ttl=(5[6-9]|60)$/);
+    expect(second.headers.age).toMatch(/^[0-3]$/);
     expect(second.headers.etag).toBe('"v1"');
     expect(second.headers['content-length']).toBe(String(first.body.length));
     expect(second.headers['x-request-id']).toBeTruthy();
@@ -79,7 +79,7 @@ describe('cache: freshness, Age and Cache-Status', () => {
     const g = await startGatehouse(config([up.url], 'cache: {}'));
     await g.fetch('in', '/a');
     const hit = await g.fetch('in', '/a');
-    expect(hit.headers['cache-status']).toMatch(/^gatehouse; hit; ttl=(9|10)$/);
+    expect(hit.headers['cache-status']).toMatch(/^gatehouse; hit; ttl=([6-9]|10)$/);
     expect(Number(hit.headers.age)).toBeGreaterThanOrEqual(90);
   });
 
@@ -92,9 +92,9 @@ describe('cache: freshness, Age and Cache-Status', () => {
     });
     const g = await startGatehouse(config([up.url], 'cache: { defaultTtl: 5s }'));
     await g.fetch('in', '/expires');
-    expect((await g.fetch('in', '/expires')).headers['cache-status']).toMatch(/^gatehouse; hit; ttl=(29|30)$/);
+    expect((await g.fetch('in', '/expires')).headers['cache-status']).toMatch(/^gatehouse; hit; ttl=(2[6-9]|30)$/);
     await g.fetch('in', '/plain');
-    expect((await g.fetch('in', '/plain')).headers['cache-status']).toMatch(/^gatehouse; hit; ttl=[45]$/);
+    expect((await g.fetch('in', '/plain')).headers['cache-status']).toMatch(/^gatehouse; hit; ttl=[2-5]$/);
     expect(up.received).toHaveLength(2);
   });
 
