@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { CacheConfig } from '../config/schema.js';
 import type { Clock } from '../core/clock.js';
-import { GatehouseError, UpstreamError } from '../core/errors.js';
+import { GatehouseError, UpstreamError, type ErrorCode } from '../core/errors.js';
 import { ANSWERED, type Exchange, type ResponseTap, type Stage, type StageOutcome } from '../core/exchange.js';
 import { buildUpstreamHeaders, type RequestHeaderPlan } from '../core/forwarding.js';
 import { findHeader, lowerName } from '../core/headers.js';
@@ -453,24 +453,16 @@ export function compileReadPath(cfg: CacheConfig | undefined, coalesce: boolean,
   return { first, lookup: store === undefined ? undefined : lookup, policy };
 }
 
-/** gatehouse's own failures count as the upstream failing: circuit_open, bad_gateway, upstream_timeout (and no endpoint, overloaded). */
+/**
+ * gatehouse's own failures count as the upstream failing (SPEC §13): circuit_open, bad_gateway,
+ * upstream_timeout, and the other refusals that say the upstream cannot be reached now.
+ */
+const UPSTREAM_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['circuit_open', 'bad_gateway', 'upstream_timeout', 'overloaded', 'no_healthy_upstream', 'auth_unavailable']);
+
 function countsAsFailure(err: unknown, ex: Exchange): boolean {
   if (ex.cancelled === 'aborted') return false; // the client left: nobody to answer
   if (err instanceof UpstreamError) return err.kind !== 'aborted';
-  if (err instanceof GatehouseError) {
-    switch (err.code) {
-      case 'circuit_open':
-      case 'bad_gateway':
-      case 'upstream_timeout':
-      case 'overloaded':
-      case 'no_healthy_upstream':
-      case 'auth_unavailable':
-        return true;
-      default:
-        return false;
-    }
-  }
-  return false;
+  return err instanceof GatehouseError && UPSTREAM_REFUSALS.has(err.code);
 }
 
 const strings = (raw: readonly Buffer[]): string[] => {

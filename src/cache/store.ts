@@ -54,6 +54,7 @@ interface MemorySlot {
 }
 
 export interface MemoryCacheStore extends CacheStore {
+  get(key: string): readonly CachedAnswer[] | undefined;
   /** Bytes held now (bodies, headers and a fixed overhead per answer). */
   readonly bytes: number;
   readonly size: number;
