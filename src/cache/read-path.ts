@@ -365,7 +365,7 @@ export function compileReadPath(cfg: CacheConfig | undefined, coalesce: boolean,
     if (taken.status !== 304) return serveStale(st, entry, taken.status);
     const renewed = refreshed(rules, entry, taken.facts!, st.requestTime, clock.now());
     store!.put(st.key, renewed, keepMs(renewed));
-    st.setStatus(`fwd=stale; fwd-status=304; stored; ${ttlParam(renewed.lifetime - renewed.initialAge)}`);
+    st.setStatus(`fwd=${st.request?.noCache === true ? 'request' : 'stale'}; fwd-status=304; stored; ${ttlParam(renewed.lifetime - renewed.initialAge)}`);
     observer.result(ex, 'revalidated');
     serve(st, renewed);
     st.shared = { status: renewed.status, headers: renewed.headers, body: renewed.body };
