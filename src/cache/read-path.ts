@@ -258,7 +258,7 @@ export function compileReadPath(cfg: CacheConfig | undefined, coalesce: boolean,
     const st = new CacheRequest(ex);
     ex.tap = st;
     const method = ex.method;
-    if ((method !== 'GET' && method !== 'HEAD') || ex.body !== null || ex.header('range') !== undefined) {
+    if ((method !== 'GET' && method !== 'HEAD') || ex.body !== null || ex.upgrade !== undefined || ex.header('range') !== undefined) {
       st.bypass = true;
       st.invalidate = !SAFE_METHODS.has(method);
       st.setStatus('fwd=bypass');
