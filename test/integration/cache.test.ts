@@ -410,3 +410,27 @@ describe('cache: stores', () => {
     expect(without.headers['cache-status']).toMatch(/fwd=miss/);
   });
 });
+
+describe('cache: every answer of the route says Cache-Status; reloads keep the copies', () => {
+  it('a request refused before the lookup (429) carries Cache-Status bypass', async () => {
+    const up = await startUpstream(reply(200, 'x', { 'cache-control': 'max-age=60' }));
+    const g = await startGatehouse(config([up.url], 'cache: {}\nquota: [{ limit: 1, per: 1m }]'));
+    expect((await g.fetch('in', '/q')).headers['cache-status']).toBe('gatehouse; fwd=miss; stored');
+    const refused = await g.fetch('in', '/q');
+    expect(refused.status).toBe(429);
+    expect(refused.headers['cache-status']).toBe('gatehouse; fwd=bypass; detail=refused');
+  });
+
+  it('a reload that leaves store and maxSize alone keeps the memory cache', async () => {
+    const up = await startUpstream(numbered({ 'cache-control': 'max-age=600' }));
+    const yaml = (timeout: string) => config([up.url], `cache: { maxSize: 1mb }\ntimeout: ${timeout}`);
+    const g = await startGatehouse(yaml('10s'));
+    const first = await g.fetch('in', '/kept');
+    g.write(yaml('20s'));
+    expect((await request(g.admin('/admin/reload'), { method: 'POST' })).json()).toMatchObject({ changed: true });
+    const after = await g.fetch('in', '/kept');
+    expect(after.headers['cache-status']).toMatch(/hit/);
+    expect(after.text).toBe(first.text);
+    expect(up.received).toHaveLength(1);
+  });
+});
