@@ -1,4 +1,3 @@
-import type { Logger } from 'pino';
 import type { CacheConfig } from '../config/schema.js';
 import type { Clock } from '../core/clock.js';
 import { GatehouseError, UpstreamError, type ErrorCode } from '../core/errors.js';
@@ -50,7 +49,6 @@ export interface RouteCacheObserver {
 
 export interface ReadPathDeps {
   readonly clock: Clock;
-  readonly logger: Logger;
   /** undefined: coalescing only (no `cache`). */
   readonly store: CacheStore | undefined;
   readonly observer: RouteCacheObserver;
@@ -92,7 +90,6 @@ interface SharedAnswer {
 
 /** One upstream request that identical requests wait for. */
 class Flight {
-  waiters = 0;
   settled = false;
   readonly done: Promise<SharedAnswer | Error | undefined>;
   private resolve!: (v: SharedAnswer | Error | undefined) => void;
@@ -375,7 +372,6 @@ export function compileReadPath(cfg: CacheConfig | undefined, coalesce: boolean,
   /** Waits for an identical request in flight; undefined when this one must go on its own. */
   async function follow(st: CacheRequest, flight: Flight): Promise<AttemptResult | undefined> {
     const ex = st.ex;
-    flight.waiters++;
     const signal = ex.signal;
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {

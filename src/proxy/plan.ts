@@ -354,7 +354,6 @@ function compileRouteReadPath(
   }
   return compileReadPath(cache, route.coalesce, route.name, hasStagesBefore, {
     clock: deps.clock,
-    logger: deps.logger,
     store,
     observer: deps.observers.cache.forRoute(route.name),
     respond: storedResponder(responseHeaders, deps.isDraining),
