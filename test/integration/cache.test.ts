@@ -6,7 +6,8 @@ import { eventually, request } from '../helpers/http.js';
 import { sample, scrape } from '../helpers/metrics.js';
 import { spawnGatehouse } from '../helpers/process.js';
 import { startRedis } from '../helpers/redis.js';
-import { reply, startUpstream, type Reply } from '../helpers/upstream.js';
+import { SPAN_KIND, startOtlpReceiver } from '../helpers/otlp.js';
+import { delay, reply, startUpstream, type Reply } from '../helpers/upstream.js';
 
 /** A gatehouse with one route `r` (all methods) on listener `in` to upstream `app`. */
 function config(endpoints: string[], route: string, extra = '', upstream = ''): string {
@@ -431,6 +432,21 @@ describe('cache: every answer of the route says Cache-Status; reloads keep the c
     const after = await g.fetch('in', '/kept');
     expect(after.headers['cache-status']).toMatch(/hit/);
     expect(after.text).toBe(first.text);
+    expect(up.received).toHaveLength(1);
+  });
+});
+
+describe('cache: spans', () => {
+  it('the SERVER span says what the cache did (gatehouse.cache.result), and a coalesced request says so', async () => {
+    const otlp = await startOtlpReceiver();
+    const up = await startUpstream(delay(500, reply(200, 'x', { 'cache-control': 'max-age=60' })));
+    const g = await startGatehouse(config([up.url], 'cache: {}\ncoalesce: true', `telemetry: { traces: { endpoint: ${otlp.tracesUrl} } }`));
+    await Promise.all([g.fetch('in', '/s'), g.fetch('in', '/s')]);
+    await g.fetch('in', '/s');
+    await g.stop();
+    const servers = await otlp.waitForSpans((s) => s.kind === SPAN_KIND.SERVER, 3);
+    expect(servers.map((s) => s.attributes['gatehouse.cache.result']).sort()).toEqual(['hit', 'miss', 'miss']);
+    expect(servers.filter((s) => s.attributes['gatehouse.coalesced'] === true)).toHaveLength(1);
     expect(up.received).toHaveLength(1);
   });
 });
