@@ -7,7 +7,7 @@ import { fingerprint } from './config/fingerprint.js';
 import { loadConfigFile, type LoadedConfig } from './config/load.js';
 import { loadConfigOffThread } from './config/load-off-thread.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
-import { compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
+import { cachesView, compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
 import { retireQuotaStores } from './quota/quota.js';
 import type { PipelineDeps, ProxyState } from './proxy/lifecycle.js';
 import { createListeners } from './proxy/server.js';
@@ -19,6 +19,7 @@ import { createMetrics } from './telemetry/metrics.js';
 import { createAuthObserver } from './telemetry/auth-observer.js';
 import { createQuotaObserver } from './telemetry/quota-observer.js';
 import { createResilienceObserver, observeUpstreams } from './telemetry/resilience-observer.js';
+import { createCacheObserver } from './telemetry/cache-observer.js';
 import { bridgeOtelDiagnostics } from './telemetry/diagnostics.js';
 import { createLogger } from './telemetry/log.js';
 import { readOtelSettings, withOtelEnv } from './telemetry/otel-env.js';
@@ -108,6 +109,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const state: ProxyState = { plan: undefined as unknown as Plan, draining: false, inFlight: 0, onIdle: undefined };
   const observers: PlanObservers = {
     resilience: createResilienceObserver(metrics, logger),
+    cache: createCacheObserver(metrics),
     quota: createQuotaObserver(metrics, logger),
     auth: createAuthObserver(metrics),
   };
@@ -222,6 +224,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
         },
       },
       { method: 'GET', path: '/admin/quotas', handle: () => answer(200, state.plan.quotas.view()) },
+      { method: 'GET', path: '/admin/caches', handle: () => answer(200, cachesView(state.plan)) },
       ...webhooks.adminRoutes,
       ...outbox.adminRoutes,
     ],

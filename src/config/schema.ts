@@ -587,6 +587,28 @@ const Retry = z.strictObject({
   maxBodySize: size.prefault('64kb').describe('Request bodies up to this size are kept for a retry; larger ones are sent once. Default: 64kb.'),
 });
 
+/**
+ * `cache` on a route (SPEC §13): an RFC 9111 HTTP cache, shared unless `private: true`. `store`
+ * is `memory` (bounded by `maxSize`, least recently used out first) or the name of a sqlite or
+ * redis store from `stores:`.
+ */
+const Cache = z.strictObject({
+  store: name.default('memory').describe('memory (this process, bounded by maxSize) or the name of a sqlite or redis store from stores:. Default: memory.'),
+  maxSize: size.prefault('64mb').describe('Bound of the memory store: the least recently used answers leave first. Default: 64mb.'),
+  defaultTtl: duration
+    .prefault('0s')
+    .describe('Freshness for cacheable answers that state none (no max-age, s-maxage or Expires); 0s: only what answers say. Default: 0s.'),
+  staleWhileRevalidate: duration.prefault('0s').describe('Serve a stale copy this long past its freshness while it is refreshed in the background (RFC 5861), unless the answer says otherwise. Default: 0s.'),
+  staleIfError: duration.prefault('0s').describe('Serve a stale copy this long past its freshness when the upstream fails (RFC 5861), unless the answer says otherwise. Default: 0s.'),
+  private: z.boolean().default(false).describe('true: a private cache (the shared-cache rules of RFC 9111 §3.5 are off: private answers and answers to authorized requests are stored). Default: false.'),
+});
+
+/** `hedge` on a route: a second try of an idempotent request that has no answer after `after`. */
+const Hedge = z.strictObject({
+  after: duration.describe('Send another try when the first has no response headers after this long.'),
+  max: positiveInt.default(1).describe('Hedged tries at most, the first try not counted. Default: 1.'),
+});
+
 /** `header:<name>` or `json:<dotted.path>`: where a webhook's event id or ordering key is read. */
 export type KeySource = { readonly from: 'header'; readonly name: string } | { readonly from: 'json'; readonly path: readonly string[] };
 
@@ -821,6 +843,9 @@ const Route = z.strictObject({
   idempotencyKey: z.literal('generate', { error: 'must be "generate"' }).optional().describe('generate: add an Idempotency-Key to POST and PATCH requests that lack one, so they can be retried.'),
   webhook: Webhook.optional().describe('Verify, de-duplicate and durably deliver signed webhooks on this route.'),
   delivery: Delivery.optional().describe('Outbound writes that survive a provider outage: sync, async or fallback through a durable outbox. Default: sync.'),
+  cache: Cache.optional().describe('An RFC 9111 HTTP cache for GET and HEAD (SPEC §13). Default: none.'),
+  coalesce: z.boolean().default(false).describe('true: identical GET and HEAD requests without a body share one upstream request while it is in flight. Default: false.'),
+  hedge: Hedge.optional().describe('Idempotent requests: another try (to another endpoint) when the first has no answer after `after`; the first answer wins. Default: none.'),
 });
 
 export const ConfigSchema = z
@@ -907,6 +932,7 @@ export function crossCheck(value: unknown, quote: Quote = (v) => JSON.stringify(
       problems.push({ path: ['routes', i, 'rewrite', 'prefix'], message: 'needs match.pathPrefix: it replaces the matched prefix' });
     }
     checkRouteQuotas(route, i, quotas, quote, problems);
+    checkCacheStore(route, i, stores, quote, problems);
   });
   for (const [q, def] of Object.entries(quotas)) checkQuotaStore(asRecord(def), ['quotas', q], stores, quote, problems);
   asArray(root.routes).forEach((r, i) => {
@@ -950,6 +976,14 @@ function checkRouteQuotas(
       problems.push({ path: at, message: `${which} by ${quote(def.key, at)}, which needs jwt on this route` });
     }
   });
+}
+
+/** A route cache's `store` is `memory` or names a store from stores:. */
+function checkCacheStore(route: Record<string, unknown>, i: number, stores: Record<string, unknown>, quote: Quote, problems: { path: PropertyKey[]; message: string }[]): void {
+  const store = asRecord(route.cache).store;
+  if (typeof store !== 'string' || store === 'memory' || Object.hasOwn(stores, store)) return;
+  const at = ['routes', i, 'cache', 'store'];
+  problems.push({ path: at, message: `unknown store ${quote(store, at)} (memory, or one of stores: ${Object.keys(stores).join(', ') || 'none'})` });
 }
 
 /** A quota's `store` must name a memory or redis store (sqlite is for webhooks). */
@@ -997,3 +1031,5 @@ export type WebhookConfig = NonNullable<RouteConfig['webhook']>;
 export type OutboxConfig = NonNullable<RouteConfig['delivery']>;
 export type DestinationConfig = NonNullable<WebhookConfig['destinations']>[number];
 export type ReconcileConfig = NonNullable<WebhookConfig['reconcile']>;
+export type CacheConfig = NonNullable<RouteConfig['cache']>;
+export type HedgeConfig = NonNullable<RouteConfig['hedge']>;

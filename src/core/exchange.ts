@@ -15,11 +15,37 @@ export interface RouteInfo {
   readonly log: ((ex: Exchange, name: string, attributes: Attributes | undefined) => void) | undefined;
 }
 
+/** What a stage returns when it answered the request itself (a cache hit): nothing more is done. */
+export const ANSWERED: unique symbol = Symbol('gatehouse.answered');
+
+/** A stage's verdict: a refusal, `ANSWERED` (it wrote the answer), or undefined to go on. */
+export type StageOutcome = GatehouseError | typeof ANSWERED | undefined;
+
 /**
- * A step between routing and forwarding (jwt, quota, ...). An expected refusal is a returned
- * GatehouseError, not a throw; undefined lets the request continue.
+ * A step between routing and forwarding (jwt, quota, cache, ...). An expected refusal is a
+ * returned GatehouseError, not a throw; undefined lets the request continue.
  */
-export type Stage = (ex: Exchange) => GatehouseError | undefined | Promise<GatehouseError | undefined>;
+export type Stage = (ex: Exchange) => StageOutcome | Promise<StageOutcome>;
+
+/**
+ * Sees the upstream's answer of a proxied attempt on its way to the client: a cache filling a
+ * copy, coalesced requests waiting for the same answer. Set per request (`ex.tap`) by a policy;
+ * only routes compiled with one read it, so other routes pay nothing.
+ */
+export interface ResponseTap {
+  /**
+   * Before the answer is committed: true takes it (it is drained and the Send resolves
+   * uncommitted), e.g. a 304 to the cache's own revalidation, or a 5xx the cache answers with a
+   * stale copy instead.
+   */
+  intercept(statusCode: number, rawHeaders: readonly Buffer[]): boolean;
+  /** The answer is committed to the client: its status and headers as the upstream sent them. */
+  headers(statusCode: number, rawHeaders: readonly Buffer[]): void;
+  data(chunk: Buffer): void;
+  complete(): void;
+  /** The answer was cut after its headers. */
+  fail(): void;
+}
 
 /**
  * Decides, on an upstream answer's status line and headers and before anything reaches the
@@ -107,6 +133,9 @@ export class Exchange {
    * back from the client (the attempt resolves uncommitted) so the request is stored instead.
    */
   fallback: ResponseFilter | undefined = undefined;
+
+  /** What watches the upstream's answer (the cache, coalescing); undefined on routes without them. */
+  tap: ResponseTap | undefined = undefined;
 
   attempts = 0;
   /** Why a retry the route asked for was not made (`budget`, `deadline`); for the access log. */

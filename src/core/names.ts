@@ -26,6 +26,9 @@ export const METRICS = {
   authDecisions: 'gatehouse.auth.decisions',
   storeUp: 'gatehouse.store.up',
   tlsHandshakeFailures: 'gatehouse.tls.handshake.failures',
+  cacheRequests: 'gatehouse.cache.requests',
+  coalescedRequests: 'gatehouse.coalesced.requests',
+  hedges: 'gatehouse.hedges',
   /** Runtime metrics of our own (runtime-metrics.ts); the rest come from the OTel runtime instrumentation. */
   processCpuTime: 'process.cpu.time',
   processMemoryUsage: 'process.memory.usage',
@@ -85,6 +88,11 @@ export const ATTR = {
   quotaRetryAfter: 'gatehouse.quota.retry_after_s',
   quotaWaitEstimate: 'gatehouse.quota.wait_estimate_ms',
   quotaWaited: 'gatehouse.quota.waited_ms',
+  /** What the cache did for the request: hit, miss, stale, revalidated or bypass. */
+  cacheResult: 'gatehouse.cache.result',
+  /** true: the request got the answer of an identical one in flight. */
+  coalesced: 'gatehouse.coalesced',
+  hedgeResult: 'gatehouse.hedge.result',
 } as const;
 
 /** Span events (on the request's SERVER span) that explain what policies and quotas did. */
@@ -99,6 +107,8 @@ export const EVENTS = {
   quotaQueued: 'gatehouse.quota.queued',
   /** The request left a quota's queue (granted or refused), with the time it waited. */
   quotaReleased: 'gatehouse.quota.released',
+  /** A hedged try ended: won (it answered first) or lost. */
+  hedge: 'gatehouse.hedge',
 } as const;
 
 /** Bucket boundaries for request durations in seconds (the semconv advice). */

@@ -12,6 +12,7 @@ import { endClientSpan, startCallSpan, startClientSpan } from '../telemetry/http
 import { requestFields } from '../telemetry/log.js';
 import { recordClient, type Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
+import { decideHedge, isHedgeable, type Hedging } from '../resilience/hedge.js';
 import { buildResponseHeaders, type ResponseHeaderPlan } from './headers.js';
 import type { Endpoint, UpstreamRuntime } from './upstreams.js';
 
@@ -233,7 +234,8 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
  * pipeline()), unless `ex.retryable` claims it for another try, in which case nothing reaches
  * the client. An upgrade request (WebSocket) is relayed once the upstream switches protocols.
  */
-export function proxyAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps): Send {
+export function proxyAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps, readPath?: ReadPathOptions): Send {
+  if (readPath !== undefined) return watchedAttempt(upstream, plan, host, deps, readPath.hedging);
   return function attempt(ex: Exchange): Promise<AttemptResult> {
     return new Promise<AttemptResult>((resolve, reject) => {
       if (ex.cancelled) {
@@ -245,20 +247,26 @@ export function proxyAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan
   };
 }
 
+/** A route with a read path (cache, coalescing) or hedging: its attempts are watched. */
+export interface ReadPathOptions {
+  /** `hedge`: undefined = one try at a time. */
+  readonly hedging: Hedging | undefined;
+}
+
 class ProxyAttempt extends Attempt {
-  private committed = false;
-  private discard = false;
+  protected committed = false;
+  protected discard = false;
   private resume: () => void = noop;
 
   constructor(
     upstream: UpstreamRuntime,
     deps: DispatchDeps,
-    private readonly exchange: Exchange,
+    protected readonly exchange: Exchange,
     private readonly plan: ResponseHeaderPlan,
     /** `rewrite.host`: undefined = the endpoint's authority, 'preserve' = the client's Host. */
     private readonly host: string | undefined,
-    private readonly resolve: (r: AttemptResult) => void,
-    private readonly reject: (e: unknown) => void,
+    protected readonly resolve: (r: AttemptResult) => void,
+    protected readonly reject: (e: unknown) => void,
   ) {
     super(upstream, deps, exchange, exchange.attempts > 0);
   }
@@ -306,7 +314,7 @@ class ProxyAttempt extends Attempt {
     const ex = this.exchange;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
-    if ((ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) || (ex.fallback !== undefined && ex.fallback(ex, statusCode, rawHeaders))) {
+    if (this.discards(ex, statusCode, rawHeaders)) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
       return true;
     }
@@ -321,6 +329,11 @@ class ProxyAttempt extends Attempt {
     res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining() || ex.upgrade !== undefined));
     this.resume = resume;
     return true;
+  }
+
+  /** true: this answer does not go to the client (another try, or a read path, takes its place). */
+  protected discards(ex: Exchange, statusCode: number, rawHeaders: Buffer[]): boolean {
+    return (ex.retryable !== undefined && ex.retryable(ex, statusCode, rawHeaders)) || (ex.fallback !== undefined && ex.fallback(ex, statusCode, rawHeaders));
   }
 
   onData(chunk: Buffer): boolean {
@@ -400,6 +413,177 @@ class ProxyAttempt extends Attempt {
     super.settle(failure);
     if (this.exchange.attempt === this) this.exchange.attempt = undefined;
   }
+}
+
+/**
+ * An attempt of a route with a read path or hedging: the exchange's tap (the cache, coalescing)
+ * sees the answer before it is committed and as it streams, and a hedged try must win the race
+ * of its group before its answer may go to the client. Routes without these never make one.
+ */
+class WatchedAttempt extends ProxyAttempt {
+  constructor(
+    upstream: UpstreamRuntime,
+    deps: DispatchDeps,
+    exchange: Exchange,
+    plan: ResponseHeaderPlan,
+    host: string | undefined,
+    resolve: (r: AttemptResult) => void,
+    reject: (e: unknown) => void,
+    private readonly group: HedgeGroup | undefined,
+  ) {
+    super(upstream, deps, exchange, plan, host, resolve, reject);
+  }
+
+  override begin(): void {
+    if (this.group === undefined) this.exchange.attempt = this;
+    this.start();
+  }
+
+  protected override discards(ex: Exchange, statusCode: number, rawHeaders: Buffer[]): boolean {
+    // a hedged try that answers second is aborted by the winner; this is its race lost by a hair
+    if (this.group !== undefined && !this.group.claim(this)) return true;
+    if (super.discards(ex, statusCode, rawHeaders)) return true;
+    const tap = ex.tap;
+    if (tap === undefined) return false;
+    if (tap.intercept(statusCode, rawHeaders)) return true;
+    if (!ex.res.destroyed) tap.headers(statusCode, rawHeaders);
+    return false;
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.committed) this.exchange.tap?.data(chunk);
+    return super.onData(chunk);
+  }
+
+  override onComplete(): void {
+    if (this.committed) this.exchange.tap?.complete();
+    super.onComplete();
+  }
+
+  protected override failed(failure: Error): void {
+    if (this.committed) this.exchange.tap?.fail();
+    super.failed(failure);
+  }
+}
+
+function watchedAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps, hedging: Hedging | undefined): Send {
+  return function attempt(ex: Exchange): Promise<AttemptResult> {
+    return new Promise<AttemptResult>((resolve, reject) => {
+      if (ex.cancelled) {
+        reject(new UpstreamError(ex.cancelled, 'request cancelled'));
+        return;
+      }
+      if (hedging === undefined || !isHedgeable(ex)) {
+        new WatchedAttempt(upstream, deps, ex, plan, host, resolve, reject, undefined).begin();
+        return;
+      }
+      new HedgeGroup(ex, hedging, resolve, reject, (group, res, rej) => new WatchedAttempt(upstream, deps, ex, plan, host, res, rej, group)).start();
+    });
+  };
+}
+
+/**
+ * The tries of one hedged request: the first goes out at once, another each time `after` passes
+ * without response headers (while the hedge decision allows), and the first try whose headers
+ * arrive wins: the others are aborted (an aborted try says nothing about the upstream's health),
+ * and only the winner's answer reaches the client. The exchange's deadline and cancellation
+ * abort every try. Settles like one attempt: with the winner's result, or with the last failure
+ * once every try failed.
+ */
+class HedgeGroup implements AttemptControl {
+  private readonly tries: WatchedAttempt[] = [];
+  private winner: WatchedAttempt | undefined = undefined;
+  private running = 0;
+  private hedges = 0;
+  private reported = 0;
+  private timer: NodeJS.Timeout | undefined = undefined;
+  private done = false;
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly hedging: Hedging,
+    private readonly resolve: (r: AttemptResult) => void,
+    private readonly reject: (e: unknown) => void,
+    private readonly make: (group: HedgeGroup, resolve: (r: AttemptResult) => void, reject: (e: unknown) => void) => WatchedAttempt,
+  ) {}
+
+  start(): void {
+    this.ex.attempt = this;
+    this.launch(false);
+    if (!this.done) this.timer = setTimeout(hedgeLater, this.hedging.plan.afterMs, this);
+  }
+
+  /** `after` passed with no answer: another try, if the decision allows. */
+  hedge(): void {
+    this.timer = undefined;
+    if (this.done || this.winner !== undefined || this.ex.cancelled !== undefined) return;
+    const { plan, load } = this.hedging;
+    const d = decideHedge(plan, this.hedges, load.retriesInFlight, load.inFlight - load.retryAttemptsInFlight);
+    if (!d.hedge) return;
+    this.hedges++;
+    load.retriesInFlight++; // a hedge holds a slot of the retry budget until its try ends
+    this.launch(true);
+    if (!this.done && this.hedges < plan.max) this.timer = setTimeout(hedgeLater, plan.afterMs, this);
+  }
+
+  private launch(isHedge: boolean): void {
+    this.running++;
+    let settled = false;
+    const end = () => {
+      if (settled) return false;
+      settled = true;
+      this.running--;
+      if (isHedge) this.hedging.load.retriesInFlight--;
+      return true;
+    };
+    const attempt: WatchedAttempt = this.make(
+      this,
+      (r) => {
+        if (end() && attempt === this.winner) this.finish(() => this.resolve(r));
+      },
+      (e) => {
+        if (!end()) return;
+        if (attempt === this.winner || (this.winner === undefined && this.running === 0)) this.finish(() => this.reject(e));
+      },
+    );
+    this.tries.push(attempt);
+    attempt.begin();
+  }
+
+  /** The first try with response headers wins; the others are aborted. */
+  claim(attempt: WatchedAttempt): boolean {
+    if (this.winner !== undefined) return this.winner === attempt;
+    this.winner = attempt;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const t of this.tries) if (t !== attempt) t.abort(new UpstreamError('aborted', 'another try of this request answered first'));
+    this.report();
+    return true;
+  }
+
+  abort(reason: Error): void {
+    for (const t of this.tries) t.abort(reason);
+  }
+
+  /** Each hedge is reported once: won when it was the winner, lost otherwise. */
+  private report(): void {
+    for (let i = this.reported + 1; i < this.tries.length; i++) this.hedging.observer.hedge(this.ex, this.tries[i] === this.winner ? 'won' : 'lost');
+    this.reported = this.tries.length - 1;
+  }
+
+  private finish(settle: () => void): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.report();
+    if (this.ex.attempt === this) this.ex.attempt = undefined;
+    settle();
+  }
+}
+
+function hedgeLater(group: HedgeGroup): void {
+  group.hedge();
 }
 
 // ---------------------------------------------------------------- calls (deliveries)

@@ -62,3 +62,33 @@ export function buildResponseHeaders(ex: Exchange, plan: ResponseHeaderPlan, raw
   if (closing) out.push('connection', 'close');
   return out;
 }
+
+/**
+ * Writes an answer the proxy holds (a cached copy, an answer shared by coalesced requests) with
+ * the same header rules as an upstream's: the route's strip and `set`, x-request-id, what stages
+ * added (Cache-Status, RateLimit, ...). Content-Length comes from the body; `body` null: no body
+ * (a 304). The stored headers have no hop-by-hop fields already.
+ */
+export function storedResponder(plan: ResponseHeaderPlan, isDraining: () => boolean) {
+  return function respondStored(ex: Exchange, status: number, headers: readonly string[], body: Buffer | null): void {
+    const res = ex.res;
+    if (ex.deadlineTimer !== undefined) {
+      clearTimeout(ex.deadlineTimer);
+      ex.deadlineTimer = undefined;
+    }
+    if (res.headersSent || res.destroyed) return;
+    ex.status = status;
+    const out: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      if (!plan.strip.has(lowerName(headers[i]!))) out.push(headers[i]!, headers[i + 1]!);
+    }
+    for (let i = 0; i < plan.set.length; i++) out.push(plan.set[i]!);
+    out.push('x-request-id', ex.requestId);
+    if (ex.responseHeaders !== undefined) for (const h of ex.responseHeaders) out.push(h);
+    if (body !== null) out.push('content-length', String(body.length));
+    if (isDraining()) out.push('connection', 'close');
+    res.writeHead(status, out);
+    if (body === null || ex.method === 'HEAD') res.end();
+    else res.end(body);
+  };
+}

@@ -3,7 +3,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { GatehouseError } from '../core/errors.js';
-import { Exchange } from '../core/exchange.js';
+import { ANSWERED, Exchange } from '../core/exchange.js';
 import { buildUpstreamHeaders } from '../core/forwarding.js';
 import { scanRequestHeaders } from '../core/headers.js';
 import { normalizePath } from '../routing/normalize.js';
@@ -237,6 +237,7 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, ctx: Pipeline):
     if (outcome instanceof Promise) {
       outcome.then(
         (refusal) => {
+          if (refusal === ANSWERED) return;
           if (refusal !== undefined) respondError(ex, refusal, state, ex.body !== null);
           else if (!ex.cancelled) runStages(ex, route, i + 1, ctx);
         },
@@ -245,7 +246,7 @@ function runStages(ex: Exchange, route: RoutePlan, from: number, ctx: Pipeline):
       return;
     }
     if (outcome !== undefined) {
-      respondError(ex, outcome, state, ex.body !== null);
+      if (outcome !== ANSWERED) respondError(ex, outcome, state, ex.body !== null);
       return;
     }
   }

@@ -22,12 +22,15 @@ import type { QuotaObserver } from '../quota/quota.js';
 import type { BreakerObserver } from '../resilience/breaker.js';
 import type { HealthObserver } from '../resilience/health.js';
 import type { RetryObserver } from '../resilience/retry.js';
+import { compileHedge, type HedgeObserver } from '../resilience/hedge.js';
+import { compileReadPath, type CacheObserver } from '../cache/read-path.js';
+import { createMemoryStore, createRedisStore, createSqliteStore, type CacheStore, type MemoryCacheStore } from '../cache/store.js';
 import type { Exchange, RouteInfo, Stage } from '../core/exchange.js';
 import { proxyAttempt, upstreamClient } from './dispatch.js';
 import type { UpstreamClient } from '../core/upstream.js';
 import { idempotencyKey } from './idempotency.js';
 import type { RequestHeaderPlan } from '../core/forwarding.js';
-import type { ResponseHeaderPlan } from './headers.js';
+import { storedResponder, type ResponseHeaderPlan } from './headers.js';
 import { compose, type Policy, type Send } from '../core/send.js';
 import { createUpstream, type UpstreamRuntime } from './upstreams.js';
 import type { DeliveryTarget } from '../delivery/engine.js';
@@ -54,6 +57,13 @@ export interface Plan {
   readonly webhooks: readonly WebhookRoute[];
   /** Outbox routes (`delivery.mode` async or fallback): activated once this plan is live. */
   readonly outbox: readonly OutboxRoute[];
+  /** Memory caches by route, with the fingerprint of their config: kept across reloads while it is unchanged. */
+  readonly caches: ReadonlyMap<string, MemoryCache>;
+}
+
+export interface MemoryCache {
+  readonly print: string;
+  readonly store: MemoryCacheStore;
 }
 
 export interface ListenerPlan {
@@ -108,7 +118,8 @@ export interface PlanDeps {
 }
 
 export interface PlanObservers {
-  readonly resilience: RetryObserver & BreakerObserver & HealthObserver;
+  readonly resilience: RetryObserver & BreakerObserver & HealthObserver & HedgeObserver;
+  readonly cache: CacheObserver;
   readonly quota: QuotaObserver;
   readonly auth: AuthObserver;
 }
@@ -133,6 +144,9 @@ interface RouteContext {
   readonly outbox: OutboxRoute[];
   /** Any upstream of the plan, as a concern calls it (webhook destinations, reconciliation). */
   readonly clientOf: (upstream: string) => UpstreamClient;
+  /** The previous plan's memory caches, and this plan's (filled as routes compile). */
+  readonly previousCaches: ReadonlyMap<string, MemoryCache> | undefined;
+  readonly caches: Map<string, MemoryCache>;
 }
 
 /**
@@ -167,6 +181,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     if (client === undefined) clients.set(name, (client = upstreamClient(upstreams.get(name)!, deps)));
     return client;
   };
+  const caches = new Map<string, MemoryCache>();
   for (const route of config.routes) {
     const plan = compileRoute(route, {
       deps,
@@ -181,6 +196,8 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
       webhooks,
       outbox,
       clientOf,
+      previousCaches: previous?.caches,
+      caches,
     });
     const list = routesByListener.get(route.listener) ?? [];
     list.push(plan);
@@ -201,7 +218,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks, outbox };
+  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks, outbox, caches };
 }
 
 /** Upstream runtimes (pools, breakers, health) are taken over from `previous` when their config is unchanged. */
@@ -276,6 +293,10 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   // (so no token is fetched for a request refused before, nor at a webhook's intake)
   // [webhooks] last, before `100 Continue` and the body: the signature header and a reading slot
   if (intake !== undefined) stages.push(intake.admit);
+  // [cache] the lookup comes after authentication and quotas: a hit is answered right there
+  const readPath = route.cache !== undefined || route.coalesce ? compileRouteReadPath(route, ctx, requestHeaders, responseHeaders, rewrite, stages.length > 0) : undefined;
+  if (readPath?.first !== undefined) stages.unshift(readPath.first);
+  if (readPath?.lookup !== undefined) stages.push(readPath.lookup);
 
   // Policies wrap the attempt, outermost first: deadline ⊃ retry ⊃ ... ⊃ attempt. The attempt is
   // the upstream dispatch: breaker, bulkhead, credentials, endpoint, span and metrics per try.
@@ -283,6 +304,9 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   // [delivery] outermost: async stores at once; fallback sees the whole route's outcome, its deadline and retries included
   if (outbox !== undefined) policies.push(outbox.policy);
   policies.push(deadline(route.timeout, deps.clock));
+  // [cache] revalidation, stale-if-error, filling the cache and coalescing: inside the deadline,
+  // outside retries (one fill or one shared answer for all of a request's tries)
+  if (readPath !== undefined) policies.push(readPath.policy);
   // [resilience] retry
   if (route.idempotencyKey === 'generate') policies.push(idempotencyKey()); // outside retry: one key for every attempt
   policies.push(...compileResilience(route, upstream, { clock: deps.clock, rand: deps.rand, observer: deps.observers.resilience }));
@@ -290,6 +314,10 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   if (credentials?.policy !== undefined) policies.push(credentials.policy);
   // [quota] innermost: limits a provider announces are read from every attempt's answer
   if (quota?.observe !== undefined) policies.push(quota.observe);
+
+  // [resilience] hedging: the decision in resilience/, the race between tries in the dispatch
+  const hedging = route.hedge === undefined ? undefined : { plan: compileHedge(route.hedge, route.retry?.budget), load: upstream, observer: deps.observers.resilience };
+  const watched = readPath !== undefined || hedging !== undefined ? { hedging } : undefined;
 
   return {
     info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name, log: createEventLog(deps.logger) },
@@ -299,13 +327,52 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
     upstream,
     stages,
     handler: intake?.handler,
-    send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps)),
+    send: compose(policies, proxyAttempt(upstream, responseHeaders, host, deps, watched)),
     requestHeaders,
     responseHeaders,
     maxBodyBytes,
     websocket: route.websocket,
     host,
   };
+}
+
+/** The route's cache (its store: memory, kept across reloads, or a named sqlite/redis store) and coalescing. */
+function compileRouteReadPath(
+  route: RouteConfig,
+  ctx: RouteContext,
+  requestHeaders: RequestHeaderPlan,
+  responseHeaders: ResponseHeaderPlan,
+  rewrite: PathRewrite,
+  hasStagesBefore: boolean,
+) {
+  const { deps } = ctx;
+  let store: CacheStore | undefined;
+  const cache = route.cache;
+  if (cache !== undefined) {
+    const named = cache.store === 'memory' ? undefined : deps.stores.config(cache.store);
+    if (named === undefined || named.type === 'memory') {
+      const print = fingerprint([cache.store, cache.maxSize]);
+      const old = ctx.previousCaches?.get(route.name);
+      const memory = old?.print === print ? old.store : createMemoryStore(cache.maxSize, deps.clock);
+      ctx.caches.set(route.name, { print, store: memory });
+      store = memory;
+    } else if (named.type === 'sqlite') {
+      store = createSqliteStore(deps.stores.sqlite(cache.store), route.name, deps.clock, deps.logger);
+    } else {
+      store = createRedisStore(deps.stores.redis(cache.store), route.name, deps.logger);
+    }
+  }
+  return compileReadPath(cache, route.coalesce, route.name, hasStagesBefore, {
+    clock: deps.clock,
+    store,
+    observer: deps.observers.cache.forRoute(route.name),
+    respond: storedResponder(responseHeaders, deps.isDraining),
+    upstream: upstreamClient(ctx.upstream, deps),
+    requestHeaders,
+    target: (ex) => rewrite(ex.path) + ex.query,
+    host: route.rewrite?.host,
+    timeoutMs: route.timeout,
+  });
 }
 
 function compileWebhook(route: RouteConfig, ctx: RouteContext, target: DeliveryTarget, requestHeaders: RequestHeaderPlan): WebhookRoute {
@@ -345,4 +412,16 @@ function compileTrusted(cidrs: readonly string[]): BlockList | undefined {
 export function retiredUpstreams(previous: Plan, next: Plan): UpstreamRuntime[] {
   const kept = new Set(next.upstreams.values());
   return [...previous.upstreams.values()].filter((u) => !kept.has(u));
+}
+
+/** `GET /admin/caches`: each cache route's store, and for memory stores what they hold. */
+export function cachesView(plan: Plan): { caches: Record<string, { store: string; entries?: number; bytes?: number; maxSize?: number }> } {
+  const caches: Record<string, { store: string; entries?: number; bytes?: number; maxSize?: number }> = {};
+  for (const route of plan.config.routes) {
+    if (route.cache === undefined) continue;
+    const memory = plan.caches.get(route.name)?.store;
+    caches[route.name] =
+      memory === undefined ? { store: route.cache.store } : { store: route.cache.store, entries: memory.size, bytes: memory.bytes, maxSize: route.cache.maxSize };
+  }
+  return { caches };
 }

@@ -47,6 +47,12 @@ export interface Metrics {
   readonly ratelimitQueueWait: Histogram;
   /** `gatehouse_tls_handshake_failures_total{listener,reason}`: refused or unfinished TLS handshakes. */
   readonly tlsHandshakeFailures: CounterCells;
+  /** `gatehouse_cache_requests_total{route,result}`: hit, miss, stale, revalidated, bypass. */
+  readonly cacheRequests: CounterCells;
+  /** `gatehouse_coalesced_requests_total{route}`: requests answered with an identical request's answer. */
+  readonly coalescedRequests: CounterCells;
+  /** `gatehouse_hedges_total{route,result}`: hedged tries, won or lost. */
+  readonly hedges: CounterCells;
   /** Prometheus text exposition; undefined when `metrics.prometheus: false`. */
   readonly prometheus: (() => Promise<string>) | undefined;
   shutdown(): Promise<void>;
@@ -141,6 +147,9 @@ export function createMetrics(
       advice: { explicitBucketBoundaries: QUEUE_WAIT_BUCKETS_S },
     }),
     tlsHandshakeFailures: createCounterCells(meter, METRICS.tlsHandshakeFailures, 'TLS handshakes refused or not finished, by listener and reason.'),
+    cacheRequests: createCounterCells(meter, METRICS.cacheRequests, 'Requests of cache routes by route and result (hit, miss, stale, revalidated, bypass).'),
+    coalescedRequests: createCounterCells(meter, METRICS.coalescedRequests, 'Requests answered with the answer of an identical request in flight, by route.'),
+    hedges: createCounterCells(meter, METRICS.hedges, 'Hedged tries by route and result (won: answered first; lost).'),
     prometheus: prometheus === undefined ? undefined : () => prometheusText(prometheus),
     shutdown: () => {
       runtime?.stop();

@@ -4,14 +4,15 @@ import type { Exchange } from '../core/exchange.js';
 import type { BreakerObserver, BreakerStateName } from '../resilience/breaker.js';
 import type { EndpointChange, HealthObserver } from '../resilience/health.js';
 import type { RetryObserver, RetrySkip } from '../resilience/retry.js';
+import type { HedgeObserver } from '../resilience/hedge.js';
 import { requestFields } from './log.js';
 import type { Metrics } from './metrics.js';
-import { EVENTS, METRICS } from '../core/names.js';
+import { ATTR, EVENTS, METRICS } from '../core/names.js';
 
 /** `gatehouse_circuit_state`: 0 closed, 1 half-open, 2 open. */
 const STATE_CODE: Readonly<Record<BreakerStateName, number>> = { closed: 0, 'half-open': 1, open: 2 };
 
-export type ResilienceObserver = RetryObserver & BreakerObserver & HealthObserver;
+export type ResilienceObserver = RetryObserver & BreakerObserver & HealthObserver & HedgeObserver;
 
 /** Retries, breaker transitions and endpoint health as metrics, span events and log lines. */
 export function createResilienceObserver(metrics: Metrics, logger: Logger): ResilienceObserver {
@@ -25,6 +26,10 @@ export function createResilienceObserver(metrics: Metrics, logger: Logger): Resi
       metrics.retriesSkipped.add(1, { route: ex.route?.name ?? '', reason: why });
       ex.retrySkipped = why;
       ex.event(EVENTS.retrySkipped, { reason, 'gatehouse.retry.skipped_because': why });
+    },
+    hedge(ex: Exchange, result: 'won' | 'lost') {
+      metrics.hedges({ route: ex.route?.name ?? '', result }).value++;
+      ex.event(EVENTS.hedge, { [ATTR.hedgeResult]: result });
     },
     breakerTransition(upstream: string, from: BreakerStateName, to: BreakerStateName, ex: Exchange | undefined, detail: string) {
       ex?.event(EVENTS.breakerTransition, { 'gatehouse.upstream': upstream, 'gatehouse.circuit.from': from, 'gatehouse.circuit.to': to });
