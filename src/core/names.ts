@@ -25,6 +25,10 @@ export const METRICS = {
   processCpuTime: 'process.cpu.time',
   processMemoryUsage: 'process.memory.usage',
   processOpenFiles: 'process.unix.file_descriptor.count',
+  budgetAvailable: 'gatehouse.budget.available',
+  budgetWait: 'gatehouse.budget.wait',
+  budgetThrottled: 'gatehouse.budget.throttled',
+  upstreamConcurrencyLimit: 'gatehouse.upstream.concurrency_limit',
 } as const;
 
 /**
@@ -78,6 +82,10 @@ export const ATTR = {
   quotaRetryAfter: 'gatehouse.quota.retry_after_s',
   quotaWaitEstimate: 'gatehouse.quota.wait_estimate_ms',
   quotaWaited: 'gatehouse.quota.waited_ms',
+  budgetOutcome: 'gatehouse.budget.outcome',
+  budgetReason: 'gatehouse.budget.reason',
+  budgetWaitEstimate: 'gatehouse.budget.wait_estimate_ms',
+  budgetWaited: 'gatehouse.budget.waited_ms',
 } as const;
 
 /** Span events (on the request's SERVER span) that explain what policies and quotas did. */
@@ -92,6 +100,12 @@ export const EVENTS = {
   quotaQueued: 'gatehouse.quota.queued',
   /** The request left a quota's queue (granted or refused), with the time it waited. */
   quotaReleased: 'gatehouse.quota.released',
+  /** The request waits for its provider budget or a concurrency slot (reason budget | concurrency). */
+  budgetQueued: 'gatehouse.budget.queued',
+  /** The request left the budget's queue, with the time it waited. */
+  budgetReleased: 'gatehouse.budget.released',
+  /** A provider throttle (Shopify THROTTLED): retried by gatehouse, or returned to the client. */
+  budgetThrottled: 'gatehouse.budget.throttled',
 } as const;
 
 /** Bucket boundaries for request durations in seconds (the semconv advice). */
