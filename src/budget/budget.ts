@@ -154,6 +154,14 @@ const SHAPES: Record<BudgetKind, BucketShape> = {
 
 type Why = 'budget' | 'concurrency';
 
+/** What a request reserves: a fixed cost, or its query's (looked up at each try). */
+interface Query {
+  readonly key: string | undefined;
+  readonly fixed: number | undefined;
+}
+const ONE_CALL: Query = { key: undefined, fixed: 1 };
+const FREE: Query = { key: undefined, fixed: 0 };
+
 function createUpstreamBudget(
   upstream: string,
   cfg: BudgetConfig | undefined,
@@ -192,27 +200,30 @@ function createUpstreamBudget(
           'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))),
         });
 
-  /** What the request reserves: its query's last requested cost (shopify-graphql), one call (shopify-rest), or nothing. */
-  function costOf(req: GateRequest): { cost: number; queryKey: string | undefined } {
-    if (kind === 'shopify-rest') return { cost: 1, queryKey: undefined };
-    if (kind !== 'shopify-graphql' || req.method !== 'POST') return { cost: 0, queryKey: undefined };
-    const queryKey = queryKeyOf(req.body);
-    return { cost: costs.get(queryKey) ?? cfg!.defaultCost, queryKey };
+  /** Whether requests reserve points, and how they are known: by their query (shopify-graphql) or as one call (shopify-rest). */
+  function queryOf(req: GateRequest): Query {
+    if (kind === 'shopify-rest') return ONE_CALL;
+    if (kind !== 'shopify-graphql' || req.method !== 'POST') return FREE;
+    return { key: queryKeyOf(req.body), fixed: undefined };
   }
 
+  /** What the request reserves now: its query's last requested cost (learnt while it waited, too), else defaultCost. */
+  const costOf = (q: Query): number => q.fixed ?? costs.get(q.key) ?? cfg!.defaultCost;
+
   /** One try at the head of the lane: a slot and the points, or how long to wait. */
-  function tryTake(req: GateRequest, key: string, cost: number, queryKey: string | undefined, said: { why: Why }): AttemptOutcome<Ticket> | Promise<AttemptOutcome<Ticket>> {
+  function tryTake(req: GateRequest, key: string, query: Query, said: { why: Why }): AttemptOutcome<Ticket> | Promise<AttemptOutcome<Ticket>> {
     if (limiter !== undefined && limiter.inflight >= limiter.limit) {
       said.why = 'concurrency';
       return { waitMs: SLOT_WAIT_MS };
     }
+    const cost = costOf(query);
     const granted = (id: string | undefined): AttemptOutcome<Ticket> => {
       if (limiter !== undefined && !limiter.tryAcquire()) {
         said.why = 'concurrency';
         if (store !== undefined && cost > 0) void store.settle(prefix + key, { id, reserved: cost, charged: 0 }, shape);
         return { waitMs: SLOT_WAIT_MS };
       }
-      return { done: new BudgetTicket(req, key, cost, queryKey, id) };
+      return { done: new BudgetTicket(req, key, cost, query.key, id) };
     };
     if (store === undefined) return granted(undefined);
     const r = store.reserve(prefix + key, cost, shape);
@@ -226,17 +237,17 @@ function createUpstreamBudget(
 
   function admit(req: GateRequest): Ticket | GatehouseError | Promise<Ticket | GatehouseError | undefined> {
     const key = keyOf(req);
-    const { cost, queryKey } = costOf(req);
+    const query = queryOf(req);
     const said: { why: Why } = { why: 'budget' };
     const settled = (o: AttemptOutcome<Ticket>): Ticket | GatehouseError | Promise<Ticket | GatehouseError | undefined> => {
       if ('done' in o) {
         if (req.resend) absorbed(req, true);
         return o.done;
       }
-      return wait(req, key, cost, queryKey, said, o.waitMs);
+      return wait(req, key, query, said, o.waitMs);
     };
-    if (queue.has(key)) return wait(req, key, cost, queryKey, said, 0); // no overtaking those already waiting
-    const first = tryTake(req, key, cost, queryKey, said);
+    if (queue.has(key)) return wait(req, key, query, said, 0); // no overtaking those already waiting
+    const first = tryTake(req, key, query, said);
     return first instanceof Promise ? first.then(settled) : settled(first);
   }
 
@@ -245,7 +256,7 @@ function createUpstreamBudget(
     req.ex?.event(EVENTS.budgetThrottled, { [ATTR.gatehouseUpstream]: upstream, [ATTR.budgetOutcome]: retried ? 'retried' : 'returned' });
   }
 
-  function wait(req: GateRequest, key: string, cost: number, queryKey: string | undefined, said: { why: Why }, waitMs: number): GatehouseError | Promise<Ticket | GatehouseError | undefined> {
+  function wait(req: GateRequest, key: string, query: Query, said: { why: Why }, waitMs: number): GatehouseError | Promise<Ticket | GatehouseError | undefined> {
     const left = Math.min(maxWaitMs, req.deadlineAt - clock.monotonic());
     const refuse = (detail: string, ms: number): GatehouseError => {
       if (req.resend) absorbed(req, false);
@@ -263,7 +274,7 @@ function createUpstreamBudget(
         priority: req.priority,
         signal: req.signal,
         firstWaitMs: waitMs,
-        attempt: () => tryTake(req, key, cost, queryKey, said),
+        attempt: () => tryTake(req, key, query, said),
         expired: (lastWaitMs) => refuse(` within its maxWait of ${maxWaitMs}ms`, lastWaitMs),
         abandoned: (t) => {
           if (!(t instanceof GatehouseError)) t.fail(false, false);
@@ -352,7 +363,7 @@ function createUpstreamBudget(
         pauseMs = readAnnouncement(statusCode, rawHeaders, clock.now())?.pauseMs;
       }
       this.release(sample);
-      this.settle({ id: this.id, reserved: cost, charged, reset, pauseMs });
+      this.settle({ id: this.id, reserved: cost, charged, reset, pauseMs, answeredAt: clock.now() });
       if (!throttled) return false;
       // absorbed when the mirror can afford the query again within the route deadline (and maxWait)
       const view = store?.view(prefix + key);

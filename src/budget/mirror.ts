@@ -20,6 +20,8 @@ export interface MirrorState {
   inflight: number;
   /** Time until which the key is paused, ms; 0 when not. */
   until: number;
+  /** Wall-clock time of the answer that last reset the mirror: an older answer settled later must not undo a newer one. */
+  resetAt: number;
 }
 
 /** The bucket assumed until the provider's first answer. */
@@ -41,6 +43,8 @@ export interface Settlement {
   readonly charged: number;
   /** The provider's own figures: they replace the mirror's (less what others hold in flight). */
   readonly reset?: { readonly capacity: number; readonly available: number; readonly rate: number } | undefined;
+  /** Wall-clock ms the answer arrived: a reset older than the last one applied only refunds. */
+  readonly answeredAt?: number;
   /** Leave the key alone this long, ms. */
   readonly pauseMs?: number | undefined;
 }
@@ -55,7 +59,7 @@ export interface MirrorView {
 }
 
 export function freshState(shape: BucketShape, now: number): MirrorState {
-  return { capacity: shape.capacity, rate: shape.rate, level: shape.capacity, at: now, inflight: 0, until: 0 };
+  return { capacity: shape.capacity, rate: shape.rate, level: shape.capacity, at: now, inflight: 0, until: 0, resetAt: 0 };
 }
 
 export function refill(s: MirrorState, now: number): void {
@@ -85,7 +89,8 @@ export function reserve(s: MirrorState, cost: number, now: number): Reservation 
 export function settle(s: MirrorState, x: Settlement, now: number): void {
   refill(s, now);
   s.inflight = Math.max(0, s.inflight - x.reserved);
-  if (x.reset !== undefined) {
+  if (x.reset !== undefined && (x.answeredAt ?? Infinity) >= s.resetAt) {
+    s.resetAt = x.answeredAt ?? s.resetAt;
     s.capacity = x.reset.capacity;
     s.rate = x.reset.rate;
     s.level = x.reset.available - s.inflight;

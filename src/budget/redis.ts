@@ -22,7 +22,8 @@ const RETRY_REDIS_MS = 1_000;
  * KEYS: per operation, the mirror's hash and its reservation ledger. ARGV: now ms or '', the
  * number of operations, then per operation: 'r' or 's', the initial capacity and rate, then
  * 'r': cost, reservation id; 's': reservation id, reserved, charged, reset (0/1), reset capacity,
- * available, rate, pause ms.
+ * available, rate, pause ms, wall-clock ms of the answer (an older answer settled after a newer
+ * one only refunds: it must not undo the newer one's figures).
  * Returns per operation: ok (1/0), wait ms, paused (1/0), then level, capacity, rate, in flight
  * and ms paused as strings (Lua numbers would come back cut to integers).
  */
@@ -41,12 +42,12 @@ for o = 1, tonumber(ARGV[2]) do
   local led = KEYS[k + 1]
   k = k + 2
   local typ = ARGV[a]
-  local s = redis.call('HMGET', h, 'cap', 'rate', 'level', 'at', 'inflight', 'until')
-  local cap, rate, level, at, inflight, untl
+  local s = redis.call('HMGET', h, 'cap', 'rate', 'level', 'at', 'inflight', 'until', 'resetAt')
+  local cap, rate, level, at, inflight, untl, resetAt
   if s[1] then
-    cap = tonumber(s[1]); rate = tonumber(s[2]); level = tonumber(s[3]); at = tonumber(s[4]); inflight = tonumber(s[5]); untl = tonumber(s[6])
+    cap = tonumber(s[1]); rate = tonumber(s[2]); level = tonumber(s[3]); at = tonumber(s[4]); inflight = tonumber(s[5]); untl = tonumber(s[6]); resetAt = tonumber(s[7]) or 0
   else
-    cap = tonumber(ARGV[a + 1]); rate = tonumber(ARGV[a + 2]); level = cap; at = now; inflight = 0; untl = 0
+    cap = tonumber(ARGV[a + 1]); rate = tonumber(ARGV[a + 2]); level = cap; at = now; inflight = 0; untl = 0; resetAt = 0
   end
   local gone = redis.call('ZRANGEBYSCORE', led, '-inf', now)
   for _, m in ipairs(gone) do
@@ -81,19 +82,21 @@ for o = 1, tonumber(ARGV[2]) do
     local charged = tonumber(ARGV[a + 5])
     local reset = ARGV[a + 6]
     local pause = tonumber(ARGV[a + 10])
+    local answeredAt = tonumber(ARGV[a + 11])
     local mine = 0
     if reserved > 0 then mine = redis.call('ZREM', led, id .. ':' .. ARGV[a + 4]) end
     if mine == 1 then inflight = math.max(0, inflight - reserved) end
-    if reset == '1' then
+    if reset == '1' and answeredAt >= resetAt then
+      resetAt = answeredAt
       cap = tonumber(ARGV[a + 7]); level = tonumber(ARGV[a + 8]) - inflight; rate = tonumber(ARGV[a + 9])
     elseif mine == 1 then
       level = level + reserved - charged
     end
     if cap > 0 then level = math.min(level, cap - inflight) end
     if pause > 0 and now + pause > untl then untl = now + pause end
-    a = a + 11
+    a = a + 12
   end
-  redis.call('HSET', h, 'cap', f(cap), 'rate', f(rate), 'level', f(level), 'at', f(at), 'inflight', f(inflight), 'until', f(untl))
+  redis.call('HSET', h, 'cap', f(cap), 'rate', f(rate), 'level', f(level), 'at', f(at), 'inflight', f(inflight), 'until', f(untl), 'resetAt', f(resetAt))
   redis.call('PEXPIRE', h, ${IDLE_TTL_MS})
   redis.call('PEXPIRE', led, ${IDLE_TTL_MS})
   out[#out + 1] = ok
@@ -237,7 +240,7 @@ export function createRedisMirrorStore(
       if (x.id === undefined && x.reserved > 0) return local.settle(key, x, shape); // reserved while Redis was down
       if (useLocal()) return local.settle(key, x, shape);
       const r = x.reset;
-      return run(key, ['s', shape.capacity, shape.rate, x.id ?? '', x.reserved, x.charged, r === undefined ? '0' : '1', r?.capacity ?? 0, r?.available ?? 0, r?.rate ?? 0, x.pauseMs ?? 0]).then(
+      return run(key, ['s', shape.capacity, shape.rate, x.id ?? '', x.reserved, x.charged, r === undefined ? '0' : '1', r?.capacity ?? 0, r?.available ?? 0, r?.rate ?? 0, x.pauseMs ?? 0, x.answeredAt ?? 0]).then(
         (reply) => remember(key, reply),
         () => undefined, // the next answer resets the mirror anyway
       );

@@ -66,6 +66,8 @@ export interface ShopifyStats {
   answered: number;
   /** THROTTLED answers sent. */
   throttled: number;
+  /** Time of each THROTTLED answer, ms since start. */
+  readonly throttledAt: number[];
   /** The lowest the bucket ever was; below 0 would be an overdraw (the simulator admits only what fits). */
   lowest: number;
   /** Actual cost of all answered queries. */
@@ -88,7 +90,7 @@ export async function startShopifySim(options: ShopifyOptions): Promise<ShopifyS
   const fallback = options.fallback ?? { requested: 10, actual: 10 };
   const started = performance.now();
   const buckets = new Map<string, { level: number; at: number }>();
-  const stats: ShopifyStats = { answered: 0, throttled: 0, lowest: capacity, spent: 0, answeredAt: [] };
+  const stats: ShopifyStats = { answered: 0, throttled: 0, throttledAt: [], lowest: capacity, spent: 0, answeredAt: [] };
   const pad = options.padBytes === undefined ? '' : 'x'.repeat(options.padBytes);
 
   const bucket = (shop: string) => {
@@ -119,6 +121,7 @@ export async function startShopifySim(options: ShopifyOptions): Promise<ShopifyS
       const b = bucket(shop);
       if (b.level < cost.requested) {
         stats.throttled++;
+        stats.throttledAt.push(performance.now() - started);
         const answer = {
           errors: [{ message: 'Throttled', extensions: { code: 'THROTTLED', documentation: 'https://shopify.dev/api/usage/rate-limits' } }],
           extensions: { cost: { requestedQueryCost: cost.requested, actualQueryCost: null, throttleStatus: status(shop) } },

@@ -89,8 +89,9 @@ describe('shopify-graphql budget', () => {
     console.info(`shopify-graphql: ${done.length} queries, ${perSecond.toFixed(2)}/s after the burst (physical limit ${physical}/s), simulator throttled ${sim.stats.throttled}`);
     expect(perSecond).toBeGreaterThanOrEqual(0.9 * physical);
     expect(perSecond).toBeLessThanOrEqual(1.1 * physical);
-    // the mirror learned each query's requested cost: after the first few, the simulator throttles nothing
-    expect(sim.stats.throttled).toBeLessThanOrEqual(2);
+    // the mirror learns each query's requested cost from its first answer: the simulator throttles
+    // at most those first sends, and nothing once the costs are known
+    expect(sim.stats.throttledAt.filter((t) => t > from)).toHaveLength(0);
 
     const metrics = await scrape(g.admin('/metrics'));
     expect(sample(metrics, 'gatehouse_budget_available', { upstream: 'shopify' })).toBeGreaterThanOrEqual(0);
@@ -159,7 +160,10 @@ describe('shopify-graphql budget', () => {
     const from = 2_000;
     const perSecond = done.filter((d) => d.at - t0 >= from && d.at - t0 < forMs).length / ((forMs - from) / 1000);
     console.info(`two gatehouses on Redis: ${perSecond.toFixed(2)}/s after the burst (physical limit 10/s), simulator throttled ${sim.stats.throttled}`);
-    expect(sim.stats.throttled).toBeLessThanOrEqual(4);
+    // each gatehouse learns a query's cost from its own first answers, which Shopify may throttle
+    // (gatehouse absorbs them); once learnt, the shared mirror keeps both within the one bucket
+    const late = sim.stats.throttledAt.filter((t) => t > from).length;
+    expect(late).toBeLessThanOrEqual(Math.ceil(0.01 * sim.stats.answered));
     expect(perSecond).toBeGreaterThanOrEqual(0.9 * 10);
     expect(perSecond).toBeLessThanOrEqual(1.1 * 10);
     const keys = await redis.command('KEYS gh-budget:b:shopify:*');
