@@ -111,7 +111,8 @@ export async function startShopifySim(options: ShopifyOptions): Promise<ShopifyS
       const shop = String(req.headers['x-shopify-shop-domain'] ?? '');
       let query = '';
       try {
-        query = String((JSON.parse(body.toString()) as { query?: unknown }).query ?? '');
+        const q = (JSON.parse(body.toString()) as { query?: unknown }).query;
+        query = typeof q === 'string' ? q : '';
       } catch {
         res.writeHead(400, { 'content-type': 'application/json' }).end('{"errors":"bad json"}');
         return;
