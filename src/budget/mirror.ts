@@ -75,11 +75,9 @@ export function reserve(s: MirrorState, cost: number, now: number): Reservation 
   refill(s, now);
   if (now < s.until) return { ok: false, waitMs: Math.ceil(s.until - now), paused: true };
   if (s.capacity > 0 && cost > 0) {
-    const need = Math.min(cost, s.capacity - s.inflight);
-    if (s.level < need || need <= 0) {
-      const short = need <= 0 ? cost : need - s.level;
-      return { ok: false, waitMs: Math.max(1, Math.ceil((short * 1000) / s.rate)), paused: false };
-    }
+    const need = Math.min(cost, s.capacity);
+    // short because of reservations in flight, too: their settlement wakes the queue before this estimate
+    if (s.level < need) return { ok: false, waitMs: Math.max(1, Math.ceil(((need - s.level) * 1000) / s.rate)), paused: false };
   }
   s.level -= cost;
   s.inflight += cost;

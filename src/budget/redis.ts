@@ -64,11 +64,9 @@ for o = 1, tonumber(ARGV[2]) do
     if now < untl then
       ok = 0; wait = math.ceil(untl - now); paused = 1
     elseif cap > 0 and cost > 0 then
-      local need = math.min(cost, cap - inflight)
-      if level < need or need <= 0 then
-        local short = need - level
-        if need <= 0 then short = cost end
-        ok = 0; wait = math.max(1, math.ceil(short * 1000 / rate))
+      local need = math.min(cost, cap)
+      if level < need then
+        ok = 0; wait = math.max(1, math.ceil((need - level) * 1000 / rate))
       end
     end
     if ok == 1 then
