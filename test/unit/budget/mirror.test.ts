@@ -9,7 +9,7 @@ describe('budget mirror', () => {
     const s = freshState(SHAPE, 0);
     expect(reserve(s, 60, 0)).toEqual({ ok: true });
     expect(reserve(s, 60, 0)).toEqual({ ok: false, waitMs: 400, paused: false }); // 20 short at 50/s
-    settle(s, { reserved: 60, charged: 60 }, 100);
+    settle(s, { reserved: 60, charged: 60 }, 0);
     expect(reserve(s, 60, 400)).toEqual({ ok: true });
   });
 
