@@ -40,7 +40,7 @@ describe('budget mirror', () => {
 
   it('pauses a key', () => {
     const store = createMemoryMirrorStore('m', () => 0);
-    store.settle('k', { reserved: 0, charged: 0, pauseMs: 500 }, { capacity: 0, rate: 0 });
+    void store.settle('k', { reserved: 0, charged: 0, pauseMs: 500 }, { capacity: 0, rate: 0 });
     expect(store.reserve('k', 0, { capacity: 0, rate: 0 })).toEqual({ ok: false, waitMs: 500, paused: true });
     expect(store.view('k')).toMatchObject({ pausedForMs: 500 });
   });
