@@ -10,7 +10,7 @@ import { createWaitQueue, type AttemptOutcome, type WaitQueue } from '../core/wa
 import type { StoreRegistry } from '../stores/stores.js';
 import { AdaptiveLimit, fixedLimit, type ConcurrencyLimit, type SampleKind } from './adaptive.js';
 import { createMemoryMirrorStore, type BucketShape, type MirrorStore, type Settlement } from './mirror.js';
-import { createRedisMirrorStore } from './redis.js';
+import { createRedisMirrorStore, type MirrorStoreObserver } from './redis.js';
 import { QueryCosts, queryKeyOf, readCallLimit, readCost, TAIL_BYTES } from './shopify.js';
 
 /**
@@ -24,13 +24,11 @@ import { QueryCosts, queryKeyOf, readCallLimit, readCost, TAIL_BYTES } from './s
 export type BudgetKind = BudgetConfig['kind'];
 
 /** Telemetry's view of budgets; src/telemetry/budget-observer.ts implements it. */
-export interface BudgetObserver {
+export interface BudgetObserver extends MirrorStoreObserver {
   /** A request waited in an upstream's queue and left it: admitted, refused, or its client left. */
   waited(upstream: string, seconds: number, result: 'admitted' | 'rejected' | 'cancelled'): void;
   /** A provider throttle: absorbed and retried by gatehouse, or returned to the store. */
   throttled(upstream: string, outcome: 'retried' | 'returned'): void;
-  /** A shared (Redis) mirror stopped answering, or answers again. */
-  storeState(store: string, state: 'up' | 'fallback', reason: string | undefined): void;
 }
 
 export interface BudgetDeps {

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { BudgetObserver } from './budget.js';
 import type { BucketShape, MirrorStore, MirrorView, Reservation, Settlement } from './mirror.js';
 
 /**
@@ -12,6 +11,11 @@ import type { BucketShape, MirrorStore, MirrorView, Reservation, Settlement } fr
  * While Redis does not answer, a per-process mirror stands in (and says so once); Redis is tried
  * again after a second.
  */
+
+/** Told once per transition: the shared mirror stopped answering, or answers again. */
+export interface MirrorStoreObserver {
+  storeState(store: string, state: 'up' | 'fallback', reason: string | undefined): void;
+}
 
 const RESERVATION_TTL_MS = 5 * 60_000;
 const IDLE_TTL_MS = 10 * 60_000;
@@ -139,7 +143,7 @@ export function createRedisMirrorStore(
   name: string,
   client: () => Redis,
   local: MirrorStore,
-  observer: Pick<BudgetObserver, 'storeState'>,
+  observer: MirrorStoreObserver,
   now?: () => number,
 ): MirrorStore {
   let pending: Op[] = [];
