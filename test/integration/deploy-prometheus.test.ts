@@ -25,14 +25,13 @@ const DASHBOARD = `${ROOT}deploy/grafana/gatehouse.json`;
 
 /**
  * Expressions of capabilities gatehouse does not have yet, so no traffic can give them data: the
- * outbox (SPEC §11), provider budgets (§12) and the cache (§13). They are reported and skipped;
+ * outbox (SPEC §11) and the cache (§13). They are reported and skipped;
  * one that returns data fails the test, so this list is pruned when the capability lands.
  */
 const PENDING: readonly string[] = [
   'alert GatehouseOutboxDeadLetters', // gatehouse_outbox_messages (§11)
   'panel "Outbox messages by status"', // gatehouse_outbox_messages (§11)
   'panel "Outbox lag p95"', // gatehouse_outbox_lag_seconds (§11)
-  'panel "Provider budget available"', // gatehouse_budget_available (§12)
   'panel "Cache hit ratio by route"', // gatehouse_cache_requests_total (§13)
 ];
 
@@ -123,6 +122,7 @@ upstreams:
   payments: { endpoints: [${payments.url}], circuitBreaker: { consecutiveFailures: 2, openFor: 5m } }
   hooks: { endpoints: [${hooks.url}] }
   lost: { endpoints: [http://127.0.0.1:${nowhere}] }
+  shop: { endpoints: [${app.url}], budget: { kind: shopify-rest } }
 quotas:
   paced: { limit: 10, per: 1s, burst: 1, onExceed: queue, maxWait: 10s, maxQueue: 100 }
   tight: { limit: 1, per: 1m }
@@ -135,6 +135,7 @@ routes:
   - { name: limited, listener: in, match: { pathPrefix: /limited }, upstream: app, quota: [tight] }
   - { name: partner, listener: in, match: { pathPrefix: /partner }, upstream: app, quota: [partner] }
   - { name: secure, listener: in, match: { pathPrefix: /secure }, upstream: app, jwt: { jwksUri: "${idp.jwksUri}" } }
+  - { name: shop, listener: in, match: { pathPrefix: /shop }, upstream: shop }
   - name: stripe-webhooks
     listener: in
     match: { path: /webhooks/stripe, methods: [POST] }
@@ -177,6 +178,7 @@ async function traffic(kit: Awaited<ReturnType<typeof startKit>>, queued: number
   expect([200, 429]).toContain(await status(g.fetch('in', '/limited/a')));
   expect(await status(g.fetch('in', '/limited/b'))).toBe(429);
   expect(await status(g.fetch('in', '/partner/x'))).toBe(200); // decided per process: Redis is down
+  expect(await status(g.fetch('in', '/shop/products.json'))).toBe(200); // through a provider budget
   expect(await status(g.fetch('in', '/secure/me'))).toBe(401);
   expect(await status(g.fetch('in', '/secure/me', { headers: { authorization: `Bearer ${await kit.token()}` } }))).toBe(200);
   expect(await status(postEvent(g, '/webhooks/stripe'))).toBe(200);
