@@ -107,7 +107,7 @@ describe('shopify-graphql budget', () => {
     const view = (await request(g.admin('/admin/budgets'))).json();
     expect(view.budgets.shopify.kind).toBe('shopify-graphql');
     expect(view.budgets.shopify.keys['shop-a.myshopify.com']).toMatchObject({ capacity: 400, restoreRate: 200, waiting: 0, concurrencyLimit: null });
-  });
+  }, 60_000);
 
   it('retries a THROTTLED answer once the mirror affords the query, instead of passing it on', async () => {
     const sim = await startSim(100, 50);
@@ -152,7 +152,7 @@ describe('shopify-graphql budget', () => {
     const median = (xs: Done[]) => xs.map((d) => d.ms).sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     console.info(`priority: median wait high ${median(hi).toFixed(0)} ms, low ${median(lo).toFixed(0)} ms`);
     expect(median(hi)).toBeLessThan(median(lo));
-  });
+  }, 60_000);
 
   it('keeps two gatehouses on one Redis within one bucket', async () => {
     const redis = await startRedis();
@@ -175,5 +175,5 @@ describe('shopify-graphql budget', () => {
     expect(perSecond).toBeGreaterThanOrEqual(0.9 * 10);
     const keys = await redis.command('KEYS gh-budget:b:shopify:*');
     expect(keys).toContain('shop-a.myshopify.com');
-  });
+  }, 60_000);
 });
