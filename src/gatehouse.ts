@@ -16,6 +16,7 @@ import { createStoreRegistry } from './stores/stores.js';
 import { METRICS } from './core/names.js';
 import { createAccessLog, noAccessLog } from './telemetry/access-log.js';
 import { createMetrics } from './telemetry/metrics.js';
+import { createBudgetObserver, observeBudgets } from './telemetry/budget-observer.js';
 import { createAuthObserver } from './telemetry/auth-observer.js';
 import { createQuotaObserver } from './telemetry/quota-observer.js';
 import { createResilienceObserver, observeUpstreams } from './telemetry/resilience-observer.js';
@@ -112,11 +113,13 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
     cache: createCacheObserver(metrics),
     quota: createQuotaObserver(metrics, logger),
     auth: createAuthObserver(metrics),
+    budget: createBudgetObserver(metrics, logger),
   };
   const planDeps: PlanDeps = { tracing, metrics, logger, clock: systemClock, rand: Math.random, stores, isDraining: () => state.draining, webhooks, outbox, observers };
   const pipelineDeps: PipelineDeps = { tracing, metrics, accessLog, logger };
   state.plan = compilePlan(first, planDeps, 1);
   observeUpstreams(metrics.meter, () => state.plan.upstreams.values());
+  observeBudgets(metrics, () => state.plan.budgets.budgets.values());
 
   const listeners = createListeners(state, pipelineDeps);
 
@@ -225,6 +228,7 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
       },
       { method: 'GET', path: '/admin/quotas', handle: () => answer(200, state.plan.quotas.view()) },
       { method: 'GET', path: '/admin/caches', handle: () => answer(200, cachesView(state.plan)) },
+      { method: 'GET', path: '/admin/budgets', handle: () => answer(200, state.plan.budgets.view()) },
       ...webhooks.adminRoutes,
       ...outbox.adminRoutes,
     ],

@@ -4,6 +4,7 @@ import type { Duplex, Readable } from 'node:stream';
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { ErrorCode, FailureKind, GatehouseError } from './errors.js';
 import { findHeader, type RequestFacts } from './headers.js';
+import type { Priority } from './wait-queue.js';
 
 /** What a stage may know of the route it runs on; the full plan stays inside the proxy. */
 export interface RouteInfo {
@@ -11,6 +12,8 @@ export interface RouteInfo {
   /** The match template, e.g. `/api/checkout/*`: the span name's `http.route`. */
   readonly httpRoute: string;
   readonly upstream: string;
+  /** `priority`: the order in which its requests leave a queue (quota, provider budget). Default: normal. */
+  readonly priority?: Priority;
   /** Writes a policy decision (a span event) as a debug line; undefined unless the log level is debug. */
   readonly log: ((ex: Exchange, name: string, attributes: Attributes | undefined) => void) | undefined;
 }

@@ -102,3 +102,31 @@ export function scanLimitHeaders(raw: readonly (Buffer | string)[]): LimitHeader
   }
   return h;
 }
+
+/** Longest pause an announcement can cause, so a bogus header cannot stop an upstream for days. */
+export const MAX_PAUSE_MS = 3_600_000;
+
+export interface Announcement {
+  readonly pauseMs: number;
+  /** Which header said so, for logs and /admin/quotas. */
+  readonly source: string;
+}
+
+/**
+ * What an upstream answer announces: how long to leave the upstream alone, or undefined.
+ * Reads `Retry-After` on a 429; `RateLimit`; `RateLimit-Remaining: 0` + `RateLimit-Reset`;
+ * `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`. The longest announced pause wins, capped at
+ * MAX_PAUSE_MS.
+ */
+export function readAnnouncement(statusCode: number, rawHeaders: readonly (Buffer | string)[], nowMs: number): Announcement | undefined {
+  const h = scanLimitHeaders(rawHeaders);
+  let best: Announcement | undefined;
+  const consider = (ms: number | undefined, source: string) => {
+    if (ms !== undefined && ms > 0 && (best === undefined || ms > best.pauseMs)) best = { pauseMs: Math.min(ms, MAX_PAUSE_MS), source };
+  };
+  if (statusCode === 429) consider(parseRetryAfter(h.retryAfter, nowMs), '429 Retry-After');
+  if (h.rateLimit !== undefined) consider(parseRateLimitField(h.rateLimit, nowMs), 'RateLimit');
+  if (h.remaining === '0') consider(parseResetSeconds(h.reset, nowMs), 'RateLimit-Remaining: 0');
+  if (h.xRemaining === '0') consider(parseResetSeconds(h.xReset, nowMs), 'X-RateLimit-Remaining: 0');
+  return best;
+}

@@ -33,6 +33,10 @@ export const METRICS = {
   processCpuTime: 'process.cpu.time',
   processMemoryUsage: 'process.memory.usage',
   processOpenFiles: 'process.unix.file_descriptor.count',
+  budgetAvailable: 'gatehouse.budget.available',
+  budgetWait: 'gatehouse.budget.wait',
+  budgetThrottled: 'gatehouse.budget.throttled',
+  upstreamConcurrencyLimit: 'gatehouse.upstream.concurrency_limit',
 } as const;
 
 /**
@@ -93,6 +97,10 @@ export const ATTR = {
   /** true: the request got the answer of an identical one in flight. */
   coalesced: 'gatehouse.coalesced',
   hedgeResult: 'gatehouse.hedge.result',
+  budgetOutcome: 'gatehouse.budget.outcome',
+  budgetReason: 'gatehouse.budget.reason',
+  budgetWaitEstimate: 'gatehouse.budget.wait_estimate_ms',
+  budgetWaited: 'gatehouse.budget.waited_ms',
 } as const;
 
 /** Span events (on the request's SERVER span) that explain what policies and quotas did. */
@@ -109,6 +117,12 @@ export const EVENTS = {
   quotaReleased: 'gatehouse.quota.released',
   /** A hedged try ended: won (it answered first) or lost. */
   hedge: 'gatehouse.hedge',
+  /** The request waits for its provider budget or a concurrency slot (reason budget | concurrency). */
+  budgetQueued: 'gatehouse.budget.queued',
+  /** The request left the budget's queue, with the time it waited. */
+  budgetReleased: 'gatehouse.budget.released',
+  /** A provider throttle (Shopify THROTTLED): retried by gatehouse, or returned to the client. */
+  budgetThrottled: 'gatehouse.budget.throttled',
 } as const;
 
 /** Bucket boundaries for request durations in seconds (the semconv advice). */

@@ -41,6 +41,11 @@ export interface WaitQueue {
   wait<T>(key: string, options: WaitOptions<T>): Promise<T | undefined>;
   /** Waiters by priority class, for /admin/quotas. */
   depth(): { readonly high: number; readonly normal: number; readonly low: number };
+  /**
+   * Capacity came back before the lane's estimate (a refund, a freed concurrency slot): the head
+   * of the lane of `key` (of every lane when undefined) tries again now instead of at its timer.
+   */
+  wake(key?: string): void;
 }
 
 export interface WaitQueueOptions {
@@ -144,6 +149,13 @@ export function createWaitQueue(options: WaitQueueOptions): WaitQueue {
     pump(lane);
   }
 
+  function wakeLane(lane: Lane): void {
+    if (lane.refill === undefined) return; // trying now, or about to
+    clearTimeout(lane.refill);
+    lane.refill = undefined;
+    pump(lane);
+  }
+
   function refilled(lane: Lane): void {
     lane.refill = undefined;
     pump(lane);
@@ -196,6 +208,14 @@ export function createWaitQueue(options: WaitQueueOptions): WaitQueue {
         if (fresh && (opts.firstWaitMs ?? 0) > 0) lane.refill = setTimeout(refilled, opts.firstWaitMs, lane);
         else pump(lane);
       });
+    },
+    wake(key) {
+      if (key !== undefined) {
+        const lane = lanes.get(key);
+        if (lane !== undefined) wakeLane(lane);
+        return;
+      }
+      for (const lane of lanes.values()) wakeLane(lane);
     },
     depth() {
       let high = 0;

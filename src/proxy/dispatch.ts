@@ -8,6 +8,8 @@ import { errorOutcome, statusOutcome, type Outcome } from '../core/outcome.js';
 import { type AttemptResult, type Send } from '../core/send.js';
 import { tlsReason, UpstreamError, type FailureKind } from '../core/errors.js';
 import type { UpstreamCall, UpstreamClient, UpstreamResult } from '../core/upstream.js';
+import type { GateRequest, Ticket, UpstreamGate } from '../core/budget.js';
+import { findHeader } from '../core/headers.js';
 import { endClientSpan, startCallSpan, startClientSpan } from '../telemetry/http-spans.js';
 import { requestFields } from '../telemetry/log.js';
 import { recordClient, type Metrics } from '../telemetry/metrics.js';
@@ -63,6 +65,8 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
   private holdsBulkhead = false;
   private credential: string | undefined = undefined;
   private startMs = 0;
+  /** The provider budget's admission (SPEC §12), when the upstream has a gate: told how the attempt ended. */
+  protected ticket: Ticket | undefined = undefined;
 
   constructor(
     protected readonly upstream: UpstreamRuntime,
@@ -134,6 +138,10 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
   private refuse(err: Error): void {
     if (this.done) return;
     this.done = true;
+    if (this.ticket !== undefined) {
+      this.ticket.fail(false, false);
+      this.ticket = undefined;
+    }
     this.release('ignored');
     this.refused(err);
   }
@@ -192,6 +200,11 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
       if (this.isRetry) upstream.retryAttemptsInFlight--;
     }
     const outcome = failure === undefined ? statusOutcome(this.statusCode) : errorOutcome(failure);
+    if (this.ticket !== undefined) {
+      if (failure === undefined) this.ticket.answer(this.statusCode, this.rawHeaders, undefined, false);
+      else this.ticket.fail(ep !== undefined, failure instanceof UpstreamError && failure.kind === 'timeout');
+      this.ticket = undefined;
+    }
     this.release(outcome);
     if (ep === undefined) return;
     upstream.report(ep, outcome, this.ex);
@@ -235,14 +248,17 @@ abstract class Attempt implements Dispatcher.DispatchHandler, AttemptControl {
  * the client. An upgrade request (WebSocket) is relayed once the upstream switches protocols.
  */
 export function proxyAttempt(upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps, readPath?: ReadPathOptions): Send {
+  // the config refuses a read path or hedging on a route whose upstream has a budget
   if (readPath !== undefined) return watchedAttempt(upstream, plan, host, deps, readPath.hedging);
   return function attempt(ex: Exchange): Promise<AttemptResult> {
+    const gate = upstream.gate;
+    if (gate !== undefined) return gatedAttempt(gate, upstream, plan, host, deps, ex);
     return new Promise<AttemptResult>((resolve, reject) => {
       if (ex.cancelled) {
         reject(new UpstreamError(ex.cancelled, 'request cancelled'));
         return;
       }
-      new ProxyAttempt(upstream, deps, ex, plan, host, resolve, reject).begin();
+      new ProxyAttempt(upstream, deps, ex, plan, host, resolve, reject, undefined).begin();
     });
   };
 }
@@ -253,10 +269,78 @@ export interface ReadPathOptions {
   readonly hedging: Hedging | undefined;
 }
 
+/** An answer the budget absorbed (a provider throttle): not sent, kept in case no retry can be made. */
+interface Absorbed extends AttemptResult {
+  readonly absorbed: Buffer;
+}
+
+const isAbsorbed = (r: AttemptResult): r is Absorbed => (r as Partial<Absorbed>).absorbed !== undefined;
+
+/**
+ * An attempt through the upstream's provider budget: admitted first (perhaps after a wait, in
+ * priority order), and tried again while the budget absorbs the provider's throttle answers.
+ * When the budget cannot admit the retry in time, the throttle answer it held goes to the client
+ * unchanged (SPEC §12).
+ */
+async function gatedAttempt(gate: UpstreamGate, upstream: UpstreamRuntime, plan: ResponseHeaderPlan, host: string | undefined, deps: DispatchDeps, ex: Exchange): Promise<AttemptResult> {
+  let held: Absorbed | undefined;
+  for (;;) {
+    if (ex.cancelled) throw new UpstreamError(ex.cancelled, 'request cancelled');
+    const admitted = gate.admit(exchangeRequest(ex, held !== undefined));
+    const ticket = admitted instanceof Promise ? await admitted : admitted;
+    if (ticket === undefined) throw new UpstreamError(ex.cancelled ?? 'aborted', 'request cancelled');
+    if (ticket instanceof GatehouseError) {
+      if (held === undefined) throw ticket;
+      return sendHeld(ex, plan, held, deps);
+    }
+    const result = await new Promise<AttemptResult>((resolve, reject) => new ProxyAttempt(upstream, deps, ex, plan, host, resolve, reject, ticket).begin());
+    if (!isAbsorbed(result)) return result;
+    held = result;
+  }
+}
+
+function exchangeRequest(ex: Exchange, resend: boolean): GateRequest {
+  return {
+    ex,
+    method: ex.method,
+    header: (name) => ex.header(name),
+    body: Buffer.isBuffer(ex.body) ? ex.body : null,
+    priority: ex.route?.priority ?? 'normal',
+    deadlineAt: ex.deadlineAt,
+    signal: ex.signal,
+    resend,
+  };
+}
+
+/** The provider's own answer, held back while a retry was possible, goes to the client after all. */
+function sendHeld(ex: Exchange, plan: ResponseHeaderPlan, held: Absorbed, deps: DispatchDeps): AttemptResult {
+  if (ex.deadlineTimer !== undefined) {
+    clearTimeout(ex.deadlineTimer);
+    ex.deadlineTimer = undefined;
+  }
+  const res = ex.res;
+  if (!res.destroyed) {
+    ex.status = held.statusCode;
+    res.writeHead(held.statusCode, buildResponseHeaders(ex, plan, held.rawHeaders, deps.isDraining()));
+    res.end(held.absorbed);
+  }
+  return { statusCode: held.statusCode, rawHeaders: held.rawHeaders, committed: true };
+}
+
+/** Where a streamed answer's cost is looked for (Shopify writes `extensions` last). */
+const TAIL_BYTES = 4096;
+
 class ProxyAttempt extends Attempt {
   protected committed = false;
   protected discard = false;
   private resume: () => void = noop;
+  /** The budget holds the answer back until it has read it (or it is too long to hold). */
+  private held: Buffer[] | undefined = undefined;
+  private heldBytes = 0;
+  private holdLimit = 0;
+  /** The last bytes of an answer too long to hold, for the budget to read its cost from. */
+  private tail: Buffer[] | undefined = undefined;
+  private tailBytes = 0;
 
   constructor(
     upstream: UpstreamRuntime,
@@ -267,8 +351,10 @@ class ProxyAttempt extends Attempt {
     private readonly host: string | undefined,
     protected readonly resolve: (r: AttemptResult) => void,
     protected readonly reject: (e: unknown) => void,
+    ticket: Ticket | undefined,
   ) {
     super(upstream, deps, exchange, exchange.attempts > 0);
+    this.ticket = ticket;
   }
 
   begin(): void {
@@ -311,24 +397,38 @@ class ProxyAttempt extends Attempt {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: informational, not forwarded
-    const ex = this.exchange;
     this.statusCode = statusCode;
     this.rawHeaders = rawHeaders;
+    this.resume = resume;
+    if (this.ticket !== undefined && this.exchange.upgrade === undefined) {
+      const hold = this.ticket.inspect(statusCode, rawHeaders);
+      if (hold > 0) {
+        this.holdLimit = hold;
+        this.held = [];
+        return true;
+      }
+    }
+    this.respond();
+    return true;
+  }
+
+  /** The answer's status line and headers go to the client, unless a retry claims the answer. */
+  private respond(): void {
+    const ex = this.exchange;
+    const { statusCode, rawHeaders } = this;
     if (this.discards(ex, statusCode, rawHeaders)) {
       this.discard = true; // drained so the connection stays reusable; nothing reaches the client
-      return true;
+      return;
     }
     const res = ex.res;
     if (ex.deadlineTimer !== undefined) {
       clearTimeout(ex.deadlineTimer);
       ex.deadlineTimer = undefined;
     }
-    if (res.destroyed) return true;
+    if (res.destroyed) return;
     this.committed = true;
     ex.status = statusCode;
     res.writeHead(statusCode, buildResponseHeaders(ex, this.plan, rawHeaders, this.deps.isDraining() || ex.upgrade !== undefined));
-    this.resume = resume;
-    return true;
   }
 
   /** true: this answer does not go to the client (another try, or a read path, takes its place). */
@@ -337,7 +437,13 @@ class ProxyAttempt extends Attempt {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.held !== undefined) return this.hold(chunk);
     if (this.discard) return true;
+    if (this.tail !== undefined) this.keepTail(chunk);
+    return this.write(chunk);
+  }
+
+  private write(chunk: Buffer): boolean {
     const res = this.exchange.res;
     if (res.write(chunk)) return true;
     // Backpressure: undici stops reading until resume(). Listening only now spares most
@@ -346,8 +452,57 @@ class ProxyAttempt extends Attempt {
     return false;
   }
 
+  /** Holds an answer back for the budget; one longer than it may hold streams on from here. */
+  private hold(chunk: Buffer): boolean {
+    const held = this.held!;
+    held.push(chunk);
+    this.heldBytes += chunk.length;
+    if (this.heldBytes <= this.holdLimit) return true;
+    this.held = undefined;
+    this.tail = [];
+    this.respond();
+    if (this.discard) return true;
+    let more = true;
+    for (const c of held) {
+      this.keepTail(c);
+      more = this.exchange.res.write(c);
+    }
+    if (!more) this.exchange.res.once('drain', this.resume);
+    return more;
+  }
+
+  private keepTail(chunk: Buffer): void {
+    const tail = this.tail!;
+    tail.push(chunk);
+    this.tailBytes += chunk.length;
+    while (tail.length > 1 && this.tailBytes - tail[0]!.length >= TAIL_BYTES) this.tailBytes -= tail.shift()!.length;
+  }
+
+  /** The budget reads the whole answer: absorbed (a throttle gatehouse retries), or sent now. */
+  private answerBudget(): boolean {
+    const ticket = this.ticket!;
+    this.ticket = undefined;
+    const held = this.held;
+    if (held === undefined) {
+      const tail = this.tail;
+      ticket.answer(this.statusCode, this.rawHeaders, tail === undefined ? undefined : Buffer.concat(tail, this.tailBytes), false);
+      return false;
+    }
+    this.held = undefined;
+    const body = held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes);
+    if (ticket.answer(this.statusCode, this.rawHeaders, body, true)) {
+      this.finish();
+      this.resolve({ statusCode: this.statusCode, rawHeaders: this.rawHeaders, committed: false, absorbed: body } as Absorbed);
+      return true;
+    }
+    this.respond();
+    if (this.committed && body.length > 0) this.exchange.res.write(body);
+    return false;
+  }
+
   onComplete(): void {
     const ex = this.exchange;
+    if (this.ticket !== undefined && this.answerBudget()) return;
     if (this.committed) {
       ex.res.end();
       // an upgrade the upstream refused: its answer went out on the raw socket, which ends with it
@@ -431,7 +586,7 @@ class WatchedAttempt extends ProxyAttempt {
     reject: (e: unknown) => void,
     private readonly group: HedgeGroup | undefined,
   ) {
-    super(upstream, deps, exchange, plan, host, resolve, reject);
+    super(upstream, deps, exchange, plan, host, resolve, reject, undefined);
   }
 
   override begin(): void {
@@ -594,8 +749,45 @@ const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024;
 export function upstreamClient(upstream: UpstreamRuntime, deps: DispatchDeps): UpstreamClient {
   return {
     name: upstream.name,
-    call: (call) => new Promise<UpstreamResult>((resolve) => new CallAttempt(upstream, deps, call, resolve).begin()),
+    call: (call) => {
+      const gate = upstream.gate;
+      if (gate !== undefined) return gatedCall(gate, upstream, deps, call);
+      return new Promise<UpstreamResult>((resolve) => new CallAttempt(upstream, deps, call, resolve, undefined).begin());
+    },
   };
+}
+
+/** A call through the upstream's provider budget: admitted first, tried again while the budget absorbs throttles. */
+async function gatedCall(gate: UpstreamGate, upstream: UpstreamRuntime, deps: DispatchDeps, call: UpstreamCall): Promise<UpstreamResult> {
+  const deadlineAt = performance.now() + call.timeoutMs;
+  const timeout = AbortSignal.timeout(call.timeoutMs);
+  const signal = call.signal === undefined ? timeout : AbortSignal.any([call.signal, timeout]);
+  let held: UpstreamResult | undefined;
+  for (let resends = call.resends ?? 0; ; resends++) {
+    const admitted = gate.admit({
+      ex: undefined,
+      method: call.method,
+      header: (name) => findHeader(call.headers, name),
+      body: call.body,
+      priority: 'normal',
+      deadlineAt,
+      signal,
+      resend: held !== undefined,
+    });
+    const ticket = admitted instanceof Promise ? await admitted : admitted;
+    if (ticket === undefined || ticket instanceof GatehouseError) {
+      if (held !== undefined) return held;
+      const failure = ticket ?? new UpstreamError(timeout.aborted ? 'timeout' : 'aborted', `no admission by the budget of upstream '${upstream.name}' in time`);
+      return { status: 0, headers: [], body: Buffer.alloc(0), failure, traceId: '' };
+    }
+    const timeoutMs = Math.max(1, Math.round(deadlineAt - performance.now()));
+    const attempt = await new Promise<CallAttempt>((resolve) => {
+      const a: CallAttempt = new CallAttempt(upstream, deps, { ...call, timeoutMs, resends }, () => resolve(a), ticket);
+      a.begin();
+    });
+    if (!attempt.absorbed) return attempt.result!;
+    held = attempt.result;
+  }
 }
 
 class CallAttempt extends Attempt {
@@ -605,21 +797,32 @@ class CallAttempt extends Attempt {
   private kept = 0;
   private readonly maxBytes: number;
   private readonly onAbort: () => void;
+  /** Bytes of the answer received, kept or not. */
+  private received = 0;
+  /** The budget absorbed the answer (a provider throttle): the caller admits the call again. */
+  absorbed = false;
+  result: UpstreamResult | undefined = undefined;
 
   constructor(
     upstream: UpstreamRuntime,
     deps: DispatchDeps,
     private readonly call: UpstreamCall,
     private readonly resolve: (r: UpstreamResult) => void,
+    ticket: Ticket | undefined,
   ) {
     super(upstream, deps, undefined, (call.resends ?? 0) > 0);
     this.maxBytes = call.maxBodyBytes ?? DEFAULT_MAX_ANSWER_BYTES;
     this.onAbort = () => this.abort(call.signal!.reason as Error);
+    this.ticket = ticket;
   }
 
   begin(): void {
     const { call } = this;
-    if (call.signal?.aborted) return this.refused(toUpstreamError(call.signal.reason as Error, undefined));
+    if (call.signal?.aborted) {
+      this.ticket?.fail(false, false);
+      this.ticket = undefined;
+      return this.refused(toUpstreamError(call.signal.reason as Error, undefined));
+    }
     this.timer = setTimeout(() => this.abort(new UpstreamError('timeout', `no answer from upstream '${this.upstream.name}' within ${call.timeoutMs}ms`)), call.timeoutMs);
     call.signal?.addEventListener('abort', this.onAbort, { once: true });
     this.start();
@@ -661,6 +864,7 @@ class CallAttempt extends Attempt {
   }
 
   onData(chunk: Buffer): boolean {
+    this.received += chunk.length;
     if (this.kept < this.maxBytes) {
       const part = chunk.length <= this.maxBytes - this.kept ? chunk : chunk.subarray(0, this.maxBytes - this.kept);
       this.chunks.push(part);
@@ -670,8 +874,19 @@ class CallAttempt extends Attempt {
   }
 
   onComplete(): void {
+    const ticket = this.ticket;
+    if (ticket !== undefined) {
+      this.ticket = undefined;
+      // a call keeps its answer anyway: the budget reads it whole, or not at all when it was cut
+      const whole = this.received === this.kept && ticket.inspect(this.statusCode, this.rawHeaders) >= this.kept;
+      this.absorbed = ticket.answer(this.statusCode, this.rawHeaders, whole ? this.body() : undefined, whole);
+    }
     this.settle(undefined);
     this.end(undefined);
+  }
+
+  private body(): Buffer {
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.kept);
   }
 
   protected refused(err: Error): void {
@@ -685,13 +900,14 @@ class CallAttempt extends Attempt {
   private end(failure: Error | undefined): void {
     clearTimeout(this.timer);
     this.call.signal?.removeEventListener('abort', this.onAbort);
-    this.resolve({
+    this.result = {
       status: failure === undefined ? this.statusCode : 0,
       headers: this.rawHeaders.map((b) => b.toString('latin1')),
-      body: this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.kept),
+      body: this.body(),
       failure: failure as GatehouseError | UpstreamError | undefined,
       traceId: this.span?.spanContext().traceId ?? '',
-    });
+    };
+    this.resolve(this.result);
   }
 
 }

@@ -19,6 +19,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { AuthObserver } from '../security/jwt.js';
 import type { QuotaObserver } from '../quota/quota.js';
+import { compileBudgets, type BudgetObserver, type BudgetRegistry } from '../budget/budget.js';
 import type { BreakerObserver } from '../resilience/breaker.js';
 import type { HealthObserver } from '../resilience/health.js';
 import type { RetryObserver } from '../resilience/retry.js';
@@ -51,6 +52,8 @@ export interface Plan {
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
   /** Quota runtimes (buckets, queues) and provider pauses; handed on to the next plan. */
   readonly quotas: QuotaRegistry;
+  /** Provider budgets and concurrency limits per upstream (SPEC §12); handed on to the next plan. */
+  readonly budgets: BudgetRegistry;
   /** JWT key sets by source (`keySetId`): shared by routes, kept across reloads. */
   readonly keySets: ReadonlyMap<string, KeySet>;
   /** Webhook routes: activated (their delivery workers run) once this plan is live. */
@@ -122,6 +125,7 @@ export interface PlanObservers {
   readonly cache: CacheObserver;
   readonly quota: QuotaObserver;
   readonly auth: AuthObserver;
+  readonly budget: BudgetObserver;
 }
 
 /** What compiling one route needs besides its own config: the plan being built and its runtimes. */
@@ -156,6 +160,9 @@ interface RouteContext {
 export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: number, previous?: Plan): Plan {
   const { config } = loaded;
   const upstreams = compileUpstreams(config, deps, previous);
+  // [budget] the provider budgets admit every attempt to their upstream (inside the dispatch)
+  const budgets = compileBudgets(config, { clock: deps.clock, stores: deps.stores, observer: deps.observers.budget }, previous?.budgets);
+  for (const [name, upstream] of upstreams) upstream.gate = budgets.budgets.get(name);
   const quotaDeps: QuotaDeps = { clock: deps.clock, stores: deps.stores, observer: deps.observers.quota };
   const quotas = compileQuotas(config, quotaDeps, previous?.quotas);
   const keySets = new Map<string, KeySet>();
@@ -218,7 +225,7 @@ export function compilePlan(loaded: LoadedConfig, deps: PlanDeps, version: numbe
     });
   }
 
-  return { version, loaded, config, listeners, upstreams, quotas, keySets, webhooks, outbox, caches };
+  return { version, loaded, config, listeners, upstreams, quotas, budgets, keySets, webhooks, outbox, caches };
 }
 
 /** Upstream runtimes (pools, breakers, health) are taken over from `previous` when their config is unchanged. */
@@ -320,7 +327,7 @@ function compileRoute(route: RouteConfig, ctx: RouteContext): RoutePlan {
   const watched = readPath !== undefined || hedging !== undefined ? { hedging } : undefined;
 
   return {
-    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name, log: createEventLog(deps.logger) },
+    info: { name: route.name, httpRoute: httpRouteOf(route.match), upstream: upstream.name, priority: route.priority, log: createEventLog(deps.logger) },
     config: route,
     match: compileMatch(route.match),
     rewrite,

@@ -12,6 +12,7 @@ import type { RetryLoad } from '../resilience/retry-budget.js';
 import type { Credentials } from '../security/credentials.js';
 import { upstreamConnector, type UpstreamTls } from '../security/tls.js';
 import type { Exchange } from '../core/exchange.js';
+import type { UpstreamGate } from '../core/budget.js';
 
 /** One `endpoints` entry: its warm connection pool, live counters and health. */
 export interface Endpoint {
@@ -53,6 +54,11 @@ export interface UpstreamRuntime extends RetryLoad {
   readonly breaker: Breaker | undefined;
   /** `maxConcurrent`, if configured. */
   readonly bulkhead: Bulkhead | undefined;
+  /**
+   * The provider budget and concurrency limit (`budget`, `concurrency`), if configured: admits each
+   * attempt before it is sent and reads its answer. Set by each plan (the budgets outlive reloads).
+   */
+  gate: UpstreamGate | undefined;
   /** The endpoint for the next attempt, or undefined when none can take traffic. */
   pick(): Endpoint | undefined;
   /** What one attempt said about its endpoint: counts towards passive ejection. */
@@ -193,6 +199,7 @@ export function createUpstream(name: string, cfg: UpstreamConfig, fingerprint: s
     retriesInFlight: 0,
     breaker,
     bulkhead: cfg.maxConcurrent === undefined ? undefined : createBulkhead(cfg.maxConcurrent),
+    gate: undefined,
     pick: () => balance(available),
     report: ejection.report,
     view() {

@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import { parseRateLimitField, parseResetSeconds, parseRetryAfter, scanLimitHeaders } from '../core/limit-headers.js';
+import { readAnnouncement } from '../core/limit-headers.js';
 import type { Exchange } from '../core/exchange.js';
 import type { AttemptResult, Policy } from '../core/send.js';
 
@@ -10,33 +10,7 @@ import type { AttemptResult, Policy } from '../core/send.js';
  * throttled API. The headers are read by core/limit-headers.ts.
  */
 
-/** Longest pause an announcement can cause, so a bogus header cannot stop an upstream for days. */
-export const MAX_PAUSE_MS = 3_600_000;
-
-export interface Announcement {
-  readonly pauseMs: number;
-  /** Which header said so, for logs and /admin/quotas. */
-  readonly source: string;
-}
-
-/**
- * What an upstream answer announces: how long to leave the upstream alone, or undefined.
- * Reads `Retry-After` on a 429; `RateLimit`; `RateLimit-Remaining: 0` + `RateLimit-Reset`;
- * `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`. The longest announced pause wins, capped at
- * MAX_PAUSE_MS.
- */
-export function readAnnouncement(statusCode: number, rawHeaders: readonly (Buffer | string)[], nowMs: number): Announcement | undefined {
-  const h = scanLimitHeaders(rawHeaders);
-  let best: Announcement | undefined;
-  const consider = (ms: number | undefined, source: string) => {
-    if (ms !== undefined && ms > 0 && (best === undefined || ms > best.pauseMs)) best = { pauseMs: Math.min(ms, MAX_PAUSE_MS), source };
-  };
-  if (statusCode === 429) consider(parseRetryAfter(h.retryAfter, nowMs), '429 Retry-After');
-  if (h.rateLimit !== undefined) consider(parseRateLimitField(h.rateLimit, nowMs), 'RateLimit');
-  if (h.remaining === '0') consider(parseResetSeconds(h.reset, nowMs), 'RateLimit-Remaining: 0');
-  if (h.xRemaining === '0') consider(parseResetSeconds(h.xReset, nowMs), 'X-RateLimit-Remaining: 0');
-  return best;
-}
+export { MAX_PAUSE_MS, readAnnouncement, type Announcement } from '../core/limit-headers.js';
 
 /** One upstream's pause; the object stays the same across reloads, so routes hold it directly. */
 export interface UpstreamPause {

@@ -24,13 +24,11 @@ const ALERTS = `${ROOT}deploy/prometheus/alerts.yaml`;
 const DASHBOARD = `${ROOT}deploy/grafana/gatehouse.json`;
 
 /**
- * Expressions of capabilities gatehouse does not have yet, so no traffic can give them data:
- * provider budgets (§12). They are reported and skipped; one that returns
- * data fails the test, so this list is pruned when the capability lands.
+ * Expressions of capabilities gatehouse does not have yet, so no traffic can give them data.
+ * They are reported and skipped; one that returns data fails the test, so this list is pruned
+ * when the capability lands. Every capability the deploy kit shows has landed: it is empty.
  */
-const PENDING: readonly string[] = [
-  'panel "Provider budget available"', // gatehouse_budget_available (§12)
-];
+const PENDING: readonly string[] = [];
 
 /** Grafana's variables as an instant query needs them: every job, instance and route; windows that span the test. */
 const VARIABLES: Record<string, string> = {
@@ -122,6 +120,7 @@ upstreams:
   hooks: { endpoints: [${hooks.url}] }
   erp: { endpoints: [${erp.url}] }
   lost: { endpoints: [http://127.0.0.1:${nowhere}] }
+  shop: { endpoints: [${app.url}], budget: { kind: shopify-rest } }
 quotas:
   paced: { limit: 10, per: 1s, burst: 1, onExceed: queue, maxWait: 10s, maxQueue: 100 }
   tight: { limit: 1, per: 1m }
@@ -135,6 +134,7 @@ routes:
   - { name: limited, listener: in, match: { pathPrefix: /limited }, upstream: app, quota: [tight] }
   - { name: partner, listener: in, match: { pathPrefix: /partner }, upstream: app, quota: [partner] }
   - { name: secure, listener: in, match: { pathPrefix: /secure }, upstream: app, jwt: { jwksUri: "${idp.jwksUri}" } }
+  - { name: shop, listener: in, match: { pathPrefix: /shop }, upstream: shop }
   - name: stripe-webhooks
     listener: in
     match: { path: /webhooks/stripe, methods: [POST] }
@@ -180,6 +180,7 @@ async function traffic(kit: Awaited<ReturnType<typeof startKit>>, queued: number
   expect([200, 429]).toContain(await status(g.fetch('in', '/limited/a')));
   expect(await status(g.fetch('in', '/limited/b'))).toBe(429);
   expect(await status(g.fetch('in', '/partner/x'))).toBe(200); // decided per process: Redis is down
+  expect(await status(g.fetch('in', '/shop/products.json'))).toBe(200); // through a provider budget
   expect(await status(g.fetch('in', '/secure/me'))).toBe(401);
   expect(await status(g.fetch('in', '/secure/me', { headers: { authorization: `Bearer ${await kit.token()}` } }))).toBe(200);
   expect(await status(postEvent(g, '/webhooks/stripe'))).toBe(200);

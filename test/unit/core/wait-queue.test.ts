@@ -159,3 +159,26 @@ describe('quota wait queue', () => {
     expect(await next).toBe('next');
   });
 });
+
+describe('wait queue wake', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('lets the head of a lane try again at once when capacity comes back early', async () => {
+    const q = createWaitQueue({ maxQueue: 10, maxWaitMs: 60_000 });
+    let free = false;
+    const waiter = q.wait('k', { priority: 'normal', expired: () => 'expired', attempt: () => (free ? { done: 'granted' } : { waitMs: 30_000 }) });
+    await vi.advanceTimersByTimeAsync(10);
+    free = true;
+    q.wake('other'); // another lane: nothing happens here
+    await vi.advanceTimersByTimeAsync(10);
+    expect(q.size).toBe(1);
+    q.wake(); // every lane
+    await expect(waiter).resolves.toBe('granted');
+    expect(q.size).toBe(0);
+  });
+});
