@@ -1,6 +1,7 @@
 import type { Attributes, Link, SpanContext } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { RecordedSpan } from './span.js';
+import { nanosFromOrigin, ORIGIN_NS_HIGH, ORIGIN_NS_LOW } from './span-time.js';
 
 /**
  * OTLP protobuf for the spans gatehouse records: `ExportTraceServiceRequest` written straight into
@@ -20,23 +21,11 @@ const VARINT = 0;
 const I64 = 1;
 const I32 = 5;
 const tag = (field: number, type: number) => (field << 3) | type;
+const TWO_32 = 0x1_0000_0000;
 
 /** OTLP span flags: the W3C trace flags, plus "the parent's is_remote is known" and its value. */
 const HAS_IS_REMOTE = 0x100;
 const IS_REMOTE = 0x200;
-
-/** Nanoseconds since the epoch of performance.timeOrigin, as two 32-bit halves (exact). */
-const ORIGIN_MS = Math.floor(performance.timeOrigin);
-const ORIGIN_FRACTION_MS = performance.timeOrigin - ORIGIN_MS;
-const ORIGIN_NS = BigInt(ORIGIN_MS) * 1_000_000n;
-const ORIGIN_NS_LOW = Number(ORIGIN_NS & 0xffffffffn);
-const ORIGIN_NS_HIGH = Number(ORIGIN_NS >> 32n);
-const TWO_32 = 0x1_0000_0000;
-
-/** Nanoseconds from timeOrigin of a time in milliseconds from timeOrigin (performance.now()). */
-export const nanosFromOrigin = (ms: number): number => Math.round((ORIGIN_FRACTION_MS + ms) * 1e6);
-/** The same as nanoseconds since the epoch, for the SDK's HrTime. */
-export const epochNanos = (ms: number): bigint => ORIGIN_NS + BigInt(nanosFromOrigin(ms));
 
 class Writer {
   buf: Buffer;

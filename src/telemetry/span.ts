@@ -25,7 +25,7 @@ import {
 import { isTracingSuppressed } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace';
-import { epochNanos } from './otlp-encoder.js';
+import { epochNanos } from './span-time.js';
 
 /**
  * gatehouse's spans: an OpenTelemetry API `Span` (so `trace.setSpan`, propagators and any other
