@@ -371,7 +371,7 @@ function originServer(port) {
   }`;
 }
 
-/** BENCHMARKING.md "A fair nginx": keep-alive upstream, 64k buffers. */
+/** docs/performance.md "A fair nginx": keep-alive upstream, 64k buffers. */
 function nginxProxyServer(port, upstreamPort) {
   return `
   upstream store {
@@ -1048,7 +1048,7 @@ function benchmarksMd(body, meta) {
         ` Re-run \`npm run bench\` on a quiet machine before reading ratios from these figures.\n`
       : '';
   return `Measured with \`${meta.command}\` on ${meta.date} (${meta.machine}).
-${warning}The method is the team's (\`../shared/BENCHMARKING.md\`, next to this repository); \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
+${warning}The method is described under Method above; \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
 
 - **Pinning.** wrk (\`-t1\`), the origin nginx and the OTLP sink on CPU 0; the proxy under test alone on CPU 1
   (\`taskset\`, the whole process: GC, libuv and undici threads too). This models a sidecar limited to one core.

@@ -43,7 +43,7 @@ export const QUICK_LOADS = ['get-1k-c50', 'get-1k-c1'];
  * kind: 'upstream'    the origin itself (an nginx serving the same files, on the proxy's core)
  *       'gatehouse'   node --max-semi-space-size=64 dist/main.js run -c <config>
  *       'node'        node <script> PORT UPSTREAM_URL
- *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (BENCHMARKING.md "A fair nginx")
+ *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (docs/performance.md, "A fair nginx")
  * compare: part of the main comparison table (and its ratios).
  * scheme: 'https' for a TLS listener (wrk and the harness's own clients keep their connections).
  * sidecar: also measured at a constant 1,000 req/s (RSS and CPU at that rate; see run.mjs).

@@ -2,7 +2,7 @@
 // then answered 200. It is the OTLP/HTTP receiver for the tracing scenarios and the origin of the
 // memory checks (GET /api/<N>{k,m}.bin streams N KiB or MiB, so a 100 MB download needs no file).
 // Not used as the origin of the throughput runs: a Node origin would be the bottleneck there
-// (BENCHMARKING.md), nginx is.
+// (docs/performance.md, Method), nginx is.
 //
 // OTLP export requests are decoded, not just counted: protobuf (the default protocol) with
 // protobufjs from the opentelemetry-proto schema the tests use (test/helpers/otlp-proto), an
