@@ -433,6 +433,9 @@ async function startTarget(t, ctx, cpu = PROXY_CPU) {
         BENCH_PROXY_PORT: String(port),
         BENCH_ADMIN_PORT: String(await freePort()),
         BENCH_UPSTREAM_PORT: String(ctx.upstreamPort),
+        // Counting instructions the process runs ~50× slower: with the 1 s default, each batch would
+        // export a handful of spans, where at full speed it exports 512. Batches fill as they do live.
+        ...(cfg.instructions ? { OTEL_BSP_SCHEDULE_DELAY: '600000' } : {}),
       };
       const proc = await startPinnedTarget(t.name, PROXY_CPU, t.node ?? process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
       proc.scheme = t.scheme ?? 'http';
