@@ -1,4 +1,4 @@
-// The floor for any Node proxy (issue 2, BENCHMARKING.md): a node:http server and one undici
+// The floor for any Node proxy (issue 2, docs/performance.md): a node:http server and one undici
 // Pool, the response written straight into the ServerResponse by dispatcher.stream(). Nothing
 // else: no routing, no header rules, no logs. Only what HTTP needs to stay correct is done:
 // hop-by-hop headers are not forwarded.

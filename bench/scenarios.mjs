@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
 // What `npm run bench` measures: the loads wrk sends and the targets it sends them to.
@@ -41,8 +43,10 @@ export const QUICK_LOADS = ['get-1k-c50', 'get-1k-c1'];
  * kind: 'upstream'    the origin itself (an nginx serving the same files, on the proxy's core)
  *       'gatehouse'   node --max-semi-space-size=64 dist/main.js run -c <config>
  *       'node'        node <script> PORT UPSTREAM_URL
- *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (BENCHMARKING.md "A fair nginx")
+ *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (docs/performance.md, "A fair nginx")
  * compare: part of the main comparison table (and its ratios).
+ * scheme: 'https' for a TLS listener (wrk and the harness's own clients keep their connections).
+ * sidecar: also measured at a constant 1,000 req/s (RSS and CPU at that rate; see run.mjs).
  */
 export const TARGETS = [
   { name: 'direct', kind: 'upstream', label: 'upstream directly', compare: true },
@@ -113,6 +117,27 @@ export const TARGETS = [
     loads: ['get-1k-c50', 'get-64k-c50', 'get-1k-c1'],
     setup: async () => ({ headers: { 'cache-control': 'no-store' } }),
   },
+  {
+    // The deployed sidecar (issue 16): HTTPS in, JWT (ES256, cached), a memory quota, tracing at
+    // 100% to the OTLP sink, Prometheus metrics and the access log, all on at once.
+    name: 'gatehouse-sidecar',
+    kind: 'gatehouse',
+    config: 'bench/gatehouse-sidecar.yaml',
+    label: 'gatehouse sidecar (HTTPS, JWT, quota, tracing 100%, metrics, access log)',
+    baseline: 'gatehouse',
+    scheme: 'https',
+    sidecar: true,
+    loads: ['get-1k-c50', 'get-1k-c1'],
+    services: ['otlp'],
+    setup: async (ctx) => {
+      const { jwk, token } = await signedToken('ES256');
+      const { cert, key } = selfSigned(ctx);
+      return {
+        env: { BENCH_JWKS: ctx.file('jwks-sidecar.json', JSON.stringify({ keys: [jwk] })), BENCH_JWT_ALG: 'ES256', BENCH_TLS_CERT: cert, BENCH_TLS_KEY: key },
+        headers: { authorization: `Bearer ${token}` },
+      };
+    },
+  },
   jwtTarget('RS256', 'bench/gatehouse-jwt.yaml', 'cached'),
   jwtTarget('ES256', 'bench/gatehouse-jwt.yaml', 'cached'),
   jwtTarget('RS256', 'bench/gatehouse-jwt-nocache.yaml', 'verified every request'),
@@ -154,4 +179,13 @@ async function signedToken(alg) {
     .setExpirationTime('1d')
     .sign(privateKey);
   return { jwk, token };
+}
+
+/** A self-signed P-256 certificate for 127.0.0.1 (openssl), written into the run's temp dir. */
+function selfSigned(ctx) {
+  const key = ctx.file('sidecar.key', '');
+  const cert = ctx.file('sidecar.crt', '');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  if (!readFileSync(cert, 'utf8').includes('BEGIN CERTIFICATE')) throw new Error('openssl made no certificate');
+  return { cert, key };
 }

@@ -10,7 +10,7 @@
 // `proxy` is the same route without its webhook block (a plain proxied POST of the same body):
 // the baseline the webhook numbers compare with on the same machine at the same time.
 //
-// Method (../shared/BENCHMARKING.md): gatehouse alone on CPU 1 (taskset), the load generator
+// Method (docs/performance.md): gatehouse alone on CPU 1 (taskset), the load generator
 // (autocannon), the upstream store and redis-server on CPU 0. gatehouse CPU per request is read
 // from /proc/<pid>/stat. Each event carries the time it was sent; the upstream records the
 // delivery lag (sent -> delivered, intake included).
@@ -206,7 +206,7 @@ async function measure(store, round) {
 const scenarios = args.scenarios.split(',');
 const runs = new Map(scenarios.map((s) => [s, []]));
 for (let round = 0; round < Number(args.rounds); round++) {
-  // interleaved, order rotated each round (BENCHMARKING.md)
+  // interleaved, order rotated each round (docs/performance.md)
   const order = scenarios.map((_, i) => scenarios[(i + round) % scenarios.length]);
   for (const store of order) runs.get(store).push(await measure(store, round));
 }

@@ -5,8 +5,14 @@ import { OTLPMetricExporter as ProtobufMetricExporter } from '@opentelemetry/exp
 import { OTLPTraceExporter as GrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import { convertLegacyOtlpGrpcOptions, createOtlpGrpcExportDelegate } from '@opentelemetry/otlp-grpc-exporter-base';
+import { ProtobufTraceSerializer, TraceExporterMetricsHelper, type ISerializer, type IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
+import type { Resource } from '@opentelemetry/resources';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
-import type { SpanExporter } from '@opentelemetry/sdk-trace';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
+import { createTraceEncoder } from './otlp-encoder.js';
 import type { OtlpTarget } from './otel-env.js';
 
 interface HttpOptions {
@@ -33,7 +39,43 @@ const METRIC_EXPORTERS: ExporterClasses<PushMetricExporter> = { 'http/protobuf':
  * reads the rest (endpoint, headers, timeout, compression, certificates) from the OTEL_* variables
  * itself, and merges its headers under the YAML's. Build inside `withOtelEnv`.
  */
-export const createSpanExporter = (target: OtlpTarget): SpanExporter => createExporter(SPAN_EXPORTERS, target);
+export function createSpanExporter(target: OtlpTarget, resource: Resource): SpanExporter {
+  if (target.protocol === 'http/json') return createExporter(SPAN_EXPORTERS, target);
+  return createProtobufSpanExporter(target, resource);
+}
+
+/**
+ * OTLP protobuf (http/protobuf, grpc) with gatehouse's encoder (otlp-encoder.ts) in place of the
+ * transformer's serializer: the SDK's own export delegates, which read the same OTEL_EXPORTER_OTLP_*
+ * variables, send, retry and decode the response as the SDK's exporter classes do.
+ */
+function createProtobufSpanExporter({ protocol, url, headers: secrets }: OtlpTarget, resource: Resource): SpanExporter {
+  const headers = reveal(secrets);
+  const serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
+    serializeRequest: createTraceEncoder(resource, { name: 'gatehouse' }) as (spans: readonly ReadableSpan[]) => Uint8Array,
+    deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+  };
+  const where = url === undefined ? {} : { url };
+  const delegate =
+    protocol === 'grpc'
+      ? createOtlpGrpcExportDelegate(
+          convertLegacyOtlpGrpcOptions({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) }, 'TRACES'),
+          serializer,
+          'otlp_grpc_span_exporter',
+          TraceExporterMetricsHelper,
+          undefined,
+          'TraceExportService',
+          '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
+        )
+      : createOtlpHttpExportDelegate(
+          convertLegacyHttpOptions({ ...where, ...(headers ? { headers } : {}) }, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+          serializer,
+          'otlp_http_span_exporter',
+          TraceExporterMetricsHelper,
+          undefined,
+        );
+  return new OTLPExporterBase(delegate);
+}
 
 /** The same for metrics (`telemetry.metrics.otlp`, OTEL_METRICS_EXPORTER=otlp). */
 export const createMetricExporter = (target: OtlpTarget): PushMetricExporter => createExporter(METRIC_EXPORTERS, target);

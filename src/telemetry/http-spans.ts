@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api';
 import type { Exchange } from '../core/exchange.js';
 import { ATTR } from '../core/names.js';
 import type { UpstreamCall } from '../core/upstream.js';
@@ -18,24 +18,22 @@ export function startServerSpan(
   scheme: string,
 ): void {
   const req = ex.req;
-  const parent = tracing.extract(traceparent, tracestate, req.rawHeaders);
-  const span = tracing.tracer.startSpan(
+  const parent = trace.getSpanContext(tracing.extract(traceparent, tracestate, req.rawHeaders));
+  const span = tracing.tracer.start(
     ex.method,
+    SpanKind.SERVER,
     {
-      kind: SpanKind.SERVER,
-      attributes: {
-        [ATTR.method]: ex.method,
-        [ATTR.urlPath]: ex.path,
-        [ATTR.urlScheme]: scheme,
-        [ATTR.urlQuery]: ex.query === '' ? undefined : redactQuery(ex.query.slice(1)),
-        [ATTR.serverAddress]: ex.host || undefined,
-        [ATTR.serverPort]: req.socket.localPort,
-        [ATTR.clientAddress]: ex.clientIp || undefined,
-        [ATTR.peerAddress]: req.socket.remoteAddress,
-        [ATTR.userAgent]: ex.header('user-agent'),
-        [ATTR.protocolVersion]: req.httpVersion,
-        [ATTR.requestId]: ex.requestId,
-      },
+      [ATTR.method]: ex.method,
+      [ATTR.urlPath]: ex.path,
+      [ATTR.urlScheme]: scheme,
+      [ATTR.urlQuery]: ex.query === '' ? undefined : redactQuery(ex.query.slice(1)),
+      [ATTR.serverAddress]: ex.host || undefined,
+      [ATTR.serverPort]: req.socket.localPort,
+      [ATTR.clientAddress]: ex.clientIp || undefined,
+      [ATTR.peerAddress]: req.socket.remoteAddress,
+      [ATTR.userAgent]: ex.header('user-agent'),
+      [ATTR.protocolVersion]: req.httpVersion,
+      [ATTR.requestId]: ex.requestId,
     },
     parent,
   );
@@ -78,12 +76,8 @@ export interface ClientTarget {
 
 /** A proxied attempt's CLIENT span, a child of the request's SERVER span; `path` is the target sent (path and query). */
 export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTarget, path: string): Span {
-  const parent = ex.span === undefined ? undefined : trace.setSpan(ROOT_CONTEXT, ex.span);
-  return tracing.tracer.startSpan(
-    ex.method,
-    { kind: SpanKind.CLIENT, attributes: clientAttributes(ex.method, target, path, ex.route?.name, ex.route?.upstream, ex.attempts - 1) },
-    parent,
-  );
+  const attributes = clientAttributes(ex.method, target, path, ex.route?.name, ex.route?.upstream, ex.attempts - 1);
+  return tracing.tracer.start(ex.method, SpanKind.CLIENT, attributes, ex.span?.spanContext());
 }
 
 /**
@@ -93,12 +87,9 @@ export function startClientSpan(tracing: Tracing, ex: Exchange, target: ClientTa
 export function startCallSpan(tracing: Tracing, call: UpstreamCall, upstream: string, target: ClientTarget, path: string): Span {
   const link = parseTraceparent(call.link);
   const attributes = clientAttributes(call.method, target, path, call.route, upstream, call.resends ?? 0);
-  return tracing.tracer.startSpan(call.method, {
-    kind: SpanKind.CLIENT,
-    root: true,
-    links: link === undefined ? [] : [{ context: link, attributes: { 'gatehouse.link': 'cause' } }],
-    attributes: call.attributes === undefined ? attributes : { ...attributes, ...call.attributes },
-  });
+  if (call.attributes !== undefined) Object.assign(attributes, call.attributes);
+  const links = link === undefined ? undefined : [{ context: link, attributes: { 'gatehouse.link': 'cause' } }];
+  return tracing.tracer.start(call.method, SpanKind.CLIENT, attributes, undefined, links);
 }
 
 /** The semconv attributes of a CLIENT span; `url.full` with secret-looking query values redacted. */

@@ -36,6 +36,17 @@ const recordGetter: TextMapGetter<Record<string, string>> = {
 };
 const setter: TextMapSetter<string[]> = { set: (out, key, value) => void out.push(key, value) };
 
+/**
+ * `traceparent` (and `tracestate`) of a span, as W3CTraceContextPropagator.inject writes them, from
+ * the span's context directly: no Context object per request.
+ */
+function injectTraceContext(span: Span, out: string[]): void {
+  const c = span.spanContext();
+  if (!trace.isSpanContextValid(c)) return;
+  out.push('traceparent', `00-${c.traceId}-${c.spanId}-0${Number(c.traceFlags || 0).toString(16)}`);
+  if (c.traceState !== undefined) out.push('tracestate', c.traceState.serialize());
+}
+
 export function createPropagation(names: readonly PropagatorName[]): Propagation {
   const w3c = new W3CTraceContextPropagator();
   const traceContext = names.includes('tracecontext');
@@ -45,7 +56,7 @@ export function createPropagation(names: readonly PropagatorName[]): Propagation
     if (!traceContext) return { extract: () => ROOT_CONTEXT, inject: () => {}, traceContext: false, fields: [] };
     return {
       extract: (traceparent, tracestate) => (traceparent === undefined ? ROOT_CONTEXT : w3c.extract(ROOT_CONTEXT, { traceparent, tracestate }, w3cGetter)),
-      inject: (span, out) => w3c.inject(trace.setSpan(ROOT_CONTEXT, span), out, setter),
+      inject: injectTraceContext,
       traceContext: true,
       fields: [],
     };

@@ -1,25 +1,17 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { SpanKind, type Span, type Tracer } from '@opentelemetry/api';
+import { SpanKind, type Span } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BatchSpanProcessor,
-  ConsoleSpanExporter,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  TracerProvider,
-  type Sampler,
-  type SpanExporter,
-} from '@opentelemetry/sdk-trace';
+import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, ConsoleSpanExporter, TraceIdRatioBasedSampler, type SpanExporter } from '@opentelemetry/sdk-trace';
 import { createSpanExporter } from './exporters.js';
 import { ATTR } from '../core/names.js';
 import type { TraceSettings } from './otel-env.js';
 import { createPropagation, type Propagation } from './propagation.js';
+import { createSpanTracer, type Sampling, type SpanTracer } from './span.js';
 
 export interface Tracing extends Propagation {
-  readonly tracer: Tracer;
+  /** An OpenTelemetry API Tracer, and gatehouse's own way in (`start`). */
+  readonly tracer: SpanTracer;
   /**
    * Sets the CLIENT span's `network.peer.address` to the address of the socket the attempt is
    * sent on, for endpoints named by host name (an IP endpoint's is known at compile time). Call
@@ -39,18 +31,16 @@ interface SendHeadersMessage {
 }
 
 /**
- * Tracing as the settings say (OTel SDK: TracerProvider, batch processor, OTLP and/or console
- * exporter), or undefined when it is off: then there are no span objects on the request path.
- * Build inside `withOtelEnv`: the OTLP exporter reads its OTEL_EXPORTER_OTLP_* variables.
+ * Tracing as the settings say (gatehouse's spans, span.ts, with the OTel SDK's samplers, batch
+ * processor and OTLP and/or console exporter), or undefined when it is off: then there are no span
+ * objects on the request path. Build inside `withOtelEnv`: the OTLP exporter reads its
+ * OTEL_EXPORTER_OTLP_* variables.
  */
 export function createTracing(settings: TraceSettings | undefined, resource: Resource): Tracing | undefined {
   if (settings === undefined) return undefined;
-  const exporters: SpanExporter[] = settings.exporters.map((name) => (name === 'otlp' ? createSpanExporter(settings.otlp) : new ConsoleSpanExporter()));
-  const provider = new TracerProvider({
-    resource,
-    sampler: createSampler(settings.sampler),
-    spanProcessors: exporters.map((exporter) => new BatchSpanProcessor({ exporter, ...settings.batch })),
-  });
+  const exporters: SpanExporter[] = settings.exporters.map((name) => (name === 'otlp' ? createSpanExporter(settings.otlp, resource) : new ConsoleSpanExporter()));
+  const processors = exporters.map((exporter) => new BatchSpanProcessor({ exporter, ...settings.batch }));
+  const tracer = createSpanTracer(createSampling(settings.sampler), resource, processors);
   const propagation = createPropagation(settings.propagators);
 
   // The peer address of host-name endpoints: one span waits between onConnect and undici's
@@ -68,7 +58,7 @@ export function createTracing(settings: TraceSettings | undefined, resource: Res
   };
 
   return {
-    tracer: provider.getTracer('gatehouse'),
+    tracer,
     extract: propagation.extract,
     inject: propagation.inject,
     traceContext: propagation.traceContext,
@@ -83,24 +73,22 @@ export function createTracing(settings: TraceSettings | undefined, resource: Res
     },
     shutdown: () => {
       if (subscribed) unsubscribe('undici:client:sendHeaders', onSendHeaders);
-      return provider.shutdown();
+      return Promise.all(processors.map((p) => p.shutdown())).then(() => undefined);
     },
   };
 }
 
-function createSampler({ name, ratio }: TraceSettings['sampler']): Sampler {
+function createSampling({ name, ratio }: TraceSettings['sampler']): Sampling {
+  const parentBased = name.startsWith('parentbased_');
   switch (name) {
     case 'always_on':
-      return new AlwaysOnSampler();
-    case 'always_off':
-      return new AlwaysOffSampler();
-    case 'traceidratio':
-      return new TraceIdRatioBasedSampler(ratio);
     case 'parentbased_always_on':
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return { parentBased, root: new AlwaysOnSampler() };
+    case 'always_off':
     case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+      return { parentBased, root: new AlwaysOffSampler() };
+    case 'traceidratio':
     case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
+      return { parentBased, root: new TraceIdRatioBasedSampler(ratio) };
   }
 }
