@@ -155,7 +155,7 @@ function load(url, seconds, run) {
         url,
         connections: Number(args.connections),
         duration: seconds,
-        requests: [{ setupRequest: () => signedRequest(run) }],
+        requests: [{ setupRequest: (req) => ({ ...req, ...signedRequest(run) }) }], // keep autocannon's host: without it Host is "undefined:undefined"
       },
       (err, result) => (err ? reject(err) : resolvePromise(result)),
     );
