@@ -137,8 +137,9 @@ describe('outbox: async', () => {
     await eventually(async () => (await message(g, id)).status === 'dead', 5_000);
     const m = await message(g, id);
     expect(m.lastError).toMatch(/maxAge/);
-    expect(m.attempts).toBeGreaterThanOrEqual(2);
-    expect(m.attempts).toBeLessThanOrEqual(5);
+    // tries every 150-300 ms (equal jitter) until one more would end after the 1 s maxAge: at most 7
+    expect(m.attempts).toBeGreaterThanOrEqual(1);
+    expect(m.attempts).toBeLessThanOrEqual(7);
   });
 
   it('replays a dead message and cancels a pending one, with the status codes of SPEC §11', async () => {
