@@ -350,17 +350,19 @@ describe('cache: stores', () => {
     const get = (path: string) => request(g.url('in') + path);
     for (let i = 0; i < 40; i++) await get(`/warm/${i}`); // the cache is full from here on
     const before = g.memory().rss;
-    // 320 distinct answers of 256 KB: 80 MB through a 2 MB cache
-    for (let i = 0; i < 320; i++) expect((await get(`/big/${i}`)).body.length).toBe(body.length);
+    // 640 distinct answers of 256 KB: 160 MB through a 2 MB cache. A cache that kept them would
+    // grow by 160 MB; garbage the collector has not reclaimed yet accounts for tens of MB (about
+    // 49 MB on Node 24, whose young generation is larger), so the bound is half the total.
+    for (let i = 0; i < 640; i++) expect((await get(`/big/${i}`)).body.length).toBe(body.length);
     const growth = g.memory().rss - before;
-    expect(growth, `RSS grew ${(growth / 1048576).toFixed(1)} MB`).toBeLessThan(48 * 1024 * 1024);
+    expect(growth, `RSS grew ${(growth / 1048576).toFixed(1)} MB`).toBeLessThan(80 * 1024 * 1024);
     const view = (await request(g.admin('/admin/caches'))).json();
     expect(view.caches.r).toMatchObject({ store: 'memory', maxSize: 2 * 1024 * 1024 });
     expect(view.caches.r.bytes).toBeLessThanOrEqual(2 * 1024 * 1024);
     expect(view.caches.r.entries).toBeGreaterThanOrEqual(5);
-    expect((await get('/big/319')).headers['cache-status']).toMatch(/hit/);
+    expect((await get('/big/639')).headers['cache-status']).toMatch(/hit/);
     expect((await get('/big/0')).headers['cache-status']).toMatch(/fwd=miss/);
-    console.info(`memory bound: RSS grew ${(growth / 1048576).toFixed(1)} MB while 80 MB of distinct answers went through a 2 MB cache`);
+    console.info(`memory bound: RSS grew ${(growth / 1048576).toFixed(1)} MB while 160 MB of distinct answers went through a 2 MB cache`);
   });
 
   it('does not store an answer larger than a quarter of maxSize', async () => {
