@@ -24,7 +24,7 @@ import { createCacheObserver } from './telemetry/cache-observer.js';
 import { bridgeOtelDiagnostics } from './telemetry/diagnostics.js';
 import { createLogger } from './telemetry/log.js';
 import { readOtelSettings, withOtelEnv } from './telemetry/otel-env.js';
-import { detectResource } from './telemetry/resource.js';
+import { detectResource, settleResource } from './telemetry/resource.js';
 import { createTracing } from './telemetry/tracing.js';
 import { createWebhookObserver } from './telemetry/webhook-observer.js';
 import { createWebhookRegistry } from './webhook/runtime.js';
@@ -82,10 +82,10 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   for (const { variable, message } of warnings) logger.warn({ variable }, message);
   const restoreDiagnostics = bridgeOtelDiagnostics(logger, () => systemClock.now());
   // the SDK reads its own OTEL_* variables (exporters, resource) as these are built
-  const { tracing, metrics } = withOtelEnv(env, () => {
-    const resource = detectResource(otel.serviceName);
-    return { tracing: createTracing(otel.traces, resource), metrics: createMetrics(otel.metrics, resource) };
-  });
+  const resource = withOtelEnv(env, () => detectResource(otel.serviceName));
+  // host.id is read asynchronously; until it is settled the SDK warns on every read of the resource
+  await settleResource(resource);
+  const { tracing, metrics } = withOtelEnv(env, () => ({ tracing: createTracing(otel.traces, resource), metrics: createMetrics(otel.metrics, resource) }));
   // Buffered for throughput, flushed at least every second so a quiet sidecar's lines still show.
   const accessLogStream = options.accessLogStream ?? pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 1000 });
   const accessLog = config.telemetry.accessLog === 'off' ? noAccessLog : createAccessLog(accessLogStream, options.accessLogFlushMs);

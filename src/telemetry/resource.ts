@@ -17,3 +17,14 @@ export function detectResource(serviceName: string | undefined): Resource {
     .merge(fromEnv)
     .merge(serviceName === undefined ? null : resourceFromAttributes({ 'service.name': serviceName }));
 }
+
+/** Waits (at most `limitMs`) for the detectors' asynchronous attributes (the host detector's `host.id`). */
+export async function settleResource(resource: Resource, limitMs = 1000): Promise<void> {
+  if (resource.asyncAttributesPending !== true) return;
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, limitMs);
+  });
+  await Promise.race([resource.waitForAsyncAttributes?.(), limit]);
+  clearTimeout(timer);
+}

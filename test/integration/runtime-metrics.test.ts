@@ -87,6 +87,20 @@ routes: [{ name: r, listener: in, match: { pathPrefix: / }, upstream: app }]
     expect(fdsAfter - fdsBefore).toBeGreaterThanOrEqual(40);
   });
 
+  it('settles the resource before serving: target_info has host.id and no warning is logged', async () => {
+    const g = await startGatehouse(`
+version: 1
+listeners: [{ name: in, address: 127.0.0.1:0 }]
+upstreams: { app: { endpoints: [http://127.0.0.1:9] } }
+routes: [{ name: r, listener: in, match: { pathPrefix: / }, upstream: app }]
+`);
+    const text = await scrape(g.admin('/metrics'));
+    // the host detector reads host.id asynchronously (/etc/machine-id); read before it settled,
+    // the SDK warned "Accessing resource attributes before async attributes settled" on every scrape
+    expect(text).toMatch(/^target_info\{[^}]*host_name="/m);
+    expect(g.log.all).not.toMatch(/async attributes/);
+  });
+
   it('reports event-loop delay and utilisation: a 300 ms block shows in both', async () => {
     const g = await startGatehouse(`
 version: 1
