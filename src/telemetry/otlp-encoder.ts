@@ -82,15 +82,24 @@ class Writer {
     let low = ORIGIN_NS_LOW + (sub % TWO_32);
     const high = ORIGIN_NS_HIGH + Math.floor(sub / TWO_32) + Math.floor(low / TWO_32);
     low = low % TWO_32;
-    this.buf.writeUInt32LE(low, this.pos);
-    this.buf.writeUInt32LE(high >>> 0, this.pos + 4);
-    this.pos += 8;
+    this.u32(low);
+    this.u32(high >>> 0);
   }
 
   fixed32(v: number): void {
     this.ensure(4);
-    this.buf.writeUInt32LE(v >>> 0, this.pos);
-    this.pos += 4;
+    this.u32(v >>> 0);
+  }
+
+  /** Four little-endian bytes, room ensured (Buffer's writeUInt32LE checks its arguments every call). */
+  private u32(v: number): void {
+    const buf = this.buf;
+    const p = this.pos;
+    buf[p] = v;
+    buf[p + 1] = v >>> 8;
+    buf[p + 2] = v >>> 16;
+    buf[p + 3] = v >>> 24;
+    this.pos = p + 4;
   }
 
   double(v: number): void {
@@ -99,14 +108,25 @@ class Writer {
     this.pos += 8;
   }
 
-  /** A length-delimited string: a short one (< 43 UTF-16 units, at most 128 bytes) needs no measuring. */
+  /**
+   * A length-delimited string. Short ASCII strings (names, routes, paths, addresses: nearly every
+   * attribute) are copied a character at a time, cheaper than a call into the UTF-8 encoder.
+   */
   string(s: string): void {
-    if (s.length < 43) {
-      this.ensure(1 + s.length * 3);
-      const n = this.buf.write(s, this.pos + 1);
-      if (n < 0x80) {
-        this.buf[this.pos] = n;
-        this.pos += 1 + n;
+    const len = s.length;
+    if (len < 0x80) {
+      this.ensure(1 + len * 3);
+      const buf = this.buf;
+      const start = this.pos + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[start + i] = c;
+      }
+      if (i === len) {
+        buf[this.pos] = len;
+        this.pos = start + len;
         return;
       }
     }
@@ -118,16 +138,49 @@ class Writer {
 
   /** A span or trace id (lowercase hex) as bytes. */
   id(hex: string): void {
-    this.ensure(1 + (hex.length >> 1));
-    const n = this.buf.write(hex, this.pos + 1, 'hex');
-    this.buf[this.pos] = n;
-    this.pos += 1 + n;
+    const n = hex.length >> 1;
+    this.ensure(1 + n);
+    const buf = this.buf;
+    let p = this.pos;
+    buf[p++] = n;
+    for (let i = 0; i < n; i++) buf[p++] = (HEX[hex.charCodeAt(2 * i) & 0x7f]! << 4) | HEX[hex.charCodeAt(2 * i + 1) & 0x7f]!;
+    this.pos = p;
+  }
+
+  /**
+   * A KeyValue (field `fieldTag`) whose value is a short ASCII string, every length known up front:
+   * written in one pass. False, with nothing written, when it is not one.
+   */
+  shortStringAttribute(fieldTag: number, key: Buffer, s: string): boolean {
+    const kl = key.length;
+    const l = s.length;
+    const total = kl + l + 4; // key, then value: tag, length, AnyValue.string_value tag, length, bytes
+    if (total >= 0x80) return false;
+    this.ensure(2 + total);
+    const buf = this.buf;
+    const at = this.pos + 2 + kl + 4;
+    for (let i = 0; i < l; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return false;
+      buf[at + i] = c;
+    }
+    let p = this.pos;
+    buf[p++] = fieldTag;
+    buf[p++] = total;
+    for (let i = 0; i < kl; i++) buf[p++] = key[i]!;
+    buf[p++] = KEYVALUE_VALUE;
+    buf[p++] = l + 2;
+    buf[p++] = ANYVALUE_STRING;
+    buf[p] = l;
+    this.pos = at + l;
+    return true;
   }
 
   raw(bytes: Uint8Array): void {
-    this.ensure(bytes.length);
+    const n = bytes.length;
+    this.ensure(n);
     this.buf.set(bytes, this.pos);
-    this.pos += bytes.length;
+    this.pos += n;
   }
 
   /** A field's tag (field numbers above 15 take two bytes). */
@@ -190,6 +243,12 @@ class Writer {
 
 /** `KeyValue.key` of an attribute key (tag, length, UTF-8), encoded once per key. */
 const keys = new Map<string, Buffer>();
+const KEYVALUE_VALUE = tag(2, LEN);
+const ANYVALUE_STRING = tag(1, LEN);
+/** Hex digit values by character code (ids are lowercase hex; anything else reads as 0). */
+const HEX = new Uint8Array(128);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX[97 + i] = HEX[65 + i] = 10 + i;
 function keyBytes(key: string): Buffer {
   let b = keys.get(key);
   if (b === undefined) {
@@ -253,9 +312,11 @@ function keyValue(w: Writer, key: string, value: unknown): void {
 /** Repeated KeyValue of field `field`; undefined and null values are not attributes. */
 function attributes(w: Writer, field: number, attrs: Attributes | undefined): void {
   if (attrs === undefined) return;
+  const fieldTag = tag(field, LEN);
   for (const key in attrs) {
     const value = attrs[key];
     if (value === undefined || value === null) continue;
+    if (typeof value === 'string' && w.shortStringAttribute(fieldTag, keyBytes(key), value)) continue;
     const kv = w.begin(field, 1);
     keyValue(w, key, value);
     w.end(kv, 1);
@@ -347,7 +408,8 @@ export function createTraceEncoder(resource: Resource, scope: { name: string; ve
     for (const s of spans) span(w, s);
     w.end(ss, 3);
     w.end(rs, 3);
-    const out = Buffer.from(w.buf.subarray(0, w.pos)); // the exporter may keep it to retry
+    const out = Buffer.allocUnsafeSlow(w.pos); // a copy: the exporter may keep it to retry
+    w.buf.copy(out, 0, 0, w.pos);
     if (w.buf.length > 1024 * 1024) w = new Writer(64 * 1024); // one huge batch does not pin its buffer
     return out;
   };

@@ -46,6 +46,11 @@ describe('the OTLP protobuf encoder', () => {
     server.setAttribute('flag', false);
     server.setAttribute('list', [1, 2, 3]);
     server.setAttribute('long', 'x'.repeat(300));
+    // around the one-pass short-string path: a KeyValue of 127 bytes, of 128, non-ASCII, empty
+    for (const n of [119, 120, 121, 126, 127, 128]) server.setAttribute(`k${n}`, 'y'.repeat(n));
+    server.setAttribute('accent', 'caf\u00e9');
+    server.setAttribute('high', 'a\u0080b');
+    server.setAttribute('empty', '');
     server.addEvent('gatehouse.retry', { attempt: 2, reason: 'status 503' });
     server.addEvent('bare');
     server.setStatus({ code: SpanStatusCode.ERROR, message: 'upstream_unavailable' });
