@@ -1,19 +1,22 @@
-import { Metadata } from '@grpc/grpc-js';
-import { OTLPMetricExporter as GrpcMetricExporter } from '@opentelemetry/exporter-metrics-otlp-grpc';
-import { OTLPMetricExporter as JsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPMetricExporter as ProtobufMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import { OTLPTraceExporter as GrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as ProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { createRequire } from 'node:module';
+import type { Metadata } from '@grpc/grpc-js';
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { convertLegacyOtlpGrpcOptions, createOtlpGrpcExportDelegate } from '@opentelemetry/otlp-grpc-exporter-base';
 import { ProtobufTraceSerializer, TraceExporterMetricsHelper, type ISerializer, type IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import { createTraceEncoder } from './otlp-encoder.js';
 import type { OtlpTarget } from './otel-env.js';
+
+/**
+ * The exporter packages a config does not use are not loaded: gRPC (@grpc/grpc-js), the JSON
+ * exporters and the metric exporters cost a sidecar about 10 MB of resident memory together and
+ * most deployments use one protocol for traces only. They are CommonJS, so a synchronous require.
+ */
+const load = createRequire(import.meta.url);
+const grpcBase = () => load('@opentelemetry/otlp-grpc-exporter-base') as typeof import('@opentelemetry/otlp-grpc-exporter-base');
+const grpcMetadata = () => (load('@grpc/grpc-js') as typeof import('@grpc/grpc-js')).Metadata;
 
 interface HttpOptions {
   url?: string;
@@ -23,15 +26,24 @@ interface GrpcOptions {
   url?: string;
   metadata?: Metadata;
 }
-/** One signal's exporter class per protocol. */
+/** One signal's exporter class per protocol, loaded when first used. */
 interface ExporterClasses<T> {
-  readonly 'http/protobuf': new (options: HttpOptions) => T;
-  readonly 'http/json': new (options: HttpOptions) => T;
-  readonly grpc: new (options: GrpcOptions) => T;
+  readonly 'http/protobuf': () => new (options: HttpOptions) => T;
+  readonly 'http/json': () => new (options: HttpOptions) => T;
+  readonly grpc: () => new (options: GrpcOptions) => T;
 }
 
-const SPAN_EXPORTERS: ExporterClasses<SpanExporter> = { 'http/protobuf': ProtobufTraceExporter, 'http/json': JsonTraceExporter, grpc: GrpcTraceExporter };
-const METRIC_EXPORTERS: ExporterClasses<PushMetricExporter> = { 'http/protobuf': ProtobufMetricExporter, 'http/json': JsonMetricExporter, grpc: GrpcMetricExporter };
+// only http/json spans use a class: protobuf goes through gatehouse's encoder (createProtobufSpanExporter)
+const SPAN_EXPORTERS: ExporterClasses<SpanExporter> = {
+  'http/protobuf': () => (load('@opentelemetry/exporter-trace-otlp-proto') as typeof import('@opentelemetry/exporter-trace-otlp-proto')).OTLPTraceExporter,
+  'http/json': () => (load('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter,
+  grpc: () => (load('@opentelemetry/exporter-trace-otlp-grpc') as typeof import('@opentelemetry/exporter-trace-otlp-grpc')).OTLPTraceExporter,
+};
+const METRIC_EXPORTERS: ExporterClasses<PushMetricExporter> = {
+  'http/protobuf': () => (load('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter,
+  'http/json': () => (load('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter,
+  grpc: () => (load('@opentelemetry/exporter-metrics-otlp-grpc') as typeof import('@opentelemetry/exporter-metrics-otlp-grpc')).OTLPMetricExporter,
+};
 
 /**
  * The OTLP exporter of a protocol (OTEL_EXPORTER_OTLP_PROTOCOL): `http/protobuf` and `http/json`
@@ -58,8 +70,8 @@ function createProtobufSpanExporter({ protocol, url, headers: secrets }: OtlpTar
   const where = url === undefined ? {} : { url };
   const delegate =
     protocol === 'grpc'
-      ? createOtlpGrpcExportDelegate(
-          convertLegacyOtlpGrpcOptions({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) }, 'TRACES'),
+      ? grpcBase().createOtlpGrpcExportDelegate(
+          grpcBase().convertLegacyOtlpGrpcOptions({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) }, 'TRACES'),
           serializer,
           'otlp_grpc_span_exporter',
           TraceExporterMetricsHelper,
@@ -83,8 +95,8 @@ export const createMetricExporter = (target: OtlpTarget): PushMetricExporter => 
 function createExporter<T>(classes: ExporterClasses<T>, { protocol, url, headers: secrets }: OtlpTarget): T {
   const headers = reveal(secrets);
   const where = url === undefined ? {} : { url };
-  if (protocol === 'grpc') return new classes.grpc({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) });
-  return new classes[protocol]({ ...where, ...(headers ? { headers } : {}) });
+  if (protocol === 'grpc') return new (classes.grpc())({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) });
+  return new (classes[protocol]())({ ...where, ...(headers ? { headers } : {}) });
 }
 
 /** The YAML's header secrets, unwrapped only here, where they go on the wire to the collector. */
@@ -93,7 +105,7 @@ function reveal(headers: OtlpTarget['headers']): Record<string, string> | undefi
 }
 
 function metadataOf(headers: Record<string, string>): Metadata {
-  const metadata = new Metadata();
+  const metadata = new (grpcMetadata())();
   for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
   return metadata;
 }
