@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock.js';
 import type { UpstreamClient } from '../core/upstream.js';
 import type { Config } from '../config/schema.js';
-import { DEFAULT_SQLITE_STORE, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
+import { DEFAULT_SQLITE_STORE, openSqlite, type SqliteDatabase, type StoreRegistry } from '../stores/stores.js';
 import type { DeliveryStore } from './store.js';
 import { createRedisDeliveryStore } from './store-redis.js';
 import { sqliteDeliveryStore } from './store-sqlite.js';
@@ -62,7 +61,7 @@ export function createDeliveryEngine(deps: DeliveryEngineDeps): DeliveryEngine {
         case 'memory': {
           let db = memoryDbs.get(name);
           if (db === undefined) {
-            db = new Database(':memory:');
+            db = openSqlite(':memory:');
             memoryDbs.set(name, db);
             logger.warn({ store: name, route }, `route '${route}' keeps its messages in memory store '${name}': they are lost when gatehouse stops (not durable)`);
           }

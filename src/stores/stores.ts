@@ -1,13 +1,23 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import Database from 'better-sqlite3';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { fingerprint } from '../config/fingerprint.js';
 import type { Config, StoreConfig } from '../config/schema.js';
 
 export type SqliteDatabase = Database.Database;
+
+/**
+ * The Redis client and the SQLite binding are loaded by the first store of their kind: a gatehouse
+ * with memory stores only (most sidecars) does not hold them (about 8 MB of resident memory). Both
+ * are CommonJS, so a synchronous require.
+ */
+const load = createRequire(import.meta.url);
+export const openSqlite = (file: string): SqliteDatabase => new (load('better-sqlite3') as typeof Database)(file);
+const newRedis = (url: string, options: RedisOptions): Redis => new (load('ioredis') as typeof import('ioredis')).Redis(url, options);
 
 /**
  * The named `stores:` of the config, opened on first use and shared by every quota and webhook
@@ -162,7 +172,7 @@ export function createStoreRegistry(initial: Config, logger: Logger, cwd = proce
         entry = { print };
         break;
       case 'redis': {
-        const client = new Redis(cfg.url, {
+        const client = newRedis(cfg.url, {
           keyPrefix: cfg.keyPrefix,
           connectTimeout: cfg.connectTimeout,
           commandTimeout: cfg.commandTimeout,
@@ -187,7 +197,7 @@ export function createStoreRegistry(initial: Config, logger: Logger, cwd = proce
       case 'sqlite': {
         const file = resolve(cwd, cfg.path ?? resolve(config.dataDir, 'gatehouse.db'));
         mkdirSync(dirname(file), { recursive: true });
-        const db = new Database(file);
+        const db = openSqlite(file);
         db.pragma('journal_mode = WAL');
         db.pragma('synchronous = FULL');
         db.pragma('busy_timeout = 5000');
