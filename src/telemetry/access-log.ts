@@ -62,10 +62,10 @@ export function createAccessLog(destination: DestinationStream, flushMs = FLUSH_
   let timeMs = 0;
   let time = '';
   const log = (entry: AccessLogEntry) => {
-    const now = new Date();
-    if (now.getTime() !== timeMs) {
-      timeMs = now.getTime();
-      time = now.toISOString(); // once per millisecond, not per line: it costs more than the rest of the line
+    const now = Date.now();
+    if (now !== timeMs) {
+      timeMs = now;
+      time = new Date(now).toISOString(); // once per millisecond, not per line: it costs more than the rest of the line
     }
     pending += formatAccessLine(entry, time);
     if (pending.length >= BATCH_CHARS) flush();
