@@ -41,19 +41,22 @@ export const QUICK_LOADS = ['get-1k-c50', 'get-1k-c1'];
 
 /**
  * kind: 'upstream'    the origin itself (an nginx serving the same files, on the proxy's core)
- *       'gatehouse'   node --max-semi-space-size=64 dist/main.js run -c <config>
+ *       'gatehouse'   node <nodeFlags> dist/main.js run -c <config>; nodeFlags default to
+ *                     --max-semi-space-size=64 (throughput), the sidecar's are the image's
  *       'node'        node <script> PORT UPSTREAM_URL
  *       'nginx-proxy' nginx, one worker, keep-alive reverse proxy (docs/performance.md, "A fair nginx")
  * compare: part of the main comparison table (and its ratios).
  * scheme: 'https' for a TLS listener (wrk and the harness's own clients keep their connections).
  * sidecar: also measured at a constant 1,000 req/s (RSS and CPU at that rate; see run.mjs).
+ * steady: measured at that rate too when a sidecar target runs, as a floor to compare it with.
  */
 export const TARGETS = [
   { name: 'direct', kind: 'upstream', label: 'upstream directly', compare: true },
   { name: 'gatehouse', kind: 'gatehouse', config: 'bench/gatehouse.yaml', label: 'gatehouse', compare: true },
-  { name: 'reference', kind: 'node', script: 'bench/reference-proxy.mjs', label: 'reference (node:http + undici Pool.stream)', compare: true },
+  // steady: also measured at the sidecar's constant rate, as the floors it is compared with
+  { name: 'reference', kind: 'node', script: 'bench/reference-proxy.mjs', label: 'reference (node:http + undici Pool.stream)', compare: true, steady: true },
   { name: 'fastify', kind: 'node', script: 'bench/fastify-proxy.mjs', label: 'fastify 5 + @fastify/http-proxy 11', compare: true },
-  { name: 'nginx', kind: 'nginx-proxy', label: 'nginx 1 worker', compare: true },
+  { name: 'nginx', kind: 'nginx-proxy', label: 'nginx 1 worker', compare: true, steady: true },
   {
     name: 'gatehouse-tracing',
     kind: 'gatehouse',
@@ -127,6 +130,7 @@ export const TARGETS = [
     baseline: 'gatehouse',
     scheme: 'https',
     sidecar: true,
+    nodeFlags: ['--max-semi-space-size=16'], // as the image runs it (Dockerfile's NODE_OPTIONS)
     loads: ['get-1k-c50', 'get-1k-c1'],
     services: ['otlp'],
     setup: async (ctx) => {
