@@ -405,12 +405,33 @@ export function createTraceEncoder(resource: Resource, scope: { name: string; ve
     w.raw(head.resource);
     const ss = w.begin(2, 3);
     w.raw(head.scope);
-    for (const s of spans) span(w, s);
+    for (const s of spans) {
+      if (s.encoded !== undefined) w.raw(s.encoded);
+      else span(w, s);
+    }
     w.end(ss, 3);
     w.end(rs, 3);
     const out = Buffer.allocUnsafeSlow(w.pos); // a copy: the exporter may keep it to retry
     w.buf.copy(out, 0, 0, w.pos);
     if (w.buf.length > 1024 * 1024) w = new Writer(64 * 1024); // one huge batch does not pin its buffer
     return out;
+  };
+}
+
+/** Spans are pre-encoded into slabs of this size; one slab is held until its last span is exported. */
+const SLAB = 64 * 1024;
+
+/**
+ * Encodes each span as it ends (`RecordedSpan.encoded`, a view into a shared slab), so that a
+ * batch's export copies bytes instead of encoding 512 spans in one turn of the event loop: that
+ * turn took about 2 ms (up to 9 ms) and was every traced request's p99 at one connection.
+ */
+export function createSpanPreEncoder(): (span: RecordedSpan) => void {
+  let w = new Writer(SLAB);
+  return (s) => {
+    if (w.buf.length - w.pos < 4096) w = new Writer(SLAB);
+    const start = w.pos;
+    span(w, s); // a span longer than what is left moves the slab's bytes to a larger one: views already taken keep the old
+    s.encoded = w.buf.subarray(start, w.pos);
   };
 }

@@ -57,6 +57,8 @@ const SCOPE = { name: 'gatehouse' };
 interface Sink {
   readonly resource: Resource;
   readonly processors: readonly SpanProcessor[];
+  /** Called when a span ends, before the processors see it (the OTLP protobuf pre-encoder). */
+  readonly onEnd: ((span: RecordedSpan) => void) | undefined;
 }
 
 export class RecordedSpan implements Span, ReadableSpan {
@@ -67,6 +69,8 @@ export class RecordedSpan implements Span, ReadableSpan {
   droppedAttributesCount = 0;
   droppedEventsCount = 0;
   droppedLinksCount = 0;
+  /** The span's OTLP protobuf, written when it ended (otlp-encoder.ts), when the exporter wants it. */
+  encoded: Uint8Array | undefined = undefined;
   private count = -1; // attributes, counted when one is added after the start
 
   constructor(
@@ -155,6 +159,7 @@ export class RecordedSpan implements Span, ReadableSpan {
     }
     const end = endTime === undefined ? performance.now() : msOf(endTime);
     this.endMs = end < this.startMs ? this.startMs : end;
+    this.sink.onEnd?.(this);
     for (const p of this.sink.processors) p.onEnd(this);
   }
 
@@ -273,8 +278,13 @@ export interface Sampling {
 }
 
 /** The OpenTelemetry API `Tracer` of gatehouse's spans: the SDK's samplers, the SDK's span processors. */
-export function createSpanTracer(sampling: Sampling, resource: Resource, processors: readonly SpanProcessor[]): SpanTracer {
-  const sink: Sink = { resource, processors };
+export function createSpanTracer(
+  sampling: Sampling,
+  resource: Resource,
+  processors: readonly SpanProcessor[],
+  onEnd?: (span: RecordedSpan) => void,
+): SpanTracer {
+  const sink: Sink = { resource, processors, onEnd };
   const { parentBased, root } = sampling;
 
   function start(name: string, kind: SpanKind, attributes: Attributes, parent: SpanContext | undefined, links: Link[] | undefined, startMs: number): Span {

@@ -4,6 +4,7 @@ import { SpanKind, type Span } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import { AlwaysOffSampler, AlwaysOnSampler, BatchSpanProcessor, ConsoleSpanExporter, TraceIdRatioBasedSampler, type SpanExporter } from '@opentelemetry/sdk-trace';
 import { createSpanExporter } from './exporters.js';
+import { createSpanPreEncoder } from './otlp-encoder.js';
 import { ATTR } from '../core/names.js';
 import type { TraceSettings } from './otel-env.js';
 import { createPropagation, type Propagation } from './propagation.js';
@@ -40,7 +41,9 @@ export function createTracing(settings: TraceSettings | undefined, resource: Res
   if (settings === undefined) return undefined;
   const exporters: SpanExporter[] = settings.exporters.map((name) => (name === 'otlp' ? createSpanExporter(settings.otlp, resource) : new ConsoleSpanExporter()));
   const processors = exporters.map((exporter) => new BatchSpanProcessor({ exporter, ...settings.batch }));
-  const tracer = createSpanTracer(createSampling(settings.sampler), resource, processors);
+  // OTLP protobuf spans are encoded as each ends: an export then copies bytes (otlp-encoder.ts)
+  const protobuf = settings.exporters.includes('otlp') && settings.otlp.protocol !== 'http/json';
+  const tracer = createSpanTracer(createSampling(settings.sampler), resource, processors, protobuf ? createSpanPreEncoder() : undefined);
   const propagation = createPropagation(settings.propagators);
 
   // The peer address of host-name endpoints: one span waits between onConnect and undici's

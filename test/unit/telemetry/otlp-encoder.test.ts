@@ -7,7 +7,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AlwaysOffSampler, AlwaysOnSampler, TraceIdRatioBasedSampler, type ReadableSpan, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import { createTraceEncoder } from '../../../src/telemetry/otlp-encoder.js';
+import { createSpanPreEncoder, createTraceEncoder } from '../../../src/telemetry/otlp-encoder.js';
 import { createSpanTracer, RecordedSpan, type Sampling } from '../../../src/telemetry/span.js';
 
 // gatehouse's OTLP protobuf encoder against the OpenTelemetry transformer's serializer, both read
@@ -28,15 +28,19 @@ const resource = resourceFromAttributes({
   ok: true,
 });
 
-function tracerWith(sampling: Sampling = { parentBased: true, root: new AlwaysOnSampler() }) {
+function tracerWith(sampling: Sampling = { parentBased: true, root: new AlwaysOnSampler() }, onEnd?: (span: RecordedSpan) => void) {
   const ended: ReadableSpan[] = [];
   const processor: SpanProcessor = { onStart: () => {}, onEnd: (s) => void ended.push(s), forceFlush: async () => {}, shutdown: async () => {} };
-  return { tracer: createSpanTracer(sampling, resource, [processor]), ended };
+  return { tracer: createSpanTracer(sampling, resource, [processor], onEnd), ended };
 }
 
 describe('the OTLP protobuf encoder', () => {
-  it('writes what the OpenTelemetry transformer writes, for every kind of field and value', () => {
-    const { tracer, ended } = tracerWith();
+  // each span encoded when it ends (what tracing does for OTLP protobuf) or all at export
+  it.each([
+    ['at export', false],
+    ['as each span ends', true],
+  ])('writes what the OpenTelemetry transformer writes, for every kind of field and value, encoding %s', (_when, preEncode) => {
+    const { tracer, ended } = tracerWith(undefined, preEncode ? createSpanPreEncoder() : undefined);
     const remote = { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED, isRemote: true, traceState: new TraceState('vendor=a,other=b') };
     const server = tracer.start('GET /api/checkout/*', SpanKind.SERVER, { 'http.request.method': 'GET', 'url.query': undefined, 'server.port': 8080, 'user_agent.original': 'ü-agent ✓ '.repeat(20) }, remote);
     server.setAttribute('http.response.status_code', 503);
@@ -59,7 +63,10 @@ describe('the OTLP protobuf encoder', () => {
     const delivery = tracer.start('POST', SpanKind.CLIENT, { 'gatehouse.webhook.id': 'wh-1' }, undefined, [{ context: remote, attributes: { 'gatehouse.link': 'cause' } }]);
     delivery.end();
     server.end();
-    for (let i = 0; i < 300; i++) tracer.start(`span ${i}`, SpanKind.INTERNAL, { i }, undefined).end(); // a batch longer than 16 KiB
+    for (let i = 0; i < 1500; i++) tracer.start(`span ${i}`, SpanKind.INTERNAL, { i }, undefined).end(); // more than a 64 KiB slab of spans
+    // spans longer than what a 64 KiB slab has left, and enough of them to fill several slabs
+    for (let i = 0; i < 40; i++) tracer.start(`big ${i}`, SpanKind.INTERNAL, { blob: 'z'.repeat(3000 + 500 * i) }, undefined).end();
+    expect(ended.every((s) => (s as RecordedSpan).encoded !== undefined)).toBe(preEncode);
 
     const ours = createTraceEncoder(resource, { name: 'gatehouse' })(ended as RecordedSpan[]);
     const theirs = ProtobufTraceSerializer.serializeRequest(ended)!;
