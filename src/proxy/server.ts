@@ -59,7 +59,10 @@ export function createListeners(state: ProxyState, deps: PipelineDeps) {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => refuseUnparsable(err, socket, tlsFailure));
     // A TLS listener is fronted by a plain TCP server that reads the first byte: a TLS handshake
     // goes on to the HTTPS server, plain HTTP gets nginx's plaintext 400 instead of an empty reply.
-    const front: NetServer = cfg.tls === undefined ? server : createNetServer({ pauseOnConnect: true }, (socket) => sniff(socket, b));
+    // noDelay here too: the HTTPS server sets it only on connections it accepts itself, and with
+    // Nagle on, a response written in two segments waited for the client's delayed ACK (p99 at one
+    // connection 15 ms against 2 ms over plain HTTP).
+    const front: NetServer = cfg.tls === undefined ? server : createNetServer({ pauseOnConnect: true, noDelay: true }, (socket) => sniff(socket, b));
     front.listen(cfg.address.port, cfg.address.host);
     try {
       await once(front, 'listening'); // rejects with the 'error' event
