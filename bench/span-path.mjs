@@ -3,6 +3,8 @@
 // for the upstream, both ended, batches of 512 encoded as OTLP protobuf), with the OpenTelemetry
 // SDK (TracerProvider + ProtobufTraceSerializer, what gatehouse used before issue 16) and with
 // gatehouse's spans and encoder (dist/telemetry). Rounds alternate; CPU time per request.
+// Then the encoders alone: one batch of 512 of gatehouse's spans (256 traced requests) written by
+// the transformer's ProtobufTraceSerializer and by gatehouse's encoder, CPU time per span.
 //   npm run build && taskset -c 1 node bench/span-path.mjs [requests per round]
 import { ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
@@ -116,3 +118,28 @@ for (let round = 0; round < 8; round++) {
 }
 const median = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1];
 for (const [name, xs] of Object.entries(cpu)) console.log(`${name.padEnd(34)} ${median(xs).toFixed(2)} µs CPU per request (median of ${xs.length} rounds of ${N})`);
+
+// The encoders alone, on the same 512 recorded spans
+const recorded = [];
+const keep = { onStart() {}, onEnd: (span) => void recorded.push(span), forceFlush: async () => {}, shutdown: async () => {} };
+const recorder = createSpanTracer({ parentBased: true, root: new AlwaysOnSampler() }, resource, [keep]);
+for (let i = 0; recorded.length < 512; i++) {
+  const server = recorder.start('GET /api/*', SpanKind.SERVER, { ...serverAttrs(i), 'http.route': '/api/*', 'gatehouse.route': 'store-api', 'gatehouse.upstream': 'store' }, undefined);
+  const client = recorder.start('GET', SpanKind.CLIENT, clientAttrs(), server.spanContext());
+  client.setAttribute('http.response.status_code', 200);
+  client.end();
+  server.setAttribute('http.response.status_code', 200);
+  server.end();
+}
+const encoders = { "transformer's ProtobufTraceSerializer": (spans) => ProtobufTraceSerializer.serializeRequest(spans), "gatehouse's encoder": createTraceEncoder(resource, { name: 'gatehouse' }) };
+const perSpan = Object.fromEntries(Object.keys(encoders).map((k) => [k, []]));
+const bytes = {};
+for (let round = 0; round < 8; round++) {
+  for (const [name, encode] of round % 2 ? Object.entries(encoders).reverse() : Object.entries(encoders)) {
+    const t0 = process.cpuUsage();
+    for (let i = 0; i < 200; i++) bytes[name] = encode(recorded).length;
+    const t = process.cpuUsage(t0);
+    if (round >= 2) perSpan[name].push(((t.user + t.system) * 1000) / (200 * recorded.length));
+  }
+}
+for (const [name, xs] of Object.entries(perSpan)) console.log(`${name.padEnd(38)} ${median(xs).toFixed(0)} ns CPU per span (${bytes[name]} bytes per batch of ${recorded.length}; median of ${xs.length} rounds)`);
