@@ -4,7 +4,7 @@ import { startAdminServer, type AdminSource, type ReloadResult } from './admin/s
 import { answer } from './core/admin.js';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { fingerprint } from './config/fingerprint.js';
-import { loadConfigFile, type LoadedConfig } from './config/load.js';
+import type { LoadedConfig } from './config/load.js';
 import { loadConfigOffThread } from './config/load-off-thread.js';
 import { fileVersion, watchFiles, type FileWatch } from './config/watch.js';
 import { cachesView, compilePlan, retiredUpstreams, type Plan, type PlanDeps, type PlanObservers } from './proxy/plan.js';
@@ -71,7 +71,8 @@ export async function startGatehouse(options: StartOptions): Promise<Gatehouse> 
   const env = options.env ?? process.env;
   const file = options.configFile;
   const firstVersion = fileVersion(file); // before reading: a change from here on is seen by the watcher
-  const first = options.loadOffThread === true ? await loadConfigOffThread(file, { env }) : loadConfigFile(file, { env });
+  // in this thread only when asked: the schema (zod) and the YAML parser stay out of the serving thread
+  const first = options.loadOffThread === true ? await loadConfigOffThread(file, { env }) : (await import('./config/load.js')).loadConfigFile(file, { env });
   const { config } = first;
 
   // the OTEL_* variables are read before the logger exists (they may set nothing it needs, but

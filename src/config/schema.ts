@@ -2,9 +2,11 @@ import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { linearRegexProblem } from '../core/regex.js';
-import { MAX_REFERENCED_BYTES, readBoundedFile } from './read.js';
 import { Secret } from './secret.js';
 import { parseDuration, parseSize } from './units.js';
+import { isLoopbackHost, LOG_LEVELS, OTLP_PROTOCOLS, readPem } from './values.js';
+
+export { isLoopbackHost, LOG_LEVELS, OTLP_PROTOCOLS, readPem };
 
 /*
  * The one definition of the config file's shape. `Config` is inferred from it; every key is
@@ -142,15 +144,6 @@ const headerRules = z.strictObject({
 
 // ---------------------------------------------------------------- security building blocks
 
-/**
- * PEM material: inline (`-----BEGIN ...`, typically from `${file:}` or `${env:}`) or a file path
- * (relative to the working directory). Checked after parsing (`files.ts`) so `gatehouse validate`
- * reports an unreadable or unparsable file at its position; read again at runtime (rotation).
- * A path must name a regular file of at most 1 MB (SPEC §3.1).
- */
-export function readPem(source: string): string {
-  return source.trimStart().startsWith('-----BEGIN') ? source : readBoundedFile(source, MAX_REFERENCED_BYTES);
-}
 
 const pemCert = z.string({ error: 'must be a PEM file path or PEM text' }).min(1);
 const pemKey = z
@@ -167,10 +160,6 @@ const secureUrl = z.string({ error: 'must be an https:// URL' }).superRefine((te
   }
 });
 
-export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
-}
 
 /** JWS algorithms for public keys. HMAC (HS*) and `none` are not accepted: no algorithm confusion. */
 export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
@@ -380,12 +369,9 @@ const Admin = z
     }
   });
 
-/** OTLP encodings (OTEL_EXPORTER_OTLP_PROTOCOL): the specification's default is http/protobuf. */
-export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
 const otlpProtocol = z.enum(OTLP_PROTOCOLS, { error: 'must be one of "http/protobuf", "http/json", "grpc"' });
 const otlpEndpoint = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 
-export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
 /**
  * Unset keys fall back to the OTEL_* variables (SPEC §8) and then to gatehouse's defaults, in

@@ -4,7 +4,8 @@ import { isIP } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { buildConnector } from 'undici';
-import { readPem, type ListenerTlsConfig, type UpstreamTlsConfig } from '../config/schema.js';
+import type { ListenerTlsConfig, UpstreamTlsConfig } from '../config/schema.js';
+import { readPem } from '../config/values.js';
 import type { Stage } from '../core/exchange.js';
 import { toHeaderValue } from './header-value.js';
 

@@ -1,4 +1,5 @@
-import { LOG_LEVELS, OTLP_PROTOCOLS, type TelemetryConfig } from '../config/schema.js';
+import type { TelemetryConfig } from '../config/schema.js';
+import { LOG_LEVELS, OTLP_PROTOCOLS } from '../config/values.js';
 import type { Secret } from '../config/secret.js';
 
 /**
