@@ -33,12 +33,8 @@ interface ExporterClasses<T> {
   readonly grpc: () => new (options: GrpcOptions) => T;
 }
 
-// only http/json spans use a class: protobuf goes through gatehouse's encoder (createProtobufSpanExporter)
-const SPAN_EXPORTERS: ExporterClasses<SpanExporter> = {
-  'http/protobuf': () => (load('@opentelemetry/exporter-trace-otlp-proto') as typeof import('@opentelemetry/exporter-trace-otlp-proto')).OTLPTraceExporter,
-  'http/json': () => (load('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter,
-  grpc: () => (load('@opentelemetry/exporter-trace-otlp-grpc') as typeof import('@opentelemetry/exporter-trace-otlp-grpc')).OTLPTraceExporter,
-};
+// the one span exporter class used: protobuf and gRPC go through gatehouse's encoder (createProtobufSpanExporter)
+const jsonSpanExporter = () => (load('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter;
 const METRIC_EXPORTERS: ExporterClasses<PushMetricExporter> = {
   'http/protobuf': () => (load('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter,
   'http/json': () => (load('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter,
@@ -52,7 +48,7 @@ const METRIC_EXPORTERS: ExporterClasses<PushMetricExporter> = {
  * itself, and merges its headers under the YAML's. Build inside `withOtelEnv`.
  */
 export function createSpanExporter(target: OtlpTarget, resource: Resource): SpanExporter {
-  if (target.protocol === 'http/json') return createExporter(SPAN_EXPORTERS, target);
+  if (target.protocol === 'http/json') return new (jsonSpanExporter())(httpOptions(target));
   return createProtobufSpanExporter(target, resource);
 }
 
@@ -61,17 +57,15 @@ export function createSpanExporter(target: OtlpTarget, resource: Resource): Span
  * transformer's serializer: the SDK's own export delegates, which read the same OTEL_EXPORTER_OTLP_*
  * variables, send, retry and decode the response as the SDK's exporter classes do.
  */
-function createProtobufSpanExporter({ protocol, url, headers: secrets }: OtlpTarget, resource: Resource): SpanExporter {
-  const headers = reveal(secrets);
+function createProtobufSpanExporter(target: OtlpTarget, resource: Resource): SpanExporter {
   const serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
     serializeRequest: createTraceEncoder(resource, { name: 'gatehouse' }) as (spans: readonly ReadableSpan[]) => Uint8Array,
     deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
   };
-  const where = url === undefined ? {} : { url };
   const delegate =
-    protocol === 'grpc'
+    target.protocol === 'grpc'
       ? grpcBase().createOtlpGrpcExportDelegate(
-          grpcBase().convertLegacyOtlpGrpcOptions({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) }, 'TRACES'),
+          grpcBase().convertLegacyOtlpGrpcOptions(grpcOptions(target), 'TRACES'),
           serializer,
           'otlp_grpc_span_exporter',
           TraceExporterMetricsHelper,
@@ -80,7 +74,7 @@ function createProtobufSpanExporter({ protocol, url, headers: secrets }: OtlpTar
           '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
         )
       : createOtlpHttpExportDelegate(
-          convertLegacyHttpOptions({ ...where, ...(headers ? { headers } : {}) }, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+          convertLegacyHttpOptions(httpOptions(target), 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
           serializer,
           'otlp_http_span_exporter',
           TraceExporterMetricsHelper,
@@ -92,11 +86,21 @@ function createProtobufSpanExporter({ protocol, url, headers: secrets }: OtlpTar
 /** The same for metrics (`telemetry.metrics.otlp`, OTEL_METRICS_EXPORTER=otlp). */
 export const createMetricExporter = (target: OtlpTarget): PushMetricExporter => createExporter(METRIC_EXPORTERS, target);
 
-function createExporter<T>(classes: ExporterClasses<T>, { protocol, url, headers: secrets }: OtlpTarget): T {
-  const headers = reveal(secrets);
-  const where = url === undefined ? {} : { url };
-  if (protocol === 'grpc') return new (classes.grpc())({ ...where, ...(headers ? { metadata: metadataOf(headers) } : {}) });
-  return new (classes[protocol]())({ ...where, ...(headers ? { headers } : {}) });
+function createExporter<T>(classes: ExporterClasses<T>, target: OtlpTarget): T {
+  if (target.protocol === 'grpc') return new (classes.grpc())(grpcOptions(target));
+  return new (classes[target.protocol]())(httpOptions(target));
+}
+
+/** What the YAML says of the collector, as the OTLP/HTTP exporters take it. */
+function httpOptions({ url, headers }: OtlpTarget): HttpOptions {
+  const revealed = reveal(headers);
+  return { ...(url === undefined ? {} : { url }), ...(revealed ? { headers: revealed } : {}) };
+}
+
+/** The same for OTLP/gRPC: the headers as metadata. */
+function grpcOptions({ url, headers }: OtlpTarget): GrpcOptions {
+  const revealed = reveal(headers);
+  return { ...(url === undefined ? {} : { url }), ...(revealed ? { metadata: metadataOf(revealed) } : {}) };
 }
 
 /** The YAML's header secrets, unwrapped only here, where they go on the wire to the collector. */
