@@ -116,17 +116,9 @@ class Writer {
     const len = s.length;
     if (len < 0x80) {
       this.ensure(1 + len * 3);
-      const buf = this.buf;
-      const start = this.pos + 1;
-      let i = 0;
-      for (; i < len; i++) {
-        const c = s.charCodeAt(i);
-        if (c >= 0x80) break;
-        buf[start + i] = c;
-      }
-      if (i === len) {
-        buf[this.pos] = len;
-        this.pos = start + len;
+      if (this.ascii(s, this.pos + 1)) {
+        this.buf[this.pos] = len;
+        this.pos += 1 + len;
         return;
       }
     }
@@ -147,6 +139,17 @@ class Writer {
     this.pos = p;
   }
 
+  /** Copies `s` to `at` (room ensured) when it is ASCII, one byte per character; false at the first character that is not. */
+  private ascii(s: string, at: number): boolean {
+    const buf = this.buf;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return false;
+      buf[at + i] = c;
+    }
+    return true;
+  }
+
   /**
    * A KeyValue (field `fieldTag`) whose value is a short ASCII string, every length known up front:
    * written in one pass. False, with nothing written, when it is not one.
@@ -157,13 +160,9 @@ class Writer {
     const total = kl + l + 4; // key, then value: tag, length, AnyValue.string_value tag, length, bytes
     if (total >= 0x80) return false;
     this.ensure(2 + total);
-    const buf = this.buf;
     const at = this.pos + 2 + kl + 4;
-    for (let i = 0; i < l; i++) {
-      const c = s.charCodeAt(i);
-      if (c >= 0x80) return false;
-      buf[at + i] = c;
-    }
+    if (!this.ascii(s, at)) return false;
+    const buf = this.buf;
     let p = this.pos;
     buf[p++] = fieldTag;
     buf[p++] = total;
